@@ -1,0 +1,50 @@
+# Two commands on a fresh machine: `make run` (service + embedded local Triton) and `make test`.
+# Each installs what it needs on first use: a venv with the pinned requirements, the exported
+# TorchScript models, and (for tests) the real test media.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# The stamp's name hashes the requirement files, so editing a pin reinstalls on the next make.
+REQ_HASH := $(shell cat requirements.txt requirements-nodeps.txt | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(REQ_HASH)
+MODEL_SOURCES := $(wildcard fermodels/*.py fermodels/models/*.py fermodels/assets/*)
+MODELS := model_repository/fer_former/1/model.pt
+PYTEST_ARGS ?=
+
+.PHONY: run test venv models media lint typecheck check clean
+
+run: $(STAMP) $(MODELS)
+	$(PY) -m service
+
+test: $(STAMP) $(MODELS) media
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-nodeps.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps -r requirements-nodeps.txt
+	rm -f $(VENV)/.installed-* && touch $@
+
+models: $(MODELS)
+
+# Re-export when the model code changes; export is deterministic (fixed seed / ported weights).
+model_repository/fer_former/1/model.pt: $(STAMP) $(MODEL_SOURCES)
+	$(PY) -m fermodels export --model fer_former --repository model_repository --version 1 --force
+
+media: $(STAMP)
+	$(PY) -m tests.media
+
+lint: $(STAMP)
+	$(PY) -m ruff check service fermodels tests load_tests
+	$(PY) -m ruff format --check service fermodels tests load_tests
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
+check: lint typecheck test
+
+clean:
+	rm -rf $(VENV) .cache model_repository/*/[0-9]*/model.pt

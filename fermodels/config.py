@@ -1,0 +1,134 @@
+"""One config object per served model: what export writes, what the gateway reads, what tests check.
+
+The config travels with the weights: export serialises it as JSON into the model's ``config.pbtxt``
+(``parameters { key: "fer_config" ... }``) and ``labels.txt``, and the gateway reads it back from Triton,
+so nothing model-specific (input size, label order, prompts, provenance) is hard-coded in the gateway.
+
+This module is deliberately dependency-free (no torch, no numpy): the gateway imports it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Final, Literal
+
+# The API's label vocabulary and order (AffectNet-8 order). Every model names its outputs with these
+# words, in its own order; the gateway re-orders to this order. 7-class models simply lack "contempt".
+CANONICAL_LABELS: Final[tuple[str, ...]] = (
+    "neutral",
+    "happiness",
+    "sadness",
+    "surprise",
+    "fear",
+    "disgust",
+    "anger",
+    "contempt",
+)
+
+# Class orders of the public datasets, in canonical words, so a checkpoint's output index maps to a label.
+RAFDB_LABELS: Final = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
+FER2013_LABELS: Final = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
+AFFECTNET8_LABELS: Final = CANONICAL_LABELS
+
+# Adjectives for prompts ("a happy facial expression" reads better than "a happiness facial expression").
+LABEL_ADJECTIVES: Final[dict[str, str]] = {
+    "neutral": "neutral",
+    "happiness": "happy",
+    "sadness": "sad",
+    "surprise": "surprised",
+    "fear": "fearful",
+    "disgust": "disgusted",
+    "anger": "angry",
+    "contempt": "contemptuous",
+}
+
+# KE-FER's prompt template (arXiv 2409.08598).
+DEFAULT_PROMPT_TEMPLATE: Final = "a photo of a person making a {} facial expression."
+
+# ArcFace's canonical 5-point template for a 112x112 crop: eyes, nose tip, mouth corners (x, y).
+ARCFACE_TEMPLATE_112: Final[tuple[tuple[float, float], ...]] = (
+    (38.2946, 51.6963),
+    (73.5318, 51.5014),
+    (56.0252, 71.7366),
+    (41.5493, 92.3655),
+    (70.7299, 92.2041),
+)
+
+Task = Literal["image", "video"]
+PBTXT_PARAMETER_KEY: Final = "fer_config"
+
+
+def prompts_for(labels: tuple[str, ...], template: str = DEFAULT_PROMPT_TEMPLATE) -> tuple[str, ...]:
+    """One text prompt per label, in the label order."""
+    return tuple(template.format(LABEL_ADJECTIVES[label]) for label in labels)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything about a served model that is not a weight."""
+
+    name: str
+    architecture: str
+    task: Task = "image"
+    input_size: int = 112
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    labels: tuple[str, ...] = RAFDB_LABELS
+    prompts: tuple[str, ...] = field(default_factory=tuple)
+    text_encoder: str = ""
+    embed_dim: int = 256
+    clip_length: int = 1
+    # Extra context around the face: 0 keeps ArcFace's tight crop, 0.25 shrinks the landmark template
+    # towards the centre by 25 % so a quarter more of the head is visible (FER2013-style loose crops).
+    crop_margin: float = 0.0
+    trained: bool = False
+    weights: str = "random initialisation (untrained)"
+    license: str = "Apache-2.0"
+    accuracy: str = "not measured"
+    max_batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        unknown = [label for label in self.labels if label not in CANONICAL_LABELS]
+        if unknown:
+            raise ValueError(f"labels not in the canonical vocabulary: {unknown}")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels must be unique")
+        if self.prompts and len(self.prompts) != len(self.labels):
+            raise ValueError("one prompt per label is required")
+        if self.input_size <= 0 or self.clip_length <= 0 or self.max_batch_size <= 0:
+            raise ValueError("input_size, clip_length and max_batch_size must be positive")
+        if not 0.0 <= self.crop_margin < 1.0:
+            raise ValueError("crop_margin must be in [0, 1)")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        raw: dict[str, Any] = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in raw.items() if key in known}
+        for key in ("mean", "std", "labels", "prompts"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+    def landmark_template(self) -> tuple[tuple[float, float], ...]:
+        """The 5 canonical landmark positions (x, y) in this model's input pixels."""
+        scale = self.input_size / 112.0
+        centre = self.input_size / 2.0
+        shrink = 1.0 - self.crop_margin
+        return tuple(
+            (centre + (x * scale - centre) * shrink, centre + (y * scale - centre) * shrink)
+            for x, y in ARCFACE_TEMPLATE_112
+        )
+
+
+def canonical_order(labels: tuple[str, ...]) -> tuple[int, ...]:
+    """Indices into a model's outputs that list its labels in canonical order."""
+    return tuple(sorted(range(len(labels)), key=lambda i: CANONICAL_LABELS.index(labels[i])))

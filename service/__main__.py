@@ -1,0 +1,55 @@
+"""`python -m service`: settings → (embedded local Triton) → create_app → uvicorn."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import uvicorn
+
+from service.app import create_app
+from service.config import Settings
+
+logger = logging.getLogger("service")
+
+
+@contextmanager
+def triton_for(settings: Settings) -> Iterator[Settings]:
+    """Use the configured Triton, or start the embedded one and point the settings at it."""
+    if settings.triton_url is not None:
+        yield settings
+        return
+    from service.triton_local import LocalTriton
+
+    local = LocalTriton(
+        settings.model_repository.resolve(),
+        home=settings.triton_home.resolve(),
+        startup_timeout_s=settings.triton_startup_timeout_s,
+    )
+    endpoints = local.start()
+    url = endpoints.grpc_url if settings.triton_protocol == "grpc" else endpoints.http_url
+    logger.info(
+        "embedded Triton ready: grpc %s, http %s, metrics %s",
+        endpoints.grpc_url,
+        endpoints.http_url,
+        endpoints.metrics_url,
+    )
+    try:
+        yield settings.model_copy(update={"triton_url": url})
+    finally:
+        local.stop()  # after uvicorn has drained: in-flight requests finish before Triton goes
+
+
+def main() -> None:
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    with triton_for(settings) as effective:
+        app = create_app(effective)
+        uvicorn.run(app, host=effective.host, port=effective.port, log_level=effective.log_level)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Typed dependencies: routes reach the app's resources only through these."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.admission import AdmissionControl
+from service.config import Settings
+from service.inference.base import InferenceBackend
+from service.metrics import Metrics
+from service.pipeline import ImagePipeline
+from service.state import Resources
+
+
+def get_resources(request: Request) -> Resources:
+    resources: Resources = request.app.state.resources
+    return resources
+
+
+ResourcesDep = Annotated[Resources, Depends(get_resources)]
+
+
+def get_settings(resources: ResourcesDep) -> Settings:
+    return resources.settings
+
+
+def get_pipeline(resources: ResourcesDep) -> ImagePipeline:
+    return resources.pipeline
+
+
+def get_inference(resources: ResourcesDep) -> InferenceBackend:
+    return resources.inference
+
+
+def get_admission(resources: ResourcesDep) -> AdmissionControl:
+    return resources.admission
+
+
+def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+PipelineDep = Annotated[ImagePipeline, Depends(get_pipeline)]
+InferenceDep = Annotated[InferenceBackend, Depends(get_inference)]
+AdmissionDep = Annotated[AdmissionControl, Depends(get_admission)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]

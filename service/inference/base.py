@@ -1,0 +1,73 @@
+"""What the pipeline needs from an inference server, as types; Triton implements it, tests fake it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from fermodels.config import ModelConfig
+
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A model as the server serves it: its config (from config.pbtxt) and the live version."""
+
+    config: ModelConfig
+    version: str
+    max_batch_size: int
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    name: str
+    version: str
+    state: str
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "READY"
+
+
+@dataclass(frozen=True)
+class ImageOutputs:
+    """Per-face outputs of an image model, rows aligned with the crops sent."""
+
+    probabilities: FloatArray  # N x C, config.labels order
+    embeddings: FloatArray  # N x D, L2-normalised
+    text_similarity: FloatArray  # N x P, config.prompts order
+
+    @classmethod
+    def concatenate(cls, parts: list[ImageOutputs]) -> ImageOutputs:
+        return cls(
+            probabilities=np.concatenate([p.probabilities for p in parts]),
+            embeddings=np.concatenate([p.embeddings for p in parts]),
+            text_similarity=np.concatenate([p.text_similarity for p in parts]),
+        )
+
+
+class InferenceBackend(Protocol):
+    """The inference server as the gateway sees it. Errors are ``service.errors.ServiceError``s."""
+
+    async def server_ready(self) -> bool: ...
+
+    async def model_statuses(self) -> list[ModelStatus]: ...
+
+    async def served_model(self, name: str) -> ServedModel: ...
+
+    async def infer_image(self, model: ServedModel, crops: FloatArray) -> ImageOutputs: ...
+
+    async def close(self) -> None: ...
+
+
+def batches(count: int, max_batch_size: int) -> list[slice]:
+    """Consecutive slices of at most ``max_batch_size`` rows covering ``count`` rows."""
+    return [slice(start, min(start + max_batch_size, count)) for start in range(0, count, max_batch_size)]

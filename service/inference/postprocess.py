@@ -1,0 +1,88 @@
+"""Model outputs + detections → the API's per-face results, with labels in canonical order."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fermodels.config import ModelConfig, canonical_order
+from service.inference.base import FloatArray, ImageOutputs, ServedModel
+from service.schemas import (
+    LANDMARK_NAMES,
+    Box,
+    FaceResult,
+    LabelScore,
+    Landmarks,
+    ModelInfo,
+    Point,
+    TextSimilarity,
+)
+from service.vision.detection import Detections
+
+UNTRAINED_WARNING = (
+    "model {name!r} serves untrained weights ({weights}): its expression probabilities and text "
+    "similarities are NOT predictions; use them only to test the plumbing"
+)
+
+
+def label_distribution(probabilities: FloatArray, config: ModelConfig) -> list[LabelScore]:
+    """One face's probabilities as (label, probability) pairs in canonical label order."""
+    return [
+        LabelScore(label=config.labels[i], probability=float(probabilities[i]))
+        for i in canonical_order(config.labels)
+    ]
+
+
+def text_similarities(scores: FloatArray, config: ModelConfig) -> list[TextSimilarity]:
+    return [
+        TextSimilarity(label=config.labels[i], prompt=config.prompts[i], score=float(scores[i]))
+        for i in canonical_order(config.labels)
+    ]
+
+
+def face_result(detections: Detections, outputs: ImageOutputs, index: int, config: ModelConfig) -> FaceResult:
+    probabilities = outputs.probabilities[index]
+    best = int(np.argmax(probabilities))
+    x1, y1, x2, y2 = (float(v) for v in detections.boxes[index])
+    points = detections.landmarks[index]
+    return FaceResult(
+        box=Box(x1=x1, y1=y1, x2=x2, y2=y2),
+        landmarks=Landmarks(
+            **{
+                name: Point(x=float(points[i, 0]), y=float(points[i, 1]))
+                for i, name in enumerate(LANDMARK_NAMES)
+            }
+        ),
+        detection_score=float(detections.scores[index]),
+        expression=LabelScore(label=config.labels[best], probability=float(probabilities[best])),
+        expressions=label_distribution(probabilities, config),
+        text_similarity=text_similarities(outputs.text_similarity[index], config),
+    )
+
+
+def face_results(detections: Detections, outputs: ImageOutputs, config: ModelConfig) -> list[FaceResult]:
+    return [face_result(detections, outputs, i, config) for i in range(len(detections))]
+
+
+def model_info(model: ServedModel) -> ModelInfo:
+    config = model.config
+    order = canonical_order(config.labels)
+    return ModelInfo(
+        name=config.name,
+        version=model.version,
+        architecture=config.architecture,
+        trained=config.trained,
+        weights=config.weights,
+        accuracy=config.accuracy,
+        license=config.license,
+        input_size=config.input_size,
+        labels=[config.labels[i] for i in order],
+        prompts=[config.prompts[i] for i in order] if config.prompts else [],
+        text_encoder=config.text_encoder,
+        max_batch_size=model.max_batch_size,
+    )
+
+
+def model_warnings(config: ModelConfig) -> list[str]:
+    if config.trained:
+        return []
+    return [UNTRAINED_WARNING.format(name=config.name, weights=config.weights)]

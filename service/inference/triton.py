@@ -1,0 +1,206 @@
+"""Triton behind a typed interface: one coroutine per model kind, InferInput plumbing hidden here.
+
+One async client (gRPC aio by default) is reused across requests. When Triton goes away the client is
+dropped and rebuilt on the next call, so a restarted Triton is picked up without restarting the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from fermodels.config import PBTXT_PARAMETER_KEY, ModelConfig
+from service.errors import (
+    InferenceFailed,
+    InferenceTimeout,
+    InferenceUnavailable,
+    ModelNotFound,
+    Overloaded,
+    ServiceError,
+)
+from service.inference.base import FloatArray, ImageOutputs, ModelStatus, ServedModel, batches
+from service.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+_IMAGE_OUTPUTS = ("OUTPUT__0", "OUTPUT__1", "OUTPUT__2")
+# gRPC reconnect backoff grows to 120 s by default; a restarted Triton should be found within seconds.
+_GRPC_CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", 2**31 - 1),
+    ("grpc.max_receive_message_length", 2**31 - 1),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
+
+
+class TritonBackend:
+    """``InferenceBackend`` over Triton's gRPC or HTTP protocol."""
+
+    def __init__(
+        self, url: str, *, protocol: str, timeout_s: float, retry_after_s: int, metrics: Metrics
+    ) -> None:
+        self._url, self._protocol = url, protocol
+        self._timeout_s, self._retry_after_s = timeout_s, retry_after_s
+        self._metrics = metrics
+        self._client: Any = None
+        self._models: dict[str, ServedModel] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def _connection(self) -> Any:
+        if self._client is None:
+            self._client = self._new_client()
+        return self._client
+
+    def _new_client(self) -> Any:
+        if self._protocol == "grpc":
+            import tritonclient.grpc.aio as grpcclient
+
+            return grpcclient.InferenceServerClient(self._url, channel_args=_GRPC_CHANNEL_ARGS)
+        import tritonclient.http.aio as httpclient
+
+        return httpclient.InferenceServerClient(self._url, conn_timeout=self._timeout_s)
+
+    async def _drop_connection(self) -> None:
+        client, self._client = self._client, None
+        self._models.clear()  # a restarted server may serve other versions
+        if client is not None:
+            try:
+                await client.close()
+            except Exception:  # closing a broken channel may itself fail; nothing to do about it
+                logger.debug("closing the Triton client failed", exc_info=True)
+
+    async def close(self) -> None:
+        await self._drop_connection()
+
+    # -- health and model configs ----------------------------------------------------------------
+    async def server_ready(self) -> bool:
+        try:
+            return bool(await self._call(self._connection().is_server_ready()))
+        except ServiceError:
+            return False
+
+    async def model_statuses(self) -> list[ModelStatus]:
+        index = await self._call(self._repository_index())
+        return [
+            ModelStatus(
+                name=entry["name"], version=str(entry.get("version", "")), state=entry.get("state", "")
+            )
+            for entry in index
+        ]
+
+    async def _repository_index(self) -> list[dict[str, Any]]:
+        client = self._connection()
+        if self._protocol == "grpc":
+            index: dict[str, Any] = await client.get_model_repository_index(as_json=True)
+            return list(index.get("models", []))
+        return list(await client.get_model_repository_index())
+
+    async def served_model(self, name: str) -> ServedModel:
+        if name not in self._models:
+            self._models[name] = await self._call(self._load_served_model(name))
+        return self._models[name]
+
+    async def _load_served_model(self, name: str) -> ServedModel:
+        client = self._connection()
+        if not await client.is_model_ready(name):
+            raise ModelNotFound(f"model {name!r} is not served or not ready")
+        if self._protocol == "grpc":
+            config = (await client.get_model_config(name, as_json=True))["config"]
+            metadata = await client.get_model_metadata(name, as_json=True)
+        else:
+            config = await client.get_model_config(name)
+            metadata = await client.get_model_metadata(name)
+        return parse_served_model(config, metadata)
+
+    # -- inference -------------------------------------------------------------------------------
+    async def infer_image(self, model: ServedModel, crops: FloatArray) -> ImageOutputs:
+        """All crops, split into calls of at most ``max_batch_size`` sent concurrently (Triton batches)."""
+        parts = await asyncio.gather(
+            *(self._infer_batch(model, crops[part]) for part in batches(len(crops), model.max_batch_size))
+        )
+        return ImageOutputs.concatenate(list(parts))
+
+    async def _infer_batch(self, model: ServedModel, crops: FloatArray) -> ImageOutputs:
+        self._metrics.batch_size.labels(model.name).observe(len(crops))
+        start, outcome = time.perf_counter(), "error"
+        try:
+            result = await self._call(self._send(model, np.ascontiguousarray(crops, dtype=np.float32)))
+            outcome = "ok"
+        finally:
+            self._metrics.triton_seconds.labels(model.name, outcome).observe(time.perf_counter() - start)
+        arrays = [result.as_numpy(output) for output in _IMAGE_OUTPUTS]
+        return ImageOutputs(*(np.asarray(array, dtype=np.float32) for array in arrays))
+
+    async def _send(self, model: ServedModel, crops: FloatArray) -> Any:
+        module = self._client_module()
+        infer_input = module.InferInput("INPUT__0", list(crops.shape), "FP32")
+        infer_input.set_data_from_numpy(crops)
+        outputs = [module.InferRequestedOutput(name) for name in _IMAGE_OUTPUTS]
+        return await self._connection().infer(model.name, [infer_input], outputs=outputs)
+
+    def _client_module(self) -> Any:
+        if self._protocol == "grpc":
+            import tritonclient.grpc.aio as grpcclient
+
+            return grpcclient
+        import tritonclient.http.aio as httpclient
+
+        return httpclient
+
+    # -- error mapping ---------------------------------------------------------------------------
+    async def _call(self, operation: Any) -> Any:
+        """Await one Triton operation under the deadline, translating failures to service errors."""
+        try:
+            return await asyncio.wait_for(operation, timeout=self._timeout_s)
+        except ServiceError:
+            raise
+        except TimeoutError as exc:
+            raise InferenceTimeout(f"Triton did not answer within {self._timeout_s:g} s") from exc
+        except Exception as exc:
+            raise await self._translate(exc) from exc
+
+    async def _translate(self, exc: Exception) -> ServiceError:
+        error = classify_triton_error(exc, self._retry_after_s)
+        if isinstance(error, InferenceUnavailable):
+            logger.warning("Triton at %s unavailable (%s); reconnecting on the next call", self._url, exc)
+            await self._drop_connection()
+        return error
+
+
+def classify_triton_error(exc: Exception, retry_after_s: int) -> ServiceError:
+    """Map a tritonclient / transport exception to the service error a client should see."""
+    status = str(getattr(exc, "status", lambda: "")() or "")
+    message = str(getattr(exc, "message", lambda: str(exc))() or exc)
+    lowered = message.lower()
+    if "queue" in lowered and ("maximum" in lowered or "exceeds" in lowered or "timeout" in lowered):
+        return Overloaded("the inference queue is full; retry later", retry_after_s=1)
+    if "DEADLINE_EXCEEDED" in status or "deadline" in lowered:
+        return InferenceTimeout("Triton did not answer in time")
+    if "unknown model" in lowered or "not found" in lowered or "NOT_FOUND" in status:
+        return ModelNotFound("the requested model is not served")
+    if _looks_like_connection_error(exc, status, lowered):
+        return InferenceUnavailable("the inference server is unavailable", retry_after_s=retry_after_s)
+    return InferenceFailed("the inference server failed to run the model")
+
+
+def _looks_like_connection_error(exc: Exception, status: str, lowered: str) -> bool:
+    if "UNAVAILABLE" in status or isinstance(exc, ConnectionError | OSError):
+        return True
+    markers = ("connect", "unavailable", "socket closed", "connection", "server disconnected")
+    return any(marker in lowered for marker in markers) or "ClientConnector" in type(exc).__name__
+
+
+def parse_served_model(config: dict[str, Any], metadata: dict[str, Any]) -> ServedModel:
+    """Build a ServedModel from Triton's JSON model config and metadata."""
+    parameters = config.get("parameters", {})
+    if PBTXT_PARAMETER_KEY not in parameters:
+        raise InferenceFailed(f"model {config.get('name')!r} has no {PBTXT_PARAMETER_KEY} parameter")
+    model_config = ModelConfig.from_json(parameters[PBTXT_PARAMETER_KEY]["string_value"])
+    versions = sorted(metadata.get("versions", []) or ["1"], key=lambda v: int(v) if v.isdigit() else 0)
+    return ServedModel(
+        config=model_config, version=str(versions[-1]), max_batch_size=int(config.get("max_batch_size", 1))
+    )

@@ -1,0 +1,91 @@
+"""Every Prometheus metric of the gateway, defined once, on a registry owned by the app (no globals)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Seconds; dense under 100 ms where detection and inference live on a CPU, up to a 30 s video.
+LATENCY_BUCKETS = (
+    0.002,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+COUNT_BUCKETS = (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+
+
+class Metrics:
+    """The gateway's metrics; one instance per app so tests can build many apps side by side."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "fer_http_requests",
+            "HTTP requests by route, method and status.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "fer_http_request_duration_seconds",
+            "HTTP request latency.",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge("fer_in_flight_requests", "Prediction requests being processed.", registry=r)
+        self.rejected = Counter(
+            "fer_rejected_requests", "Requests refused before processing, by reason.", ["reason"], registry=r
+        )
+        self.stage_seconds = Histogram(
+            "fer_stage_duration_seconds",
+            "Pipeline stage latency.",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.faces_per_image = Histogram(
+            "fer_faces_per_image", "Faces detected per image.", buckets=COUNT_BUCKETS, registry=r
+        )
+        self.faces = Counter("fer_faces", "Faces analysed.", registry=r)
+        self.triton_seconds = Histogram(
+            "fer_triton_request_duration_seconds",
+            "Latency of one Triton inference call.",
+            ["model", "outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "fer_triton_batch_size",
+            "Faces per Triton inference call.",
+            ["model"],
+            buckets=COUNT_BUCKETS,
+            registry=r,
+        )
+
+    @contextmanager
+    def time_stage(self, stage: str, timings_ms: dict[str, float]) -> Iterator[None]:
+        """Time a pipeline stage into the histogram and into the response's ``timings_ms``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - start
+            self.stage_seconds.labels(stage).observe(elapsed)
+            timings_ms[stage] = round(elapsed * 1000.0, 3)

@@ -1,0 +1,97 @@
+"""The image pipeline, top to bottom: decode → detect → align → infer → assemble, each stage timed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+
+from service.config import Settings
+from service.inference.base import FloatArray, ImageOutputs, InferenceBackend, ServedModel
+from service.inference.postprocess import face_results, model_info, model_warnings
+from service.metrics import Metrics
+from service.schemas import ImageInfo, PredictResponse
+from service.vision.alignment import align_faces
+from service.vision.decode import DecodedImage, decode_image
+from service.vision.detection import Detections, FaceDetector
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A request's media bytes, however they arrived (multipart field or raw body)."""
+
+    data: bytes
+    content_type: str
+    filename: str | None = None
+
+
+class ImagePipeline:
+    """Turns one uploaded image into per-face expression results."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        detector: FaceDetector,
+        inference: InferenceBackend,
+        executor: ThreadPoolExecutor,
+        metrics: Metrics,
+    ) -> None:
+        self._settings = settings
+        self._detector = detector
+        self._inference = inference
+        self._executor = executor
+        self._metrics = metrics
+
+    async def predict(self, upload: Upload, model_name: str | None) -> PredictResponse:
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        with self._metrics.time_stage("decode", timings):
+            image = await self._offload(decode_image, upload.data, max_pixels=self._settings.max_image_pixels)
+        model = await self._inference.served_model(model_name or self._settings.default_model)
+        with self._metrics.time_stage("detect", timings):
+            faces = await self._offload(self._detect, image)
+        with self._metrics.time_stage("align", timings):
+            crops = await self._offload(self._align, image, faces, model)
+        with self._metrics.time_stage("infer", timings):
+            outputs = await self._infer(model, crops)
+        with self._metrics.time_stage("assemble", timings):
+            results = face_results(faces, outputs, model.config)
+        timings["total"] = round((time.perf_counter() - start) * 1000.0, 3)
+        return PredictResponse(
+            image=ImageInfo(width=image.width, height=image.height, format=image.format),
+            model=model_info(model),
+            faces=results,
+            timings_ms=timings,
+            warnings=model_warnings(model.config),
+        )
+
+    async def _offload(self, function: Callable[..., T], *args: object, **kwargs: object) -> T:
+        """Run CPU-bound work on the pool so the event loop keeps serving other requests."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: function(*args, **kwargs))
+
+    def _detect(self, image: DecodedImage) -> Detections:
+        found = self._detector.detect(image.rgb)
+        kept = found.top(self._settings.max_faces, self._settings.detector_min_score)
+        self._metrics.faces_per_image.observe(len(kept))
+        self._metrics.faces.inc(len(kept))
+        return kept.clipped_to(image.width, image.height)
+
+    @staticmethod
+    def _align(image: DecodedImage, faces: Detections, model: ServedModel) -> FloatArray:
+        template = np.asarray(model.config.landmark_template(), dtype=np.float64)
+        return align_faces(image.rgb, faces.landmarks, template, model.config.input_size)
+
+    async def _infer(self, model: ServedModel, crops: FloatArray) -> ImageOutputs:
+        if len(crops) == 0:  # no face: nothing to ask Triton
+            empty = np.zeros((0, 0), dtype=np.float32)
+            return ImageOutputs(empty, empty, empty)
+        return await self._inference.infer_image(model, crops)

@@ -1,0 +1,50 @@
+"""Liveness, readiness and the Prometheus endpoint."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.dependencies import InferenceDep, MetricsDep
+from service.errors import ServiceError
+from service.inference.base import InferenceBackend
+from service.schemas import HealthResponse
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=HealthResponse, summary="The process is alive")
+async def healthz() -> HealthResponse:
+    return HealthResponse(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=HealthResponse,
+    responses={503: {"model": HealthResponse, "description": "Triton or a model is not ready"}},
+    summary="Ready when Triton and every model in its repository are ready",
+)
+async def readyz(inference: InferenceDep) -> JSONResponse:
+    checks = await readiness_checks(inference)
+    ready = all(checks.values())
+    body = HealthResponse(status="ok" if ready else "unavailable", checks=checks)
+    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+
+async def readiness_checks(inference: InferenceBackend) -> dict[str, bool]:
+    checks = {"triton": await inference.server_ready()}
+    if not checks["triton"]:
+        return checks
+    try:
+        statuses = await inference.model_statuses()
+    except ServiceError:
+        return {**checks, "models": False}
+    checks["models"] = bool(statuses)
+    checks.update({f"model:{status.name}": status.ready for status in statuses})
+    return checks
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(registry: MetricsDep) -> Response:
+    return Response(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)

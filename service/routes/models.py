@@ -1,0 +1,32 @@
+"""GET /v1/models: what Triton serves, with each model's labels, prompts and weight provenance."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.dependencies import InferenceDep, SettingsDep
+from service.errors import InferenceUnavailable, openapi_error_responses
+from service.inference.base import InferenceBackend, ModelStatus
+from service.inference.postprocess import model_info
+from service.schemas import ModelsResponse, ModelState
+
+router = APIRouter(tags=["models"])
+
+
+@router.get(
+    "/v1/models",
+    response_model=ModelsResponse,
+    responses=openapi_error_responses(InferenceUnavailable),
+    summary="Served models, versions, labels, prompts and whether their weights are trained",
+)
+async def list_models(inference: InferenceDep, settings: SettingsDep) -> ModelsResponse:
+    statuses = await inference.model_statuses()
+    states = [await _model_state(inference, status) for status in statuses]
+    return ModelsResponse(default_model=settings.default_model, models=states)
+
+
+async def _model_state(inference: InferenceBackend, status: ModelStatus) -> ModelState:
+    if not status.ready:
+        return ModelState(name=status.name, version=status.version, state=status.state)
+    served = await inference.served_model(status.name)
+    return ModelState(name=status.name, version=served.version, state=status.state, info=model_info(served))

@@ -1,0 +1,24 @@
+"""The long-lived resources of one app, opened and closed by its lifespan."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from service.admission import AdmissionControl
+from service.config import Settings
+from service.inference.base import InferenceBackend
+from service.metrics import Metrics
+from service.pipeline import ImagePipeline
+from service.vision.detection import FaceDetector
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    metrics: Metrics
+    inference: InferenceBackend
+    detector: FaceDetector
+    executor: ThreadPoolExecutor
+    admission: AdmissionControl
+    pipeline: ImagePipeline

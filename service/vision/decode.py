@@ -1,0 +1,90 @@
+"""Bytes → RGB pixels, safely: the format is sniffed from the bytes, size is checked before pixels exist."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from service.errors import EmptyPayload, ImageTooLarge, InvalidImage, UnsupportedMediaType
+
+# Magic numbers of the still-image formats we accept. The declared content type and file name are not
+# trusted: a text file named photo.jpg must be refused as what it is.
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+IMAGE_FORMATS = frozenset(name for _, name in _SIGNATURES) | {"WEBP"}
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    rgb: npt.NDArray[np.uint8]  # H x W x 3
+    format: str
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+
+def sniff_image_format(data: bytes) -> str | None:
+    """The image format named by the leading bytes, or None when they are not an image we accept."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return next((name for magic, name in _SIGNATURES if data.startswith(magic)), None)
+
+
+def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
+    """Decode the first frame, honour EXIF orientation, return RGB uint8."""
+    if not data:
+        raise EmptyPayload("the request carried no image data")
+    image_format = sniff_image_format(data)
+    if image_format is None:
+        raise UnsupportedMediaType(f"not a supported image; send one of: {', '.join(sorted(IMAGE_FORMATS))}")
+    with _open(data) as image:
+        _check_pixel_count(image, max_pixels)
+        rgb = _load_rgb(image)
+    return DecodedImage(rgb=rgb, format=image_format)
+
+
+def _open(data: bytes) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLarge("image dimensions exceed the decoder's safety limit") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise InvalidImage("the image header could not be parsed") from exc
+
+
+def _check_pixel_count(image: Image.Image, max_pixels: int) -> None:
+    # The header gives the size before any pixel is decoded, so a 20000x20000 PNG bomb costs nothing.
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise InvalidImage("the image has no pixels")
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"image is {width}x{height} pixels; the limit is {max_pixels} pixels")
+
+
+def _load_rgb(image: Image.Image) -> npt.NDArray[np.uint8]:
+    try:
+        image.seek(0)  # animated GIF/WebP/TIFF: the first frame
+        upright = ImageOps.exif_transpose(image)
+        return np.asarray(upright.convert("RGB"), dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+        # Pillow reports truncated or corrupt data as OSError ("image file is truncated", "broken data").
+        raise InvalidImage("the image data is truncated or corrupt") from exc

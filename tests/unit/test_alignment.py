@@ -1,0 +1,76 @@
+import math
+
+import numpy as np
+import pytest
+
+from fermodels.config import ModelConfig
+from service.vision.alignment import align_faces, estimate_similarity
+
+TEMPLATE = np.asarray(ModelConfig(name="m", architecture="a").landmark_template())
+
+
+def similarity(scale: float, angle_deg: float, tx: float, ty: float) -> np.ndarray:
+    a = math.radians(angle_deg)
+    return np.array([[scale * math.cos(a), -scale * math.sin(a), tx], [scale * math.sin(a), scale * math.cos(a), ty]])
+
+
+def apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+@pytest.mark.parametrize(("scale", "angle", "tx", "ty"), [(1.0, 0, 0, 0), (2.5, 30, 100, -20), (0.4, -75, 3, 7)])
+def test_estimate_similarity_recovers_a_known_transform(scale: float, angle: float, tx: float, ty: float) -> None:
+    truth = similarity(scale, angle, tx, ty)
+    estimated = estimate_similarity(TEMPLATE, apply(truth, TEMPLATE))
+    np.testing.assert_allclose(estimated, truth, atol=1e-9)
+
+
+def test_estimate_similarity_is_least_squares_under_noise() -> None:
+    rng = np.random.default_rng(0)
+    truth = similarity(1.7, 12, 40, 60)
+    noisy = apply(truth, TEMPLATE) + rng.normal(0, 0.5, TEMPLATE.shape)
+    estimated = estimate_similarity(TEMPLATE, noisy)
+    residual = np.linalg.norm(apply(estimated, TEMPLATE) - noisy)
+    assert residual <= np.linalg.norm(apply(truth, TEMPLATE) - noisy)  # best fit beats the truth on the data
+    np.testing.assert_allclose(estimated[:, :2], truth[:, :2], atol=0.02)
+
+
+def test_estimate_similarity_never_reflects() -> None:
+    mirrored = TEMPLATE * np.array([-1.0, 1.0])
+    matrix = estimate_similarity(TEMPLATE, mirrored)
+    assert np.linalg.det(matrix[:, :2]) > 0
+
+
+def dot_image(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A black RGB image with a bright 5x5 square centred on each point."""
+    image = np.zeros((size[1], size[0], 3), dtype=np.uint8)
+    for x, y in np.round(points).astype(int):
+        image[y - 2 : y + 3, x - 2 : x + 3] = 255
+    return image
+
+
+def bright_centroids(crop: np.ndarray, around: np.ndarray, radius: int = 6) -> np.ndarray:
+    gray = crop.mean(axis=0)
+    found = []
+    for x, y in np.round(around).astype(int):
+        window = gray[y - radius : y + radius + 1, x - radius : x + radius + 1]
+        ys, xs = np.mgrid[y - radius : y + radius + 1, x - radius : x + radius + 1]
+        found.append([(xs * window).sum() / window.sum(), (ys * window).sum() / window.sum()])
+    return np.asarray(found)
+
+
+@pytest.mark.parametrize(("scale", "angle"), [(2.0, 0.0), (3.0, 25.0), (1.5, -40.0)])
+def test_align_faces_puts_landmarks_on_the_template(scale: float, angle: float) -> None:
+    landmarks = apply(similarity(scale, angle, 150, 120), TEMPLATE - 56) + 0  # a face somewhere in the image
+    image = dot_image(landmarks, (480, 400))
+    crops = align_faces(image, landmarks[None], TEMPLATE, 112)
+    assert crops.shape == (1, 3, 112, 112) and crops.dtype == np.float32
+    np.testing.assert_allclose(bright_centroids(crops[0], TEMPLATE), TEMPLATE, atol=0.6)
+
+
+def test_align_faces_batches_every_face_and_handles_none() -> None:
+    faces = np.stack([apply(similarity(2.0, a, 200, 200), TEMPLATE - 56) for a in (0, 10, 20)])
+    crops = align_faces(np.full((400, 400, 3), 128, np.uint8), faces, TEMPLATE, 64)
+    assert crops.shape == (3, 3, 64, 64)
+    np.testing.assert_allclose(crops, 128 / 255, atol=1e-5)
+    assert align_faces(np.zeros((10, 10, 3), np.uint8), np.zeros((0, 5, 2)), TEMPLATE, 64).shape == (0, 3, 64, 64)

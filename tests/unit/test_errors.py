@@ -1,0 +1,66 @@
+import json
+
+from service.errors import (
+    ERROR_TABLE,
+    InferenceUnavailable,
+    Overloaded,
+    error_response,
+    openapi_error_responses,
+)
+from service.inference.triton import classify_triton_error
+
+
+def test_codes_are_unique_and_statuses_are_http_errors() -> None:
+    codes = [error.code for error in ERROR_TABLE]
+    assert len(codes) == len(set(codes))
+    assert all(400 <= error.status < 600 for error in ERROR_TABLE)
+
+
+def test_the_table_maps_the_issue_statuses() -> None:
+    statuses = {error.code: error.status for error in ERROR_TABLE}
+    assert statuses["payload_too_large"] == 413
+    assert statuses["unsupported_media_type"] == 415
+    assert statuses["invalid_image"] == statuses["image_too_large"] == 422
+    assert statuses["overloaded"] == 429
+    assert statuses["inference_unavailable"] == 503
+    assert statuses["inference_timeout"] == 504
+
+
+def test_error_response_envelope_and_retry_after() -> None:
+    response = error_response(InferenceUnavailable("down", retry_after_s=7))
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "7"
+    assert json.loads(response.body) == {"error": {"code": "inference_unavailable", "message": "down"}}
+
+
+def test_openapi_responses_group_codes_by_status() -> None:
+    responses = openapi_error_responses()
+    assert "invalid_image" in responses[422]["description"]
+    assert "image_too_large" in responses[422]["description"]
+    assert set(responses) == {error.status for error in ERROR_TABLE}
+
+
+class FakeTritonError(Exception):
+    def __init__(self, msg: str, status: str) -> None:
+        super().__init__(msg)
+        self._msg, self._status = msg, status
+
+    def message(self) -> str:
+        return self._msg
+
+    def status(self) -> str:
+        return self._status
+
+
+def test_classify_triton_errors() -> None:
+    unavailable = classify_triton_error(FakeTritonError("failed to connect to all addresses", "StatusCode.UNAVAILABLE"), 5)
+    assert isinstance(unavailable, InferenceUnavailable) and unavailable.retry_after_s == 5
+    full = classify_triton_error(FakeTritonError("Exceeds maximum queue size", "StatusCode.UNAVAILABLE"), 5)
+    assert isinstance(full, Overloaded)
+    assert classify_triton_error(FakeTritonError("Deadline Exceeded", "StatusCode.DEADLINE_EXCEEDED"), 5).code == (
+        "inference_timeout"
+    )
+    assert classify_triton_error(ConnectionRefusedError("refused"), 5).code == "inference_unavailable"
+    assert classify_triton_error(FakeTritonError("shape mismatch", "StatusCode.INTERNAL"), 5).code == (
+        "inference_failed"
+    )

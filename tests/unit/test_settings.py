@@ -1,0 +1,35 @@
+import pytest
+from pydantic import ValidationError
+
+from service.config import Settings
+
+
+def test_defaults_are_sane() -> None:
+    settings = Settings()
+    assert settings.port == 8080 and settings.host == "127.0.0.1"
+    assert settings.triton_url is None  # embedded Triton by default
+    assert settings.triton_protocol == "grpc"
+
+
+def test_every_field_is_documented() -> None:
+    undocumented = [name for name, field in Settings.model_fields.items() if not field.description]
+    assert undocumented == []
+
+
+def test_environment_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FER_TRITON_URL", "triton:8001")
+    monkeypatch.setenv("FER_MAX_IN_FLIGHT", "3")
+    monkeypatch.setenv("FER_DETECTOR_THRESHOLDS", "[0.5, 0.6, 0.7]")
+    settings = Settings()
+    assert settings.triton_url == "triton:8001"
+    assert settings.max_in_flight == 3
+    assert settings.detector_thresholds == (0.5, 0.6, 0.7)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"triton_protocol": "smoke-signals"}, {"max_in_flight": 0}, {"detector_thresholds": (0.5, 1.5, 0.7)}],
+)
+def test_invalid_values_are_refused(overrides: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        Settings(**overrides)  # type: ignore[arg-type]
