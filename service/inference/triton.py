@@ -22,7 +22,7 @@ from service.errors import (
     Overloaded,
     ServiceError,
 )
-from service.inference.base import FloatArray, ImageOutputs, ModelStatus, ServedModel, batches
+from service.inference.base import FloatArray, ImageOutputs, ModelStatus, ServedModel
 from service.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -118,13 +118,9 @@ class TritonBackend:
 
     # -- inference -------------------------------------------------------------------------------
     async def infer_image(self, model: ServedModel, crops: FloatArray) -> ImageOutputs:
-        """All crops, split into calls of at most ``max_batch_size`` sent concurrently (Triton batches)."""
-        parts = await asyncio.gather(
-            *(self._infer_batch(model, crops[part]) for part in batches(len(crops), model.max_batch_size))
-        )
-        return ImageOutputs.concatenate(list(parts))
-
-    async def _infer_batch(self, model: ServedModel, crops: FloatArray) -> ImageOutputs:
+        """One Triton call; the caller keeps ``len(crops) <= model.max_batch_size``."""
+        if len(crops) > model.max_batch_size:
+            raise ValueError(f"{len(crops)} crops exceed max_batch_size {model.max_batch_size}")
         self._metrics.batch_size.labels(model.name).observe(len(crops))
         start, outcome = time.perf_counter(), "error"
         try:

@@ -84,7 +84,7 @@ def _load_rgb(image: Image.Image) -> npt.NDArray[np.uint8]:
     try:
         image.seek(0)  # animated GIF/WebP/TIFF: the first frame
         upright = ImageOps.exif_transpose(image)
-        return np.asarray(upright.convert("RGB"), dtype=np.uint8)
+        return np.array(upright.convert("RGB"), dtype=np.uint8)  # a writable copy torch can share
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
         # Pillow reports truncated or corrupt data as OSError ("image file is truncated", "broken data").
         raise InvalidImage("the image data is truncated or corrupt") from exc

@@ -11,15 +11,21 @@ TEMPLATE = np.asarray(ModelConfig(name="m", architecture="a").landmark_template(
 
 def similarity(scale: float, angle_deg: float, tx: float, ty: float) -> np.ndarray:
     a = math.radians(angle_deg)
-    return np.array([[scale * math.cos(a), -scale * math.sin(a), tx], [scale * math.sin(a), scale * math.cos(a), ty]])
+    return np.array(
+        [[scale * math.cos(a), -scale * math.sin(a), tx], [scale * math.sin(a), scale * math.cos(a), ty]]
+    )
 
 
 def apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ matrix[:, :2].T + matrix[:, 2]
 
 
-@pytest.mark.parametrize(("scale", "angle", "tx", "ty"), [(1.0, 0, 0, 0), (2.5, 30, 100, -20), (0.4, -75, 3, 7)])
-def test_estimate_similarity_recovers_a_known_transform(scale: float, angle: float, tx: float, ty: float) -> None:
+@pytest.mark.parametrize(
+    ("scale", "angle", "tx", "ty"), [(1.0, 0, 0, 0), (2.5, 30, 100, -20), (0.4, -75, 3, 7)]
+)
+def test_estimate_similarity_recovers_a_known_transform(
+    scale: float, angle: float, tx: float, ty: float
+) -> None:
     truth = similarity(scale, angle, tx, ty)
     estimated = estimate_similarity(TEMPLATE, apply(truth, TEMPLATE))
     np.testing.assert_allclose(estimated, truth, atol=1e-9)
@@ -73,4 +79,9 @@ def test_align_faces_batches_every_face_and_handles_none() -> None:
     crops = align_faces(np.full((400, 400, 3), 128, np.uint8), faces, TEMPLATE, 64)
     assert crops.shape == (3, 3, 64, 64)
     np.testing.assert_allclose(crops, 128 / 255, atol=1e-5)
-    assert align_faces(np.zeros((10, 10, 3), np.uint8), np.zeros((0, 5, 2)), TEMPLATE, 64).shape == (0, 3, 64, 64)
+    assert align_faces(np.zeros((10, 10, 3), np.uint8), np.zeros((0, 5, 2)), TEMPLATE, 64).shape == (
+        0,
+        3,
+        64,
+        64,
+    )

@@ -86,7 +86,12 @@ def test_configured_pixel_limit() -> None:
 
 @pytest.mark.parametrize(
     ("head", "expected"),
-    [(b"\xff\xd8\xff\xe0", "JPEG"), (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "WEBP"), (b"GIF89a", "GIF"), (b"%PDF", None)],
+    [
+        (b"\xff\xd8\xff\xe0", "JPEG"),
+        (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "WEBP"),
+        (b"GIF89a", "GIF"),
+        (b"%PDF", None),
+    ],
 )
 def test_sniff(head: bytes, expected: str | None) -> None:
     assert sniff_image_format(head) == expected

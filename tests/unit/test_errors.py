@@ -53,13 +53,15 @@ class FakeTritonError(Exception):
 
 
 def test_classify_triton_errors() -> None:
-    unavailable = classify_triton_error(FakeTritonError("failed to connect to all addresses", "StatusCode.UNAVAILABLE"), 5)
+    unavailable = classify_triton_error(
+        FakeTritonError("failed to connect to all addresses", "StatusCode.UNAVAILABLE"), 5
+    )
     assert isinstance(unavailable, InferenceUnavailable) and unavailable.retry_after_s == 5
     full = classify_triton_error(FakeTritonError("Exceeds maximum queue size", "StatusCode.UNAVAILABLE"), 5)
     assert isinstance(full, Overloaded)
-    assert classify_triton_error(FakeTritonError("Deadline Exceeded", "StatusCode.DEADLINE_EXCEEDED"), 5).code == (
-        "inference_timeout"
-    )
+    assert classify_triton_error(
+        FakeTritonError("Deadline Exceeded", "StatusCode.DEADLINE_EXCEEDED"), 5
+    ).code == ("inference_timeout")
     assert classify_triton_error(ConnectionRefusedError("refused"), 5).code == "inference_unavailable"
     assert classify_triton_error(FakeTritonError("shape mismatch", "StatusCode.INTERNAL"), 5).code == (
         "inference_failed"

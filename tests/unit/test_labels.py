@@ -21,7 +21,9 @@ def test_canonical_order_reorders_any_dataset_order() -> None:
 
 
 def test_config_json_round_trip() -> None:
-    config = ModelConfig(name="m", architecture="a", labels=FER2013_LABELS, prompts=prompts_for(FER2013_LABELS))
+    config = ModelConfig(
+        name="m", architecture="a", labels=FER2013_LABELS, prompts=prompts_for(FER2013_LABELS)
+    )
     assert ModelConfig.from_json(config.to_json()) == config
 
 
@@ -34,12 +36,16 @@ def test_config_rejects_unknown_labels_and_mismatched_prompts() -> None:
 
 def test_crop_margin_shrinks_the_template_about_the_centre() -> None:
     tight = np.asarray(ModelConfig(name="m", architecture="a", input_size=64).landmark_template())
-    loose = np.asarray(ModelConfig(name="m", architecture="a", input_size=64, crop_margin=0.5).landmark_template())
+    loose = np.asarray(
+        ModelConfig(name="m", architecture="a", input_size=64, crop_margin=0.5).landmark_template()
+    )
     np.testing.assert_allclose(loose - 32, (tight - 32) * 0.5)
 
 
 def served(labels: tuple[str, ...] = RAFDB_LABELS, trained: bool = False) -> ServedModel:
-    config = ModelConfig(name="m", architecture="a", labels=labels, prompts=prompts_for(labels), trained=trained)
+    config = ModelConfig(
+        name="m", architecture="a", labels=labels, prompts=prompts_for(labels), trained=trained
+    )
     return ServedModel(config=config, version="3", max_batch_size=8)
 
 
@@ -50,10 +56,14 @@ def test_face_results_map_model_outputs_to_canonical_labels() -> None:
     probabilities[0, RAFDB_LABELS.index("anger")] = 0.1
     similarity = np.linspace(-1, 1, 7, dtype=np.float32)[None]
     outputs = ImageOutputs(probabilities, np.zeros((1, 4), np.float32), similarity)
-    detections = Detections(np.array([[1.0, 2.0, 3.0, 4.0]]), np.arange(10.0).reshape(1, 5, 2), np.array([0.99]))
+    detections = Detections(
+        np.array([[1.0, 2.0, 3.0, 4.0]]), np.arange(10.0).reshape(1, 5, 2), np.array([0.99])
+    )
     (face,) = face_results(detections, outputs, model.config)
     assert face.expression.label == "happiness" and face.expression.probability == pytest.approx(0.9)
-    assert [s.label for s in face.expressions] == [label for label in CANONICAL_LABELS if label in RAFDB_LABELS]
+    assert [s.label for s in face.expressions] == [
+        label for label in CANONICAL_LABELS if label in RAFDB_LABELS
+    ]
     assert sum(s.probability for s in face.expressions) == pytest.approx(1.0)
     by_label = {s.label: s for s in face.text_similarity}
     assert by_label["surprise"].score == pytest.approx(-1.0)  # RAF-DB index 0

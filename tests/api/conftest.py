@@ -1,0 +1,110 @@
+"""The in-process app with a fake inference backend and a fake detector (API layer only)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from fermodels.config import RAFDB_LABELS, ModelConfig, prompts_for
+from service.app import create_app
+from service.config import Settings
+from service.errors import ModelNotFound, ServiceError
+from service.inference.base import FloatArray, ImageOutputs, ModelStatus, ServedModel
+from service.vision.detection import Detections
+
+FAKE_CONFIG = ModelConfig(
+    name="fake_fer",
+    architecture="fake",
+    input_size=32,
+    labels=RAFDB_LABELS,
+    prompts=prompts_for(RAFDB_LABELS),
+)
+
+
+@dataclass
+class FakeInference:
+    """Computes outputs from the crops (so the test sees real plumbing) and can fail or stall on demand."""
+
+    fail_with: ServiceError | None = None
+    gate: asyncio.Event | None = None
+    ready: bool = True
+    calls: list[int] = field(default_factory=list)
+    arrived: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(0))
+
+    async def server_ready(self) -> bool:
+        return self.ready
+
+    async def model_statuses(self) -> list[ModelStatus]:
+        return [ModelStatus("fake_fer", "1", "READY" if self.ready else "UNAVAILABLE")]
+
+    async def served_model(self, name: str) -> ServedModel:
+        if self.fail_with is not None:
+            raise self.fail_with
+        if name != "fake_fer":
+            raise ModelNotFound(f"model {name!r} is not served")
+        return ServedModel(config=FAKE_CONFIG, version="1", max_batch_size=4)
+
+    async def infer_image(self, model: ServedModel, crops: FloatArray) -> ImageOutputs:
+        self.arrived.release()
+        if self.gate is not None:
+            await self.gate.wait()
+        self.calls.append(len(crops))
+        brightness = crops.mean(axis=(1, 2, 3))
+        logits = np.outer(brightness, np.arange(7, dtype=np.float32))
+        probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        return ImageOutputs(
+            probabilities.astype(np.float32),
+            np.ones((len(crops), 4), np.float32) / 2,
+            np.tile(np.linspace(-0.5, 0.5, 7, dtype=np.float32), (len(crops), 1)),
+        )
+
+    async def close(self) -> None:
+        return None
+
+
+class FakeDetector:
+    """One face per 100 px of image width, laid out left to right."""
+
+    def detect(self, rgb: np.ndarray) -> Detections:
+        count = rgb.shape[1] // 100
+        boxes = np.array([[100.0 * i + 10, 10, 100.0 * i + 90, 90] for i in range(count)]).reshape(-1, 4)
+        template = np.array([[30, 40], [70, 40], [50, 60], [35, 75], [65, 75]], dtype=np.float64)
+        landmarks = np.array([template + np.array([100.0 * i, 0.0]) for i in range(count)]).reshape(-1, 5, 2)
+        return Detections(boxes, landmarks, np.linspace(0.99, 0.95, count))
+
+
+def png_bytes(width: int = 300, height: int = 100) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 120, 90)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@asynccontextmanager
+async def running_app(
+    inference: FakeInference | None = None, **overrides: object
+) -> AsyncIterator[httpx.AsyncClient]:
+    backend = inference or FakeInference()
+    settings = Settings(triton_url="fake:0", default_model="fake_fer", **overrides)  # type: ignore[arg-type]
+    app = create_app(
+        settings,
+        inference=lambda _settings, _metrics: backend,
+        detector=lambda _settings: FakeDetector(),
+    )
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with running_app() as c:
+        yield c

@@ -1,0 +1,55 @@
+import httpx
+
+from tests.api.conftest import FakeInference, png_bytes, running_app
+
+
+async def test_healthz(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz")
+    assert response.status_code == 200 and response.json()["status"] == "ok"
+
+
+async def test_readyz_follows_the_inference_server() -> None:
+    fake = FakeInference()
+    async with running_app(fake) as client:
+        ready = await client.get("/readyz")
+        fake.ready = False
+        not_ready = await client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {
+        "triton": True,
+        "models": True,
+        "model:fake_fer": True,
+    }
+    assert not_ready.status_code == 503 and not_ready.json()["status"] == "unavailable"
+
+
+async def test_models_lists_labels_prompts_and_training_state(client: httpx.AsyncClient) -> None:
+    body = (await client.get("/v1/models")).json()
+    assert body["default_model"] == "fake_fer"
+    (model,) = body["models"]
+    assert model["state"] == "READY"
+    assert model["info"]["trained"] is False
+    assert model["info"]["labels"][0] == "neutral" and len(model["info"]["prompts"]) == 7
+
+
+async def test_metrics_expose_requests_stages_faces_and_batches(client: httpx.AsyncClient) -> None:
+    await client.post("/predict", content=png_bytes(300), headers={"Content-Type": "image/png"})
+    await client.post("/predict", content=b"nope", headers={"Content-Type": "image/png"})
+    text = (await client.get("/metrics")).text
+    assert 'fer_http_requests_total{method="POST",route="/predict",status="200"} 1.0' in text
+    assert 'fer_http_requests_total{method="POST",route="/predict",status="415"} 1.0' in text
+    assert 'fer_stage_duration_seconds_count{stage="detect"} 1.0' in text
+    assert "fer_faces_per_image_sum 3.0" in text
+    assert "fer_in_flight_requests 0.0" in text
+
+
+async def test_unknown_route_is_a_json_404(client: httpx.AsyncClient) -> None:
+    response = await client.get("/nope")
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+
+
+async def test_openapi_documents_predict_and_errors(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    predict = spec["paths"]["/predict"]["post"]
+    assert {"multipart/form-data", "image/jpeg"} <= set(predict["requestBody"]["content"])
+    assert {"413", "415", "422", "429", "503", "504"} <= set(predict["responses"])
+    assert "ErrorResponse" in spec["components"]["schemas"]

@@ -1,0 +1,129 @@
+import asyncio
+
+import httpx
+import pytest
+
+from service.errors import InferenceTimeout, InferenceUnavailable
+from tests.api.conftest import FakeInference, png_bytes, running_app
+
+
+async def test_multipart_upload_returns_every_face(client: httpx.AsyncClient) -> None:
+    response = await client.post("/predict", files={"file": ("p.png", png_bytes(300), "image/png")})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["image"] == {"width": 300, "height": 100, "format": "PNG"}
+    assert len(body["faces"]) == 3
+    face = body["faces"][0]
+    assert set(face["landmarks"]) == {"left_eye", "right_eye", "nose", "mouth_left", "mouth_right"}
+    assert sum(item["probability"] for item in face["expressions"]) == pytest.approx(1.0, abs=1e-5)
+    assert face["expression"]["probability"] == max(item["probability"] for item in face["expressions"])
+    assert len(face["text_similarity"]) == 7
+    assert body["model"]["name"] == "fake_fer" and body["model"]["trained"] is False
+    assert body["warnings"] and "NOT predictions" in body["warnings"][0]
+    assert {"decode", "detect", "align", "infer", "assemble", "total"} <= set(body["timings_ms"])
+
+
+async def test_raw_body_upload(client: httpx.AsyncClient) -> None:
+    response = await client.post("/predict", content=png_bytes(100), headers={"Content-Type": "image/png"})
+    assert response.status_code == 200
+    assert len(response.json()["faces"]) == 1
+
+
+async def test_no_face_gives_an_empty_list(client: httpx.AsyncClient) -> None:
+    response = await client.post("/predict", content=png_bytes(50), headers={"Content-Type": "image/png"})
+    assert response.status_code == 200
+    assert response.json()["faces"] == []
+
+
+async def test_batches_never_exceed_max_batch_size() -> None:
+    fake = FakeInference()
+    async with running_app(fake) as client:
+        response = await client.post(
+            "/predict", content=png_bytes(1000), headers={"Content-Type": "image/png"}
+        )
+    assert response.status_code == 200 and len(response.json()["faces"]) == 10
+    assert sum(fake.calls) == 10 and max(fake.calls) <= 4  # FakeInference's max_batch_size
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status", "code"),
+    [
+        (b"", "image/jpeg", 400, "empty_payload"),
+        (b"just some text", "image/jpeg", 415, "unsupported_media_type"),
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF" + b"\x00" * 20, "image/jpeg", 422, "invalid_image"),
+        (b"{}", "application/json", 415, "unsupported_media_type"),
+    ],
+)
+async def test_bad_input_gets_a_json_4xx(
+    client: httpx.AsyncClient, content: bytes, content_type: str, status: int, code: str
+) -> None:
+    response = await client.post("/predict", content=content, headers={"Content-Type": content_type})
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+    ok = await client.post("/predict", content=png_bytes(100), headers={"Content-Type": "image/png"})
+    assert ok.status_code == 200  # the service keeps serving
+
+
+async def test_multipart_without_file_field(client: httpx.AsyncClient) -> None:
+    response = await client.post("/predict", data={"image": "x"}, files={"other": ("a", b"b")})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "empty_payload"
+
+
+async def test_body_over_the_limit_is_413_from_content_length() -> None:
+    async with running_app(max_upload_bytes=1000) as client:
+        response = await client.post(
+            "/predict", content=b"\xff" * 5000, headers={"Content-Type": "image/jpeg"}
+        )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+
+
+async def test_body_over_the_limit_is_413_while_streaming() -> None:
+    async def chunks():  # no Content-Length: chunked upload
+        for _ in range(10):
+            yield b"\xff" * 500
+
+    async with running_app(max_upload_bytes=1000) as client:
+        response = await client.post("/predict", content=chunks(), headers={"Content-Type": "image/jpeg"})
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+
+
+async def test_unknown_model_is_404(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/predict", params={"model": "nope"}, content=png_bytes(100), headers={"Content-Type": "image/png"}
+    )
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "model_not_found"
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "retry_after"),
+    [(InferenceUnavailable("down", retry_after_s=5), 503, "5"), (InferenceTimeout("slow"), 504, None)],
+)
+async def test_inference_failures_map_to_503_and_504(
+    error: Exception, status: int, retry_after: str | None
+) -> None:
+    async with running_app(FakeInference(fail_with=error)) as client:  # type: ignore[arg-type]
+        response = await client.post(
+            "/predict", content=png_bytes(100), headers={"Content-Type": "image/png"}
+        )
+    assert response.status_code == status
+    assert response.headers.get("retry-after") == retry_after
+
+
+async def test_overload_is_429_not_a_queue() -> None:
+    gate = asyncio.Event()
+    fake = FakeInference(gate=gate)
+    async with running_app(fake, max_in_flight=2) as client:
+        post = lambda: client.post("/predict", content=png_bytes(100), headers={"Content-Type": "image/png"})  # noqa: E731
+        stalled = [asyncio.create_task(post()) for _ in range(2)]
+        for _ in stalled:  # both requests are now inside inference, holding their slots
+            await asyncio.wait_for(fake.arrived.acquire(), timeout=10)
+        refused = await post()
+        gate.set()
+        finished = await asyncio.gather(*stalled)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "overloaded" and refused.headers["retry-after"] == "1"
+    assert [r.status_code for r in finished] == [200, 200]
