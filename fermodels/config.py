@@ -43,8 +43,8 @@ LABEL_ADJECTIVES: Final[dict[str, str]] = {
     "contempt": "contemptuous",
 }
 
-# KE-FER's prompt template (arXiv 2409.08598).
-DEFAULT_PROMPT_TEMPLATE: Final = "a photo of a person making a {} facial expression."
+# KE-FER's prompt template (arXiv 2409.08598); "{}" takes the article and adjective ("an angry").
+DEFAULT_PROMPT_TEMPLATE: Final = "a photo of a person making {} facial expression."
 
 # ArcFace's canonical 5-point template for a 112x112 crop: eyes, nose tip, mouth corners (x, y).
 ARCFACE_TEMPLATE_112: Final[tuple[tuple[float, float], ...]] = (
@@ -61,7 +61,11 @@ PBTXT_PARAMETER_KEY: Final = "fer_config"
 
 def prompts_for(labels: tuple[str, ...], template: str = DEFAULT_PROMPT_TEMPLATE) -> tuple[str, ...]:
     """One text prompt per label, in the label order."""
-    return tuple(template.format(LABEL_ADJECTIVES[label]) for label in labels)
+    return tuple(template.format(_with_article(LABEL_ADJECTIVES[label])) for label in labels)
+
+
+def _with_article(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
 
 
 @dataclass(frozen=True)

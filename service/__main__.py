@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import FrameType
 
 import uvicorn
 
@@ -41,7 +43,15 @@ def triton_for(settings: Settings) -> Iterator[Settings]:
         local.stop()  # after uvicorn has drained: in-flight requests finish before Triton goes
 
 
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    # uvicorn drains requests on SIGINT/SIGTERM and then re-raises the signal; turning it into
+    # SystemExit(0) lets `triton_for` stop the embedded Triton before the process ends.
+    raise SystemExit(0)
+
+
 def main() -> None:
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, _exit_cleanly)
     settings = Settings()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -1,0 +1,1 @@
+"""Model definitions, configs and export for the FER service."""

@@ -1,0 +1,270 @@
+"""Export an image model into Triton's repository: ``<repo>/<name>/{config.pbtxt,labels.txt,<v>/model.pt}``.
+
+The serving contract (the gateway and the python-backend runner are written against it):
+``INPUT__0`` FP32 [N, 3, S, S] RGB in [0, 1] -> ``OUTPUT__0`` FP32 [N, C] softmax probabilities in
+``config.labels`` order, ``OUTPUT__1`` FP32 [N, D] unit-norm image embedding, ``OUTPUT__2`` FP32 [N, P]
+raw cosine between that embedding and each prompt's embedding (``config.prompts`` order, in [-1, 1]).
+
+A model is servable if it has ``forward_serving(x) -> (class logits [N, C], image embedding [N, D],
+text embedding [P, D])`` on a normalised input (see ``FERFormer.forward_serving``); the wrapper here adds
+normalisation, softmax, L2 normalisation and the cosine so every model family gets them identically.
+Export is TorchScript only (what Triton's libtorch backend serves); it is kept in this module so a
+``torch.export`` path can be added beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Final
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fermodels.config import PBTXT_PARAMETER_KEY, ModelConfig
+
+MODEL_FILENAME: Final = "model.pt"
+LABELS_FILENAME: Final = "labels.txt"
+CONFIG_FILENAME: Final = "config.pbtxt"
+VERIFY_ATOL: Final = 1e-5
+
+Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class ExportVerificationError(RuntimeError):
+    """The reloaded TorchScript file does not reproduce the eager model."""
+
+
+class ServingWrapper(nn.Module):
+    """Adds the serving contract around a model that has ``forward_serving``."""
+
+    def __init__(self, model: nn.Module, config: ModelConfig) -> None:
+        super().__init__()
+        if not hasattr(model, "forward_serving"):
+            raise TypeError(f"{type(model).__name__} has no forward_serving(x) -> (logits, image, text)")
+        self.model = model
+        self.register_buffer("mean", torch.tensor(config.mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(config.std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # nn.Module.__getattr__ is typed Tensor | Module, so mypy cannot see the method TorchScript compiles.
+        logits, image, text = self.model.forward_serving((x - self.mean) / self.std)  # type: ignore[operator]
+        image = F.normalize(image, dim=-1)
+        text = F.normalize(text, dim=-1)
+        # Rounding can put the cosine of unit vectors a hair outside [-1, 1], which the contract forbids.
+        return logits.softmax(dim=-1), image, (image @ text.t()).clamp(-1.0, 1.0)
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def export_image_model(
+    model: nn.Module,
+    config: ModelConfig,
+    repository: Path,
+    version: int = 1,
+    *,
+    force: bool = False,
+    max_queue_delay_us: int = 2000,
+    queue_timeout_us: int = 1_000_000,
+    max_queue_size: int = 64,
+    instance_count: int = 1,
+) -> Path:
+    """Script, write and verify one model version; returns the model's folder ``<repository>/<name>``.
+
+    Puts ``model`` in eval mode. Refuses to overwrite an existing version unless ``force``.
+    """
+    pbtxt = render_config_pbtxt(
+        config,
+        max_queue_delay_us=max_queue_delay_us,
+        queue_timeout_us=queue_timeout_us,
+        max_queue_size=max_queue_size,
+        instance_count=instance_count,
+    )
+    model_dir = Path(repository) / config.name
+    target = model_dir / str(_check_version(version)) / MODEL_FILENAME
+    if target.exists() and not force:
+        raise FileExistsError(f"{target} already exists; pass force=True (CLI: --force) to overwrite it")
+    wrapper = ServingWrapper(model, config).eval()
+    sample = _random_batch(config)
+    expected = _run(wrapper, sample)
+    _check_shapes(expected, config)
+    with _torchscript_deprecation_silenced():
+        _save_verified(torch.jit.script(wrapper), target, sample, expected)
+    (model_dir / CONFIG_FILENAME).write_text(pbtxt, encoding="utf-8")
+    (model_dir / LABELS_FILENAME).write_text(render_labels(config), encoding="utf-8")
+    return model_dir
+
+
+@contextmanager
+def _torchscript_deprecation_silenced() -> Iterator[None]:
+    # torch 2.14 flags torch.jit.script/load as deprecated, but TorchScript is the format Triton's
+    # libtorch backend loads; the notice would only bury the export's own output.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=FutureWarning)
+        yield
+
+
+def _check_version(version: int) -> int:
+    if version < 1:
+        raise ValueError(f"Triton model versions are positive integers, got {version}")
+    return version
+
+
+def _random_batch(config: ModelConfig) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    batch = min(2, config.max_batch_size)
+    return torch.rand(batch, 3, config.input_size, config.input_size, generator=generator)
+
+
+def _run(module: nn.Module | torch.jit.ScriptModule, x: torch.Tensor) -> Outputs:
+    with torch.no_grad():
+        probs, image, similarity = module(x)
+    return probs, image, similarity
+
+
+def _check_shapes(outputs: Outputs, config: ModelConfig) -> None:
+    batch = outputs[0].shape[0]
+    expected = ((batch, config.num_classes), (batch, config.embed_dim), (batch, len(config.prompts)))
+    actual = tuple(tuple(output.shape) for output in outputs)
+    if actual != expected:
+        raise ValueError(f"model outputs {actual} do not match the config's (C, D, P) shapes {expected}")
+
+
+def _save_verified(
+    scripted: torch.jit.ScriptModule, target: Path, sample: torch.Tensor, expected: Outputs
+) -> None:
+    """Save to a temporary file, reload it, compare with eager, and only then move it into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(target.name + ".tmp")
+    try:
+        scripted.save(str(staging))
+        _verify(load_scripted(staging), sample, expected)
+        os.replace(staging, target)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
+def load_scripted(path: Path) -> torch.jit.ScriptModule:
+    # torch.jit.load has no annotations, which mypy --strict rejects inside typed code.
+    with _torchscript_deprecation_silenced():
+        module: torch.jit.ScriptModule = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
+    return module
+
+
+def _verify(reloaded: torch.jit.ScriptModule, sample: torch.Tensor, expected: Outputs) -> None:
+    for index, (got, want) in enumerate(zip(_run(reloaded, sample), expected, strict=True)):
+        if not torch.allclose(got, want, rtol=0.0, atol=VERIFY_ATOL):
+            diff = (got - want).abs().max().item()
+            raise ExportVerificationError(f"OUTPUT__{index} of the reloaded model differs by {diff:.3g}")
+
+
+# ----------------------------------------------------------------------------- config.pbtxt
+
+
+def render_labels(config: ModelConfig) -> str:
+    return "".join(f"{label}\n" for label in config.labels)
+
+
+def render_config_pbtxt(
+    config: ModelConfig,
+    *,
+    max_queue_delay_us: int = 2000,
+    queue_timeout_us: int = 1_000_000,
+    max_queue_size: int = 64,
+    instance_count: int = 1,
+    preferred_batch_sizes: Sequence[int] | None = None,
+) -> str:
+    """Triton's model configuration (protobuf text format) for an exported image model."""
+    if min(max_queue_delay_us, queue_timeout_us, max_queue_size) < 0 or instance_count < 1:
+        raise ValueError("queue settings must be >= 0 and instance_count >= 1")
+    preferred = preferred_batch_sizes or default_preferred_batch_sizes(config.max_batch_size)
+    return "\n".join(
+        [
+            "# Written by `python -m fermodels export`: re-export rather than edit by hand.",
+            f'name: "{config.name}"',
+            'platform: "pytorch_libtorch"',
+            f"max_batch_size: {config.max_batch_size}",
+            _io_section(config),
+            _batching_section(preferred, max_queue_delay_us, queue_timeout_us, max_queue_size),
+            # No `kind`: Triton then uses the GPU when there is one and the CPU otherwise.
+            f"instance_group [ {{ count: {instance_count} }} ]",
+            "version_policy: { latest: { num_versions: 1 } }",
+            _warmup_section(config),
+            _parameters_section(config),
+            "",
+        ]
+    )
+
+
+def default_preferred_batch_sizes(max_batch_size: int) -> list[int]:
+    """Powers of two from 4 up, plus the maximum: 1-3 need no preference, the queue delay covers them."""
+    return sorted({size for size in (4, 8, 16, 32, 64, 128) if size < max_batch_size} | {max_batch_size})
+
+
+def _io_section(config: ModelConfig) -> str:
+    size = config.input_size
+    return f"""input [
+{_tensor("INPUT__0", f"3, {size}, {size}")}
+]
+output [
+{_tensor("OUTPUT__0", str(config.num_classes), f'label_filename: "{LABELS_FILENAME}"')},
+{_tensor("OUTPUT__1", str(config.embed_dim))},
+{_tensor("OUTPUT__2", str(len(config.prompts)))}
+]"""
+
+
+def _tensor(name: str, dims: str, extra: str = "") -> str:
+    lines = ["  {", f'    name: "{name}"', "    data_type: TYPE_FP32", f"    dims: [ {dims} ]"]
+    return "\n".join([*lines, *([f"    {extra}"] if extra else []), "  }"])
+
+
+def _batching_section(preferred: Sequence[int], delay_us: int, timeout_us: int, queue_size: int) -> str:
+    return f"""dynamic_batching {{
+  preferred_batch_size: [ {", ".join(str(size) for size in preferred)} ]
+  max_queue_delay_microseconds: {delay_us}
+  default_queue_policy {{
+    timeout_action: REJECT
+    default_timeout_microseconds: {timeout_us}
+    allow_timeout_override: true
+    max_queue_size: {queue_size}
+  }}
+}}"""
+
+
+def _warmup_section(config: ModelConfig) -> str:
+    size = config.input_size
+    return f"""model_warmup [
+  {{
+    name: "zeros_batch_1"
+    batch_size: 1
+    inputs {{
+      key: "INPUT__0"
+      value {{ data_type: TYPE_FP32, dims: [ 3, {size}, {size} ], zero_data: true }}
+    }}
+  }}
+]"""
+
+
+def _parameters_section(config: ModelConfig) -> str:
+    return "\n".join(
+        [
+            _parameter(PBTXT_PARAMETER_KEY, config.to_json()),
+            # libtorch backend option: run under torch.inference_mode() (no autograd bookkeeping).
+            _parameter("INFERENCE_MODE", "true"),
+        ]
+    )
+
+
+def _parameter(key: str, value: str) -> str:
+    return f'parameters {{ key: "{key}" value {{ string_value: "{pbtxt_escape(value)}" }} }}'
+
+
+def pbtxt_escape(value: str) -> str:
+    """Escape a string for a double-quoted protobuf text-format literal."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return escaped.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")

@@ -1,0 +1,1 @@
+"""Ports of trained weights from other frameworks into fermodels architectures."""

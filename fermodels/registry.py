@@ -1,0 +1,53 @@
+"""Served model names -> (model, config): the one place that decides what each served model is."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+import torch
+from torch import nn
+
+from fermodels.config import RAFDB_LABELS, ModelConfig, prompts_for
+from fermodels.models.fer_former import FERFormer
+from fermodels.text import load_text_embeddings
+
+Builder = Callable[[int], tuple[nn.Module, ModelConfig]]
+
+
+def _fer_former(seed: int) -> tuple[nn.Module, ModelConfig]:
+    labels = RAFDB_LABELS
+    prompts = prompts_for(labels)
+    text = load_text_embeddings(prompts)
+    # A private RNG stream: the same seed gives the same weights without touching the caller's RNG state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = FERFormer(torch.tensor(text.vectors), num_classes=len(labels))
+    config = ModelConfig(
+        name="fer_former",
+        architecture="fer_former",
+        input_size=112,
+        labels=labels,
+        prompts=prompts,
+        text_encoder=text.encoder,
+        embed_dim=model.embed_dim,
+        trained=False,
+        weights=f"random initialisation, seed {seed} (untrained: outputs are not predictions)",
+    )
+    return model.eval(), config
+
+
+BUILDERS: Final[dict[str, Builder]] = {"fer_former": _fer_former}
+
+
+def available() -> tuple[str, ...]:
+    return tuple(sorted(BUILDERS))
+
+
+def build(name: str, *, seed: int = 0) -> tuple[nn.Module, ModelConfig]:
+    """The model (in eval mode) and its config for a served model name; deterministic from ``seed``."""
+    try:
+        builder = BUILDERS[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; available: {', '.join(available())}") from None
+    return builder(seed)

@@ -1,0 +1,139 @@
+"""Benchmark /predict: latency of single requests and throughput under concurrency, measured in one run.
+
+    python -m load_tests.bench_predict                      # starts a local Triton + gateway itself
+    python -m load_tests.bench_predict --url http://host:8080 --image photo.jpg
+
+Prints a markdown table (the README's benchmark table comes from here) and ratios against
+concurrency 1. Nothing here asserts on time: speed is reported, not tested.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from service.app import create_app
+from service.config import Settings
+from service.triton_local import LocalTriton
+from tests.media import ROOT, ensure_media
+
+
+@dataclass(frozen=True)
+class Result:
+    concurrency: int
+    latencies_s: list[float]
+    wall_s: float
+    server_ms: dict[str, float]
+
+    @property
+    def throughput(self) -> float:
+        return len(self.latencies_s) / self.wall_s
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies_s)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _one(
+    client: httpx.AsyncClient, data: bytes, latencies: list[float], stages: list[dict[str, float]]
+) -> None:
+    start = time.perf_counter()
+    response = await client.post("/predict", files={"file": ("image.jpg", data, "image/jpeg")})
+    latencies.append(time.perf_counter() - start)
+    response.raise_for_status()
+    stages.append(response.json()["timings_ms"])
+
+
+async def run_level(url: str, data: bytes, requests: int, concurrency: int) -> Result:
+    latencies: list[float] = []
+    stages: list[dict[str, float]] = []
+    semaphore = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+        await _one(client, data, [], [])  # warm-up, not counted
+
+        async def guarded() -> None:
+            async with semaphore:
+                await _one(client, data, latencies, stages)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(guarded() for _ in range(requests)))
+        wall = time.perf_counter() - start
+    medians = {key: statistics.median(s[key] for s in stages) for key in stages[0]}
+    return Result(concurrency, latencies, wall, medians)
+
+
+def report(results: list[Result], faces: int) -> str:
+    base = results[0]
+    lines = [
+        f"faces per image: {faces}",
+        "| concurrency | requests | p50 ms | p95 ms | req/s | vs c=1 | detect ms | infer ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.concurrency} | {len(r.latencies_s)} | {r.percentile(0.5) * 1000:.1f} | "
+            f"{r.percentile(0.95) * 1000:.1f} | {r.throughput:.2f} | {r.throughput / base.throughput:.2f}x | "
+            f"{r.server_ms['detect']:.1f} | {r.server_ms['infer']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+@contextmanager
+def local_stack() -> Iterator[str]:
+    """Local Triton + the real gateway on loopback, torn down afterwards."""
+    with LocalTriton(ROOT / "model_repository") as triton:
+        settings = Settings(triton_url=triton.endpoints.grpc_url, port=0)
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=_free_port(), log_level="warning"
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started:
+            time.sleep(0.05)
+        try:
+            yield f"http://127.0.0.1:{config.port}"
+        finally:
+            server.should_exit = True
+            thread.join(timeout=30)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--url", help="gateway URL; default: start a local stack")
+    parser.add_argument("--image", type=Path, help="image to send; default: OpenCV's messi5.jpg")
+    parser.add_argument("--requests", type=int, default=24, help="requests per concurrency level")
+    parser.add_argument("--concurrency", default="1,2,4,8", help="comma-separated concurrency levels")
+    args = parser.parse_args()
+    data = (args.image or ensure_media() / "messi5.jpg").read_bytes()
+    levels = [int(level) for level in args.concurrency.split(",")]
+    with contextmanager(lambda: iter([args.url]))() if args.url else local_stack() as url:
+        faces = len(
+            httpx.post(f"{url}/predict", files={"file": ("i.jpg", data)}, timeout=120).json()["faces"]
+        )
+        results = [asyncio.run(run_level(url, data, args.requests, level)) for level in levels]
+    print(report(results, faces))
+
+
+if __name__ == "__main__":
+    main()

