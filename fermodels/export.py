@@ -32,7 +32,7 @@ LABELS_FILENAME: Final = "labels.txt"
 CONFIG_FILENAME: Final = "config.pbtxt"
 VERIFY_ATOL: Final = 1e-5
 
-Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+Outputs = tuple[torch.Tensor, ...]
 
 
 class ExportVerificationError(RuntimeError):
@@ -57,6 +57,29 @@ class ServingWrapper(nn.Module):
         text = F.normalize(text, dim=-1)
         # Rounding can put the cosine of unit vectors a hair outside [-1, 1], which the contract forbids.
         return logits.softmax(dim=-1), image, (image @ text.t()).clamp(-1.0, 1.0)
+
+
+class ClassifierServingWrapper(nn.Module):
+    """The serving contract for a model without a text side: ``OUTPUT__0`` probabilities and
+    ``OUTPUT__1`` unit-norm embedding only (no ``OUTPUT__2``; its config has no prompts)."""
+
+    def __init__(self, model: nn.Module, config: ModelConfig) -> None:
+        super().__init__()
+        if not hasattr(model, "forward_serving"):
+            raise TypeError(f"{type(model).__name__} has no forward_serving(x) -> (logits, embedding)")
+        self.model = model
+        self.register_buffer("mean", torch.tensor(config.mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(config.std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, image = self.model.forward_serving((x - self.mean) / self.std)  # type: ignore[operator]
+        return logits.softmax(dim=-1), F.normalize(image, dim=-1)
+
+
+def serving_wrapper(model: nn.Module, config: ModelConfig) -> nn.Module:
+    """The contract's wrapper for this model: with text similarity when the config has prompts."""
+    wrapper = ServingWrapper if config.prompts else ClassifierServingWrapper
+    return wrapper(model, config).eval()
 
 
 # ----------------------------------------------------------------------------- export
@@ -89,7 +112,7 @@ def export_image_model(
     target = model_dir / str(_check_version(version)) / MODEL_FILENAME
     if target.exists() and not force:
         raise FileExistsError(f"{target} already exists; pass force=True (CLI: --force) to overwrite it")
-    wrapper = ServingWrapper(model, config).eval()
+    wrapper = serving_wrapper(model, config)
     sample = _random_batch(config)
     expected = _run(wrapper, sample)
     _check_shapes(expected, config)
@@ -123,13 +146,15 @@ def _random_batch(config: ModelConfig) -> torch.Tensor:
 
 def _run(module: nn.Module | torch.jit.ScriptModule, x: torch.Tensor) -> Outputs:
     with torch.no_grad():
-        probs, image, similarity = module(x)
-    return probs, image, similarity
+        outputs: Outputs = tuple(module(x))
+    return outputs
 
 
 def _check_shapes(outputs: Outputs, config: ModelConfig) -> None:
     batch = outputs[0].shape[0]
-    expected = ((batch, config.num_classes), (batch, config.embed_dim), (batch, len(config.prompts)))
+    expected: tuple[tuple[int, int], ...] = ((batch, config.num_classes), (batch, config.embed_dim))
+    if config.prompts:
+        expected = (*expected, (batch, len(config.prompts)))
     actual = tuple(tuple(output.shape) for output in outputs)
     if actual != expected:
         raise ValueError(f"model outputs {actual} do not match the config's (C, D, P) shapes {expected}")
@@ -213,9 +238,12 @@ def _io_section(config: ModelConfig) -> str:
 ]
 output [
 {_tensor("OUTPUT__0", str(config.num_classes), f'label_filename: "{LABELS_FILENAME}"')},
-{_tensor("OUTPUT__1", str(config.embed_dim))},
-{_tensor("OUTPUT__2", str(len(config.prompts)))}
+{_tensor("OUTPUT__1", str(config.embed_dim))}{_text_output(config)}
 ]"""
+
+
+def _text_output(config: ModelConfig) -> str:
+    return f",\n{_tensor('OUTPUT__2', str(len(config.prompts)))}" if config.prompts else ""
 
 
 def _tensor(name: str, dims: str, extra: str = "") -> str:

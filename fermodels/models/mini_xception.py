@@ -14,6 +14,7 @@ softmax on top, which belongs to post-processing here.
 
 from typing import Final
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -123,6 +124,7 @@ class MiniXception(nn.Module):
 
     num_classes: Final[int]
     num_features: Final[int]
+    rgb_to_gray: Tensor
 
     def __init__(
         self,
@@ -141,6 +143,11 @@ class MiniXception(nn.Module):
             *[XceptionBlock(widths[i], widths[i + 1], bn_eps) for i in range(len(block_chs))]
         )
         self.classifier = nn.Conv2d(self.num_features, num_classes, 3, padding=1, bias=True)
+        # ITU-R 601 luma weights, as OpenCV's BGR2GRAY that `fer` used to make the training inputs. Not
+        # persistent: it is a fixed conversion, not a weight of the ported checkpoint.
+        self.register_buffer(
+            "rgb_to_gray", torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1), persistent=False
+        )
 
     @staticmethod
     def _stem_layers(in_chans: int, stem_chs: tuple[int, ...], bn_eps: float) -> list[nn.Module]:
@@ -160,11 +167,24 @@ class MiniXception(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
 
+    @torch.jit.export
+    def forward_serving(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Normalised RGB ``[N, 3, S, S]`` → (logits, pooled embedding), for a classifier-only export.
+
+        The luma weights sum to 1, so grey of the per-channel-normalised RGB equals the normalised grey
+        the model was trained on (``gray / 127.5 - 1``) when mean = std = 0.5 on every channel.
+        """
+        gray = (x * self.rgb_to_gray).sum(dim=1, keepdim=True)
+        features = self.forward_features(gray)
+        return self.forward_head(features), self.forward_head(features, pre_logits=True)
+
     def get_classifier(self) -> nn.Module:
         return self.classifier
 
 
 def count_keras_params(model: nn.Module) -> int:
     """Parameters as Keras counts them: trainable ones plus BatchNorm's moving mean and variance."""
-    buffers = sum(b.numel() for name, b in model.named_buffers() if not name.endswith("num_batches_tracked"))
-    return sum(p.numel() for p in model.parameters()) + buffers
+    # state_dict holds parameters and persistent buffers only: the fixed RGB→grey weights are not counted.
+    return sum(
+        t.numel() for name, t in model.state_dict().items() if not name.endswith("num_batches_tracked")
+    )

@@ -24,6 +24,9 @@ UNTRAINED_WARNING = (
 )
 
 
+NO_TEXT_WARNING = "model {name!r} has no text side: text_similarity is empty"
+
+
 def label_distribution(probabilities: FloatArray, config: ModelConfig) -> list[LabelScore]:
     """One face's probabilities as (label, probability) pairs in canonical label order."""
     return [
@@ -33,6 +36,8 @@ def label_distribution(probabilities: FloatArray, config: ModelConfig) -> list[L
 
 
 def text_similarities(scores: FloatArray, config: ModelConfig) -> list[TextSimilarity]:
+    if not config.prompts:  # a classifier without a text side
+        return []
     return [
         TextSimilarity(label=config.labels[i], prompt=config.prompts[i], score=float(scores[i]))
         for i in canonical_order(config.labels)
@@ -83,6 +88,7 @@ def model_info(model: ServedModel) -> ModelInfo:
 
 
 def model_warnings(config: ModelConfig) -> list[str]:
-    if config.trained:
-        return []
-    return [UNTRAINED_WARNING.format(name=config.name, weights=config.weights)]
+    warnings = [] if config.trained else [UNTRAINED_WARNING.format(name=config.name, weights=config.weights)]
+    if not config.prompts:
+        warnings.append(NO_TEXT_WARNING.format(name=config.name))
+    return warnings

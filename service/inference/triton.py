@@ -128,14 +128,17 @@ class TritonBackend:
             outcome = "ok"
         finally:
             self._metrics.triton_seconds.labels(model.name, outcome).observe(time.perf_counter() - start)
-        arrays = [result.as_numpy(output) for output in _IMAGE_OUTPUTS]
-        return ImageOutputs(*(np.asarray(array, dtype=np.float32) for array in arrays))
+        probabilities, embeddings, *text = (
+            np.asarray(result.as_numpy(name), dtype=np.float32) for name in _output_names(model)
+        )
+        no_text = np.zeros((len(crops), 0), dtype=np.float32)  # a model without prompts has no OUTPUT__2
+        return ImageOutputs(probabilities, embeddings, text[0] if text else no_text)
 
     async def _send(self, model: ServedModel, crops: FloatArray) -> Any:
         module = self._client_module()
         infer_input = module.InferInput("INPUT__0", list(crops.shape), "FP32")
         infer_input.set_data_from_numpy(crops)
-        outputs = [module.InferRequestedOutput(name) for name in _IMAGE_OUTPUTS]
+        outputs = [module.InferRequestedOutput(name) for name in _output_names(model)]
         return await self._connection().infer(model.name, [infer_input], outputs=outputs)
 
     def _client_module(self) -> Any:
@@ -165,6 +168,10 @@ class TritonBackend:
             logger.warning("Triton at %s unavailable (%s); reconnecting on the next call", self._url, exc)
             await self._drop_connection()
         return error
+
+
+def _output_names(model: ServedModel) -> tuple[str, ...]:
+    return _IMAGE_OUTPUTS if model.config.prompts else _IMAGE_OUTPUTS[:2]
 
 
 def classify_triton_error(exc: Exception, retry_after_s: int) -> ServiceError:

@@ -23,7 +23,7 @@ from service.triton_local import LocalTriton
 from tests.media import ROOT, ensure_media
 
 MODEL_REPOSITORY = ROOT / "model_repository"
-SERVED_MODELS = ("fer_former",)
+SERVED_MODELS = ("fer_former", "mini_xception_fer2013")
 
 
 @pytest.fixture(scope="session")

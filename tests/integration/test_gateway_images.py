@@ -165,3 +165,22 @@ def test_models_health_and_metrics(client: httpx.Client) -> None:
     metrics = client.get("/metrics").text
     assert "fer_triton_request_duration_seconds_count" in metrics
     assert 'fer_stage_duration_seconds_count{stage="infer"}' in metrics
+
+
+def test_trained_fer2013_model_on_real_faces(client: httpx.Client, media: Path) -> None:
+    """The ported FER2013 mini-Xception: trained weights, real predictions, no text side."""
+    astronaut = (media / "astronaut.png").read_bytes()
+    response = client.post(
+        "/predict",
+        params={"model": "mini_xception_fer2013"},
+        files={"file": ("a.png", astronaut, "image/png")},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"]["trained"] is True and body["model"]["input_size"] == 64
+    assert "sha256" in body["model"]["weights"]
+    (face,) = body["faces"]
+    assert_valid_face(face, 512, 512)
+    assert face["expression"]["label"] == "happiness"  # Eileen Collins smiles broadly in this portrait
+    assert face["text_similarity"] == []
+    assert any("no text side" in warning for warning in body["warnings"])

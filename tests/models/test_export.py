@@ -113,3 +113,31 @@ def test_cli_exports_the_registered_model(tmp_path: Path, capsys: pytest.Capture
     assert main(args) == 1
     assert "--force" in capsys.readouterr().err
     assert main([*args, "--force"]) == 0
+
+
+def test_classifier_without_text_side_exports_two_outputs(tmp_path: Path) -> None:
+    """The trained mini-Xception path: RGB in, grey inside, probabilities + embedding out, no OUTPUT__2."""
+    from fermodels.config import FER2013_LABELS, ModelConfig
+    from fermodels.export import export_image_model, load_scripted
+    from fermodels.models.mini_xception import MiniXception
+
+    config = ModelConfig(
+        name="tiny_cls",
+        architecture="mini_xception",
+        input_size=64,
+        labels=FER2013_LABELS,
+        embed_dim=128,
+        max_batch_size=4,
+    )
+    model = MiniXception().eval()
+    model_dir = export_image_model(model, config, tmp_path)
+    assert "OUTPUT__2" not in (model_dir / "config.pbtxt").read_text()
+    scripted = load_scripted(model_dir / "1" / "model.pt")
+    probabilities, embedding = scripted(torch.rand(3, 3, 64, 64))
+    assert probabilities.shape == (3, 7) and embedding.shape == (3, 128)
+    torch.testing.assert_close(probabilities.sum(dim=1), torch.ones(3))
+    grey = torch.rand(1, 1, 64, 64)  # a grey RGB image must give what the model gives its grey input
+    served, _ = scripted(grey.expand(1, 3, 64, 64))
+    with torch.no_grad():
+        direct = model(grey * 2 - 1).softmax(-1)  # the model's own [-1, 1] input scaling
+    torch.testing.assert_close(served, direct, atol=1e-5, rtol=0)
