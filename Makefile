@@ -11,16 +11,27 @@ STAMP := $(VENV)/.installed-$(REQ_HASH)
 MODEL_SOURCES := $(wildcard fermodels/*.py fermodels/models/*.py fermodels/assets/*)
 MODELS := model_repository/fer_former/1/model.pt model_repository/mini_xception_fer2013/1/model.pt
 PYTEST_ARGS ?=
+# Keras/TensorFlow in their own venv, only to check the mini-Xception port against its source framework.
+KERAS_VENV := .cache/keras-venv
+KERAS_STAMP := $(KERAS_VENV)/.installed-$(shell cat requirements-keras.txt requirements-keras-nodeps.txt | sha1sum | cut -c1-12)
 
-.PHONY: run test venv models media lint typecheck check clean
+.PHONY: run test venv keras-venv models media lint typecheck check clean
 
 run: $(STAMP) $(MODELS)
 	$(PY) -m service
 
-test: $(STAMP) $(MODELS) media
+test: $(STAMP) $(MODELS) media $(KERAS_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 venv: $(STAMP)
+
+keras-venv: $(KERAS_STAMP)
+
+$(KERAS_STAMP): requirements-keras.txt requirements-keras-nodeps.txt
+	test -x $(KERAS_VENV)/bin/python || $(PYTHON) -m venv $(KERAS_VENV)
+	$(KERAS_VENV)/bin/python -m pip install --disable-pip-version-check -q -r requirements-keras.txt
+	$(KERAS_VENV)/bin/python -m pip install --disable-pip-version-check -q --no-deps -r requirements-keras-nodeps.txt
+	rm -f $(KERAS_VENV)/.installed-* && touch $@
 
 $(STAMP): requirements.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -32,7 +32,6 @@ import sys
 import sysconfig
 import threading
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
@@ -393,7 +392,7 @@ class LocalTriton:
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m service.triton_local", description=__doc__.split("\n")[0]
+        prog="python -m service.triton_local", description="Run the bundled tritonserver on 127.0.0.1."
     )
     parser.add_argument("--model-repository", type=Path, required=True, help="Triton model repository")
     parser.add_argument("--home", type=Path, default=None, help=f"server home (default {default_home()})")

@@ -18,6 +18,18 @@ from service.schemas import (
 )
 from service.vision.detection import Detections
 
+# Pixels to 1/100 px and scores to 6 decimals: more digits are noise and only bloat the JSON.
+PIXEL_DECIMALS, SCORE_DECIMALS = 2, 6
+
+
+def _px(value: float) -> float:
+    return round(float(value), PIXEL_DECIMALS)
+
+
+def _score(value: float) -> float:
+    return round(float(value), SCORE_DECIMALS)
+
+
 UNTRAINED_WARNING = (
     "model {name!r} serves untrained weights ({weights}): its expression probabilities and text "
     "similarities are NOT predictions; use them only to test the plumbing"
@@ -30,7 +42,7 @@ NO_TEXT_WARNING = "model {name!r} has no text side: text_similarity is empty"
 def label_distribution(probabilities: FloatArray, config: ModelConfig) -> list[LabelScore]:
     """One face's probabilities as (label, probability) pairs in canonical label order."""
     return [
-        LabelScore(label=config.labels[i], probability=float(probabilities[i]))
+        LabelScore(label=config.labels[i], probability=_score(probabilities[i]))
         for i in canonical_order(config.labels)
     ]
 
@@ -39,7 +51,7 @@ def text_similarities(scores: FloatArray, config: ModelConfig) -> list[TextSimil
     if not config.prompts:  # a classifier without a text side
         return []
     return [
-        TextSimilarity(label=config.labels[i], prompt=config.prompts[i], score=float(scores[i]))
+        TextSimilarity(label=config.labels[i], prompt=config.prompts[i], score=_score(scores[i]))
         for i in canonical_order(config.labels)
     ]
 
@@ -47,18 +59,15 @@ def text_similarities(scores: FloatArray, config: ModelConfig) -> list[TextSimil
 def face_result(detections: Detections, outputs: ImageOutputs, index: int, config: ModelConfig) -> FaceResult:
     probabilities = outputs.probabilities[index]
     best = int(np.argmax(probabilities))
-    x1, y1, x2, y2 = (float(v) for v in detections.boxes[index])
+    x1, y1, x2, y2 = (_px(v) for v in detections.boxes[index])
     points = detections.landmarks[index]
     return FaceResult(
         box=Box(x1=x1, y1=y1, x2=x2, y2=y2),
         landmarks=Landmarks(
-            **{
-                name: Point(x=float(points[i, 0]), y=float(points[i, 1]))
-                for i, name in enumerate(LANDMARK_NAMES)
-            }
+            **{name: Point(x=_px(points[i, 0]), y=_px(points[i, 1])) for i, name in enumerate(LANDMARK_NAMES)}
         ),
-        detection_score=float(detections.scores[index]),
-        expression=LabelScore(label=config.labels[best], probability=float(probabilities[best])),
+        detection_score=_score(detections.scores[index]),
+        expression=LabelScore(label=config.labels[best], probability=_score(probabilities[best])),
         expressions=label_distribution(probabilities, config),
         text_similarity=text_similarities(outputs.text_similarity[index], config),
     )
