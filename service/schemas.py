@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+
+EXAMPLES_DIR = Path(__file__).parent / "examples"
+
+
+def _add_predict_example(schema: dict[str, Any]) -> None:
+    """A real response (messi5.jpg, trained mini-Xception) for /docs; read when the schema is built."""
+    example = json.loads((EXAMPLES_DIR / "predict_response.json").read_text(encoding="utf-8"))
+    schema["examples"] = [example]
 
 
 class _Schema(BaseModel):
@@ -88,6 +98,8 @@ class ModelInfo(_Schema):
 
 
 class PredictResponse(_Schema):
+    model_config = ConfigDict(frozen=True, protected_namespaces=(), json_schema_extra=_add_predict_example)
+
     image: ImageInfo
     model: ModelInfo
     faces: list[FaceResult]

@@ -53,3 +53,9 @@ async def test_openapi_documents_predict_and_errors(client: httpx.AsyncClient) -
     assert {"multipart/form-data", "image/jpeg"} <= set(predict["requestBody"]["content"])
     assert {"413", "415", "422", "429", "503", "504"} <= set(predict["responses"])
     assert "ErrorResponse" in spec["components"]["schemas"]
+
+
+async def test_openapi_carries_a_worked_example(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    (example,) = spec["components"]["schemas"]["PredictResponse"]["examples"]
+    assert example["faces"][0]["expression"]["label"] in example["model"]["labels"]
