@@ -16,37 +16,34 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import fcntl
 import functools
 import http.client
-import importlib.util
 import logging
 import os
 import queue
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import sysconfig
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Self
+
+from service.triton_home import TritonStartError, prepare_home, server_env
+
+__all__ = ["LocalTriton", "TritonEndpoints", "TritonStartError", "main", "prepare_home"]
 
 logger = logging.getLogger(__name__)
 
 _LOCALHOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-_RUNNER = Path(__file__).resolve().parent / "triton_backend" / "pytorch" / "model.py"
-_STUB = "triton_python_backend_stub"
 _EXIT_TIMEOUT_S = 5  # Triton's own grace period for in-flight requests after SIGTERM
 _POLL_INTERVAL_S = 0.1
 _LOG_TAIL_CHARS = 2000
@@ -55,10 +52,6 @@ _LOG_ERROR_LINES = 20
 _GLOG_ERROR = re.compile(r"E\d{4} |error: ")  # glog's "E1125 13:13:18..." lines and the final "error: ..."
 
 Process = subprocess.Popen[bytes]
-
-
-class TritonStartError(RuntimeError):
-    """The server exited or did not become ready in time; the message carries the tail of its log."""
 
 
 @dataclass(frozen=True)
@@ -75,80 +68,7 @@ def default_home() -> Path:
     return Path(__file__).resolve().parent.parent / ".cache" / "triton-home"
 
 
-# --------------------------------------------------------------------------------------- server home
-
-
-def _wheel_server_dir() -> Path:
-    # find_spec, not import: pytriton's own Python API (and its dependencies) is not installed or needed.
-    spec = importlib.util.find_spec("pytriton")
-    if spec is None or not spec.submodule_search_locations:
-        raise TritonStartError("nvidia-pytriton is not installed (pip install --no-deps nvidia-pytriton)")
-    return Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
-
-
-def _wheel_libs_dir() -> Path:
-    """The wheel's vendored shared libraries (auditwheel puts them next to the package)."""
-    return _wheel_server_dir().parent.parent / "nvidia_pytriton.libs"
-
-
-def _copy_atomic(source: Path, target: Path) -> None:
-    """Copy then rename: a server already running from this home keeps its old inode, never a torn file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    shutil.copy2(source, partial)
-    os.replace(partial, target)
-
-
-@contextmanager
-def _home_lock(home: Path) -> Iterator[None]:
-    """Serialise preparation across processes (parallel test sessions share the default home)."""
-    home.mkdir(parents=True, exist_ok=True)
-    with (home / ".prepare.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
-def _install_server(home: Path) -> None:
-    """Copy the wheel's server tree once per wheel version (29 MB); the marker is written last."""
-    marker = home / ".nvidia-pytriton-version"
-    version = metadata.version("nvidia-pytriton")
-    if marker.is_file() and marker.read_text() == version:
-        return
-    ignore = shutil.ignore_patterns("__pycache__", "python_backend_stubs")
-    shutil.copytree(_wheel_server_dir(), home, dirs_exist_ok=True, ignore=ignore)
-    marker.write_text(version)
-
-
-def _stub_source() -> Path:
-    """The python-backend stub built for this interpreter's X.Y (it embeds libpython X.Y)."""
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    stub = _wheel_server_dir() / "python_backend_stubs" / version / _STUB
-    if not stub.is_file():
-        raise TritonStartError(f"nvidia-pytriton has no python-backend stub for Python {version}")
-    return stub
-
-
-def prepare_home(home: Path) -> Path:
-    """Make ``home`` a runnable Triton home; idempotent, and re-copies the runner so edits take effect."""
-    home = home.resolve()
-    with _home_lock(home):
-        _install_server(home)
-        _copy_atomic(_stub_source(), home / "backends" / "python" / _STUB)
-        _copy_atomic(_RUNNER, home / "backends" / "pytorch" / "model.py")
-    return home
-
-
 # --------------------------------------------------------------------------------------- process
-
-
-def _server_env() -> dict[str, str]:
-    env = dict(os.environ)
-    # The stub takes sys.prefix (hence torch, numpy<2) from the first python3 on PATH: the venv's.
-    env["PATH"] = os.pathsep.join(filter(None, [str(Path(sys.executable).parent), env.get("PATH")]))
-    # LIBDIR first, or the stub may pick the distro's libpython against this interpreter's stdlib.
-    libdirs = [sysconfig.get_config_var("LIBDIR"), str(_wheel_libs_dir()), env.get("LD_LIBRARY_PATH")]
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, libdirs))
-    return env
 
 
 def _free_ports(count: int) -> list[int]:
@@ -183,7 +103,7 @@ def _popen_server(command: list[str], log: IO[bytes], cwd: Path) -> Process:
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
-        env=_server_env(),
+        env=server_env(),
         cwd=cwd,
         start_new_session=True,
         preexec_fn=functools.partial(_arm_parent_death_signal, prctl, os.getpid()),
