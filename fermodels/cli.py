@@ -1,4 +1,4 @@
-"""``python -m fermodels <command>``: one subcommand per job (export now; train / evaluate to follow).
+"""``python -m fermodels <command>``: one subcommand per job (export, train, evaluate).
 
 Each subcommand is a ``_add_<name>(subparsers)`` that declares its arguments and sets ``handler`` to a
 ``_run_<name>(args) -> exit code`` function, so adding a command touches nothing else.
@@ -7,18 +7,24 @@ Each subcommand is a ``_add_<name>(subparsers)`` that declares its arguments and
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from fermodels import registry
-from fermodels.export import CONFIG_FILENAME, LABELS_FILENAME, MODEL_FILENAME, export_image_model
+from fermodels.data import DATASET_NAMES, DatasetSpec
+from fermodels.evaluate import CONFUSION_FILENAME, METRICS_FILENAME, evaluate
+from fermodels.export import CONFIG_FILENAME, LABELS_FILENAME, MODEL_FILENAME, export_model
+from fermodels.train import TrainOptions, train
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fermodels", description="FER model tooling")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_export(subparsers)
+    _add_train(subparsers)
+    _add_evaluate(subparsers)
     return parser
 
 
@@ -48,7 +54,7 @@ def _add_export(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
 def _run_export(args: argparse.Namespace) -> int:
     model, config = registry.build(args.model, seed=args.seed)
     try:
-        model_dir = export_image_model(
+        model_dir = export_model(
             model,
             config,
             args.repository,
@@ -65,4 +71,95 @@ def _run_export(args: argparse.Namespace) -> int:
     written = (model_dir / str(args.version) / MODEL_FILENAME, model_dir / CONFIG_FILENAME)
     for path in (*written, model_dir / LABELS_FILENAME):
         print(f"wrote {path}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- train / evaluate
+
+
+def _add_dataset_arguments(parser: argparse.ArgumentParser, default_split: str) -> None:
+    parser.add_argument("--dataset", required=True, choices=DATASET_NAMES, help="layout, see fermodels.data")
+    parser.add_argument("--data-root", type=Path, required=True, help="the dataset's root folder")
+    parser.add_argument("--split", default=default_split, help="train | val | test (imagefolder: any folder)")
+    parser.add_argument("--fold", type=int, default=1, help="DFEW fold (set_<fold>.csv), 1-5")
+    parser.add_argument("--batch-size", type=int, default=64, help="samples per batch")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+
+
+def _dataset_spec(args: argparse.Namespace) -> DatasetSpec:
+    return DatasetSpec(args.dataset, args.data_root, args.split, args.fold)
+
+
+def _log_progress() -> None:
+    # Per-epoch metrics and resume notices are INFO records of fermodels.train / fermodels.evaluate.
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _add_train(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("train", help="train a model; writes last.pt and best.pt (by val UAR)")
+    parser.add_argument("--model", required=True, choices=registry.available(), help="model name")
+    _add_dataset_arguments(parser, default_split="train")
+    parser.add_argument("--val-split", default="test", help="split of the same dataset to validate on")
+    parser.add_argument("--out-dir", type=Path, required=True, help="folder for checkpoints")
+    parser.add_argument("--epochs", type=int, default=30, help="total epochs (a resumed run continues to it)")
+    parser.add_argument("--lr", type=float, default=3e-4, help="AdamW peak learning rate")
+    parser.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay")
+    parser.add_argument("--warmup-epochs", type=int, default=1, help="linear warm-up before cosine decay")
+    parser.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling, augmentation")
+    parser.add_argument("--balanced", action="store_true", help="sample classes equally often")
+    parser.add_argument("--no-augment", action="store_true", help="no flip / shift jitter")
+    parser.add_argument("--text-loss-weight", type=float, default=1.0, help="weight of the text-logit CE")
+    parser.add_argument("--tiny", action="store_true", help="a tiny FER-former variant (smoke tests)")
+    parser.add_argument("--resume", type=Path, help="continue from this checkpoint (usually last.pt)")
+    parser.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    _log_progress()
+    options = TrainOptions(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_epochs=args.warmup_epochs,
+        seed=args.seed,
+        device=args.device,
+        num_workers=args.num_workers,
+        balanced=args.balanced,
+        augment=not args.no_augment,
+        text_loss_weight=args.text_loss_weight,
+        val_split=args.val_split,
+        variant="tiny" if args.tiny else "",
+        progress=not args.no_progress,
+    )
+    result = train(args.model, _dataset_spec(args), args.out_dir, options, resume=args.resume)
+    print(f"trained {result.epochs_run} epochs; best validation UAR {result.best_uar:.4f}")
+    print(f"wrote {result.last}\nwrote {result.best}")
+    return 0
+
+
+def _add_evaluate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("evaluate", help="metrics.json and confusion.png of a checkpoint")
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint written by train")
+    _add_dataset_arguments(parser, default_split="test")
+    parser.add_argument("--out-dir", type=Path, help="report folder (default: the checkpoint's folder)")
+    parser.set_defaults(handler=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    _log_progress()
+    out_dir = args.out_dir or args.checkpoint.parent
+    metrics = evaluate(
+        args.checkpoint,
+        _dataset_spec(args),
+        out_dir,
+        batch_size=args.batch_size,
+        device=args.device,
+        num_workers=args.num_workers,
+        progress=not args.no_progress,
+    )
+    print(f"WAR {metrics['war']:.4f}  UAR {metrics['uar']:.4f}  ({metrics['num_samples']} samples)")
+    print(f"wrote {out_dir / METRICS_FILENAME}\nwrote {out_dir / CONFUSION_FILENAME}")
     return 0

@@ -30,6 +30,7 @@ CANONICAL_LABELS: Final[tuple[str, ...]] = (
 RAFDB_LABELS: Final = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
 FER2013_LABELS: Final = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
 AFFECTNET8_LABELS: Final = CANONICAL_LABELS
+DFEW_LABELS: Final = ("happiness", "sadness", "neutral", "anger", "surprise", "disgust", "fear")
 
 # Adjectives for prompts ("a happy facial expression" reads better than "a happiness facial expression").
 LABEL_ADJECTIVES: Final[dict[str, str]] = {

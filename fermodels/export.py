@@ -47,8 +47,8 @@ class ServingWrapper(nn.Module):
         if not hasattr(model, "forward_serving"):
             raise TypeError(f"{type(model).__name__} has no forward_serving(x) -> (logits, image, text)")
         self.model = model
-        self.register_buffer("mean", torch.tensor(config.mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(config.std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("mean", channel_stats(config.mean, config))
+        self.register_buffer("std", channel_stats(config.std, config))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # nn.Module.__getattr__ is typed Tensor | Module, so mypy cannot see the method TorchScript compiles.
@@ -68,12 +68,25 @@ class ClassifierServingWrapper(nn.Module):
         if not hasattr(model, "forward_serving"):
             raise TypeError(f"{type(model).__name__} has no forward_serving(x) -> (logits, embedding)")
         self.model = model
-        self.register_buffer("mean", torch.tensor(config.mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(config.std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("mean", channel_stats(config.mean, config))
+        self.register_buffer("std", channel_stats(config.std, config))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, image = self.model.forward_serving((x - self.mean) / self.std)  # type: ignore[operator]
         return logits.softmax(dim=-1), F.normalize(image, dim=-1)
+
+
+def input_dims(config: ModelConfig) -> tuple[int, ...]:
+    """One request item: a 3xSxS face crop, or a Tx3xSxS clip of face crops for a video model."""
+    size = config.input_size
+    frame = (3, size, size)
+    return (config.clip_length, *frame) if config.task == "video" else frame
+
+
+def channel_stats(values: tuple[float, float, float], config: ModelConfig) -> torch.Tensor:
+    """mean/std shaped to broadcast over the channel axis of a batch of images or of clips."""
+    shape = (1, 1, 3, 1, 1) if config.task == "video" else (1, 3, 1, 1)
+    return torch.tensor(values, dtype=torch.float32).view(shape)
 
 
 def serving_wrapper(model: nn.Module, config: ModelConfig) -> nn.Module:
@@ -85,7 +98,7 @@ def serving_wrapper(model: nn.Module, config: ModelConfig) -> nn.Module:
 # ----------------------------------------------------------------------------- export
 
 
-def export_image_model(
+def export_model(
     model: nn.Module,
     config: ModelConfig,
     repository: Path,
@@ -141,7 +154,7 @@ def _check_version(version: int) -> int:
 def _random_batch(config: ModelConfig) -> torch.Tensor:
     generator = torch.Generator().manual_seed(0)
     batch = min(2, config.max_batch_size)
-    return torch.rand(batch, 3, config.input_size, config.input_size, generator=generator)
+    return torch.rand(batch, *input_dims(config), generator=generator)
 
 
 def _run(module: nn.Module | torch.jit.ScriptModule, x: torch.Tensor) -> Outputs:
@@ -232,9 +245,8 @@ def default_preferred_batch_sizes(max_batch_size: int) -> list[int]:
 
 
 def _io_section(config: ModelConfig) -> str:
-    size = config.input_size
     return f"""input [
-{_tensor("INPUT__0", f"3, {size}, {size}")}
+{_tensor("INPUT__0", ", ".join(str(d) for d in input_dims(config)))}
 ]
 output [
 {_tensor("OUTPUT__0", str(config.num_classes), f'label_filename: "{LABELS_FILENAME}"')},
@@ -265,14 +277,14 @@ def _batching_section(preferred: Sequence[int], delay_us: int, timeout_us: int, 
 
 
 def _warmup_section(config: ModelConfig) -> str:
-    size = config.input_size
+    dims = ", ".join(str(d) for d in input_dims(config))
     return f"""model_warmup [
   {{
     name: "zeros_batch_1"
     batch_size: 1
     inputs {{
       key: "INPUT__0"
-      value {{ data_type: TYPE_FP32, dims: [ 3, {size}, {size} ], zero_data: true }}
+      value {{ data_type: TYPE_FP32, dims: [ {dims} ], zero_data: true }}
     }}
   }}
 ]"""

@@ -8,8 +8,9 @@ from typing import Final
 import torch
 from torch import nn
 
-from fermodels.config import RAFDB_LABELS, ModelConfig, prompts_for
+from fermodels.config import DFEW_LABELS, RAFDB_LABELS, ModelConfig, prompts_for
 from fermodels.models.fer_former import FERFormer
+from fermodels.models.stt import STT
 from fermodels.text import load_text_embeddings
 
 Builder = Callable[[int], tuple[nn.Module, ModelConfig]]
@@ -51,7 +52,29 @@ def _mini_xception_fer2013(seed: int) -> tuple[nn.Module, ModelConfig]:
     return model.eval(), fer_model_config()
 
 
+def _stt(seed: int) -> tuple[nn.Module, ModelConfig]:
+    """STT-style video model; no labelled video data (DFEW is licence-gated) means no trained weights."""
+    labels = DFEW_LABELS
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = STT(num_classes=len(labels), max_frames=16)
+    config = ModelConfig(
+        name="stt",
+        architecture="stt",
+        task="video",
+        input_size=112,
+        labels=labels,
+        embed_dim=model.dim,
+        clip_length=16,
+        max_batch_size=8,
+        trained=False,
+        weights=f"random initialisation, seed {seed} (untrained: outputs are not predictions)",
+    )
+    return model.eval(), config
+
+
 BUILDERS: Final[dict[str, Builder]] = {
+    "stt": _stt,
     "fer_former": _fer_former,
     "mini_xception_fer2013": _mini_xception_fer2013,
 }

@@ -12,8 +12,9 @@ from service.metrics import Metrics
 class AdmissionControl:
     """Counts prediction requests in progress; the event loop is single-threaded, so no lock is needed."""
 
-    def __init__(self, limit: int, metrics: Metrics) -> None:
+    def __init__(self, limit: int, metrics: Metrics, kind: str = "request") -> None:
         self._limit = limit
+        self._kind = kind
         self._in_flight = 0
         self._metrics = metrics
 
@@ -24,8 +25,10 @@ class AdmissionControl:
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         if self._in_flight >= self._limit:
-            self._metrics.rejected.labels("overloaded").inc()
-            raise Overloaded(f"{self._limit} requests are already in progress; retry later", retry_after_s=1)
+            self._metrics.rejected.labels(f"{self._kind}_overloaded").inc()
+            raise Overloaded(
+                f"{self._limit} {self._kind}s are already in progress; retry later", retry_after_s=1
+            )
         self._in_flight += 1
         self._metrics.in_flight.inc()
         try:

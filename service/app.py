@@ -20,6 +20,7 @@ from service.middleware import BodySizeLimit, HttpMetrics
 from service.pipeline import ImagePipeline
 from service.routes import health, models, predict
 from service.state import Resources
+from service.video_pipeline import VideoPipeline
 from service.vision.detection import FaceDetector, MTCNNDetector
 
 logger = logging.getLogger(__name__)
@@ -68,12 +69,30 @@ def open_resources(
         settings=settings, detector=face_detector, inference=backend, executor=executor, metrics=metrics
     )
     admission = AdmissionControl(settings.max_in_flight, metrics)
-    return Resources(settings, metrics, backend, face_detector, executor, admission, pipeline)
+    # Clips get their own threads and limit: a long clip must not starve still images.
+    video_executor = ThreadPoolExecutor(settings.video_workers, thread_name_prefix="fer-video")
+    video_pipeline = VideoPipeline(
+        settings=settings, detector=face_detector, inference=backend, executor=video_executor, metrics=metrics
+    )
+    video_admission = AdmissionControl(settings.video_max_in_flight, metrics, kind="video")
+    return Resources(
+        settings,
+        metrics,
+        backend,
+        face_detector,
+        executor,
+        admission,
+        pipeline,
+        video_executor,
+        video_admission,
+        video_pipeline,
+    )
 
 
 async def close_resources(resources: Resources) -> None:
     await resources.inference.close()
     resources.executor.shutdown(wait=True, cancel_futures=True)
+    resources.video_executor.shutdown(wait=True, cancel_futures=True)
 
 
 def create_app(

@@ -67,6 +67,44 @@ class Settings(BaseSettings):
         2, ge=1, description="Threads running CPU-bound decode/detect/align off the event loop."
     )
 
+    default_video_model: str = Field(
+        "stt", description="Spatio-temporal model giving each tracked face its dynamic expression."
+    )
+    video_max_duration_s: float = Field(
+        60.0, gt=0, description="Longest clip accepted (seconds); longer clips get 422 video_too_long."
+    )
+    video_max_pixels: int = Field(
+        1920 * 1080,
+        gt=0,
+        description="Largest frame (width x height) accepted; larger gets 422 video_too_large.",
+    )
+    video_max_decoded_frames: int = Field(
+        3600, gt=0, description="Most frames decoded from one clip (bounds CPU on high frame rates)."
+    )
+    video_max_frames: int = Field(
+        64, ge=1, description="Most frames analysed per clip; a request may ask for fewer, never more."
+    )
+    video_default_fps: float = Field(
+        5.0,
+        gt=0,
+        description="Frames analysed per second of clip when a request gives neither fps nor stride.",
+    )
+    video_max_in_flight: int = Field(
+        2, ge=1, description="Clips analysed at once (separate from images); the next one gets 429."
+    )
+    video_workers: int = Field(
+        1, ge=1, description="Threads decoding and detecting clips, apart from the image pool."
+    )
+    video_detect_batch: int = Field(8, ge=1, description="Frames MTCNN detects in one batched pass.")
+    track_max_gap_s: float = Field(
+        1.0, ge=0, description="How long a face may go undetected and keep its track by position."
+    )
+    track_reid_window_s: float = Field(
+        5.0,
+        ge=0,
+        description="How long a lost track can be re-joined by appearance (leaving and re-entering).",
+    )
+
     @field_validator("detector_thresholds")
     @classmethod
     def _thresholds_are_probabilities(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:

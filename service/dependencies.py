@@ -12,6 +12,14 @@ from service.inference.base import InferenceBackend
 from service.metrics import Metrics
 from service.pipeline import ImagePipeline
 from service.state import Resources
+from service.video_pipeline import VideoPipeline
+
+
+class VideoAdmission:
+    """A distinct type for the clip limit, so a route cannot mix up the two admission controls."""
+
+    def __init__(self, control: AdmissionControl) -> None:
+        self.slot = control.slot
 
 
 def get_resources(request: Request) -> Resources:
@@ -38,6 +46,14 @@ def get_admission(resources: ResourcesDep) -> AdmissionControl:
     return resources.admission
 
 
+def get_video_pipeline(resources: ResourcesDep) -> VideoPipeline:
+    return resources.video_pipeline
+
+
+def get_video_admission(resources: ResourcesDep) -> VideoAdmission:
+    return VideoAdmission(resources.video_admission)
+
+
 def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
@@ -48,3 +64,5 @@ PipelineDep = Annotated[ImagePipeline, Depends(get_pipeline)]
 InferenceDep = Annotated[InferenceBackend, Depends(get_inference)]
 AdmissionDep = Annotated[AdmissionControl, Depends(get_admission)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+VideoPipelineDep = Annotated[VideoPipeline, Depends(get_video_pipeline)]
+VideoAdmissionDep = Annotated[VideoAdmission, Depends(get_video_admission)]

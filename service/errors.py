@@ -47,6 +47,18 @@ class ImageTooLarge(ServiceError):
     code, status = "image_too_large", 422
 
 
+class InvalidVideo(ServiceError):
+    code, status = "invalid_video", 422
+
+
+class VideoTooLong(ServiceError):
+    code, status = "video_too_long", 422
+
+
+class VideoTooLarge(ServiceError):
+    code, status = "video_too_large", 422
+
+
 class ModelNotFound(ServiceError):
     code, status = "model_not_found", 404
 
@@ -74,6 +86,9 @@ ERROR_TABLE: tuple[type[ServiceError], ...] = (
     UnsupportedMediaType,
     InvalidImage,
     ImageTooLarge,
+    InvalidVideo,
+    VideoTooLong,
+    VideoTooLarge,
     ModelNotFound,
     Overloaded,
     InferenceUnavailable,

@@ -79,6 +79,25 @@ class Metrics:
             registry=r,
         )
 
+        self.video_frames = Counter(
+            "fer_video_frames",
+            "Video frames, by kind: decoded, or analysed (progress of running clips).",
+            ["kind"],
+            registry=r,
+        )
+        self.video_duration = Histogram(
+            "fer_video_duration_seconds",
+            "Duration of the clips analysed.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.video_realtime_factor = Histogram(
+            "fer_video_realtime_factor",
+            "Analysis wall time divided by clip duration (<1: faster than real time).",
+            buckets=(0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0),
+            registry=r,
+        )
+
     @contextmanager
     def time_stage(self, stage: str, timings_ms: dict[str, float]) -> Iterator[None]:
         """Time a pipeline stage into the histogram and into the response's ``timings_ms``."""

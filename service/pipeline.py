@@ -12,7 +12,7 @@ from typing import TypeVar
 import numpy as np
 
 from service.config import Settings
-from service.inference.base import FloatArray, ImageOutputs, InferenceBackend, ServedModel, batches
+from service.inference.base import FloatArray, ImageOutputs, InferenceBackend, ServedModel, run_batched
 from service.inference.postprocess import face_results, model_info, model_warnings
 from service.metrics import Metrics
 from service.schemas import ImageInfo, PredictResponse
@@ -94,12 +94,4 @@ class ImagePipeline:
         if len(crops) == 0:  # no face: nothing to ask Triton
             empty = np.zeros((0, 0), dtype=np.float32)
             return ImageOutputs(empty, empty, empty)
-        # Never more than the model's max_batch_size per call; calls go out together so Triton's dynamic
-        # batcher can merge them with other requests' faces.
-        parts = await asyncio.gather(
-            *(
-                self._inference.infer_image(model, crops[part])
-                for part in batches(len(crops), model.max_batch_size)
-            )
-        )
-        return ImageOutputs.concatenate(list(parts))
+        return ImageOutputs.concatenate(await run_batched(model, crops, self._inference.infer_image))

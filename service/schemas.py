@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.video_options import VideoOptions
+
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
 EXAMPLES_DIR = Path(__file__).parent / "examples"
@@ -21,6 +23,37 @@ def _add_predict_example(schema: dict[str, Any]) -> None:
 
 class _Schema(BaseModel):
     model_config = ConfigDict(frozen=True, protected_namespaces=())
+
+
+class PredictQuery(BaseModel):
+    """Query parameters of /predict; video options are ignored for still images."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str | None = Field(None, description="Image model to use; default from settings.")
+    media: Literal["auto", "image", "video"] = Field(
+        "auto",
+        description="auto: clip or image by content; image: first frame only (e.g. of an animated GIF).",
+    )
+    fps: float | None = Field(None, gt=0, le=60, description="Clip frames analysed per second.")
+    stride: int | None = Field(None, ge=1, description="Analyse every n-th decoded frame (instead of fps).")
+    max_frames: int | None = Field(None, ge=1, description="Most frames to analyse (capped by settings).")
+    max_duration_s: float | None = Field(
+        None, gt=0, description="Analyse only the first seconds of the clip."
+    )
+    include: list[Literal["timeline", "tracks"]] = Field(
+        ["timeline", "tracks"], description="Which clip outputs to return (the summary is always returned)."
+    )
+
+    def video_options(self) -> VideoOptions:
+        return VideoOptions(
+            fps=self.fps,
+            stride=self.stride,
+            max_frames=self.max_frames,
+            max_duration_s=self.max_duration_s,
+            include_timeline="timeline" in self.include,
+            include_tracks="tracks" in self.include,
+        )
 
 
 class ErrorDetail(_Schema):
@@ -98,14 +131,76 @@ class ModelInfo(_Schema):
 
 
 class PredictResponse(_Schema):
+    """The answer for a still image."""
+
     model_config = ConfigDict(frozen=True, protected_namespaces=(), json_schema_extra=_add_predict_example)
 
     image: ImageInfo
     model: ModelInfo
     faces: list[FaceResult]
+    media: Literal["image"] = "image"
     timings_ms: dict[str, float] = Field(
         description="Wall time per pipeline stage (decode, detect, align, infer, assemble) and total."
     )
+    warnings: list[str] = Field(default_factory=list)
+
+
+class VideoInfo(_Schema):
+    container: str = Field(examples=["AVI"])
+    codec: str = Field(examples=["mpeg4"])
+    width: int
+    height: int
+    fps: float = Field(description="Average frame rate the container declares.")
+    duration_s: float
+    frames_decoded: int
+    frames_analysed: int
+    truncated: bool = Field(description="True when analysis stopped at max_frames / max_duration_s.")
+
+
+class TrackedFace(FaceResult):
+    track_id: int = Field(description="The person this face belongs to (see tracks).")
+
+
+class TimelineFrame(_Schema):
+    frame_index: int = Field(description="Index among the clip's decoded frames.")
+    timestamp_s: float
+    faces: list[TrackedFace]
+
+
+class ExpressionShare(_Schema):
+    label: str | None = Field(description="Most frequent top expression over the frames; null if none.")
+    share: float = Field(ge=0.0, le=1.0, description="Fraction of the frames with that top expression.")
+
+
+class TrackResult(_Schema):
+    track_id: int
+    first_s: float
+    last_s: float
+    frame_indices: list[int]
+    dynamic_expression: LabelScore = Field(description="Top label of the spatio-temporal model.")
+    dynamic_expressions: list[LabelScore] = Field(
+        description="The spatio-temporal model's distribution for this person's face sequence."
+    )
+    dominant: ExpressionShare = Field(description="From the per-frame image model: top label, time share.")
+
+
+class ClipSummary(_Schema):
+    people: int = Field(description="Number of tracks.")
+    faces: int = Field(description="Face detections over all analysed frames.")
+    dominant: ExpressionShare = Field(description="Most frequent top expression over every face-frame.")
+
+
+class VideoPredictResponse(_Schema):
+    """The answer for a clip: who showed which expression when."""
+
+    media: Literal["video"] = "video"
+    video: VideoInfo
+    model: ModelInfo = Field(description="The per-frame image model.")
+    video_model: ModelInfo = Field(description="The spatio-temporal model behind dynamic_expression.")
+    timeline: list[TimelineFrame] | None = Field(description="Analysed frames; null when not included.")
+    tracks: list[TrackResult] | None = Field(description="One per person; null when not included.")
+    summary: ClipSummary
+    timings_ms: dict[str, float]
     warnings: list[str] = Field(default_factory=list)
 
 

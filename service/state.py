@@ -10,6 +10,7 @@ from service.config import Settings
 from service.inference.base import InferenceBackend
 from service.metrics import Metrics
 from service.pipeline import ImagePipeline
+from service.video_pipeline import VideoPipeline
 from service.vision.detection import FaceDetector
 
 
@@ -22,3 +23,6 @@ class Resources:
     executor: ThreadPoolExecutor
     admission: AdmissionControl
     pipeline: ImagePipeline
+    video_executor: ThreadPoolExecutor
+    video_admission: AdmissionControl
+    video_pipeline: VideoPipeline

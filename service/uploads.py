@@ -9,7 +9,7 @@ from service.errors import EmptyPayload, UnsupportedMediaType
 from service.pipeline import Upload
 
 # Raw bodies must declare a media type; anything image-like or opaque binary is sniffed by content.
-_RAW_TYPES = ("image/", "application/octet-stream")
+_RAW_TYPES = ("image/", "video/", "application/octet-stream")
 
 
 async def read_upload(request: Request) -> Upload:
@@ -19,7 +19,8 @@ async def read_upload(request: Request) -> Upload:
     if content_type.startswith(_RAW_TYPES):
         return Upload(data=await request.body(), content_type=content_type)
     raise UnsupportedMediaType(
-        "send the image as multipart/form-data (field 'file') or as a raw body with Content-Type image/*"
+        "send the media as multipart/form-data (field 'file') "
+        "or as a raw body with Content-Type image/* or video/*"
     )
 
 

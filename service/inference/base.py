@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -45,12 +47,32 @@ class ImageOutputs:
     embeddings: FloatArray  # N x D, L2-normalised
     text_similarity: FloatArray  # N x P, config.prompts order
 
+    def rows(self, start: int, stop: int) -> ImageOutputs:
+        return ImageOutputs(
+            self.probabilities[start:stop], self.embeddings[start:stop], self.text_similarity[start:stop]
+        )
+
     @classmethod
     def concatenate(cls, parts: list[ImageOutputs]) -> ImageOutputs:
         return cls(
             probabilities=np.concatenate([p.probabilities for p in parts]),
             embeddings=np.concatenate([p.embeddings for p in parts]),
             text_similarity=np.concatenate([p.text_similarity for p in parts]),
+        )
+
+
+@dataclass(frozen=True)
+class ClipOutputs:
+    """Per-clip outputs of a video model, rows aligned with the clips sent."""
+
+    probabilities: FloatArray  # N x C, config.labels order
+    embeddings: FloatArray  # N x D, L2-normalised
+
+    @classmethod
+    def concatenate(cls, parts: list[ClipOutputs]) -> ClipOutputs:
+        return cls(
+            probabilities=np.concatenate([p.probabilities for p in parts]),
+            embeddings=np.concatenate([p.embeddings for p in parts]),
         )
 
 
@@ -65,7 +87,24 @@ class InferenceBackend(Protocol):
 
     async def infer_image(self, model: ServedModel, crops: FloatArray) -> ImageOutputs: ...
 
+    async def infer_clip(self, model: ServedModel, clips: FloatArray) -> ClipOutputs: ...
+
     async def close(self) -> None: ...
+
+
+T = TypeVar("T")
+
+
+async def run_batched(
+    model: ServedModel, items: FloatArray, call: Callable[[ServedModel, FloatArray], Awaitable[T]]
+) -> list[T]:
+    """Never more than the model's max_batch_size per call; the calls go out together so Triton's
+    dynamic batcher can merge them with other requests' work."""
+    return list(
+        await asyncio.gather(
+            *(call(model, items[part]) for part in batches(len(items), model.max_batch_size))
+        )
+    )
 
 
 def batches(count: int, max_batch_size: int) -> list[slice]:

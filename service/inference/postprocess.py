@@ -98,6 +98,6 @@ def model_info(model: ServedModel) -> ModelInfo:
 
 def model_warnings(config: ModelConfig) -> list[str]:
     warnings = [] if config.trained else [UNTRAINED_WARNING.format(name=config.name, weights=config.weights)]
-    if not config.prompts:
+    if not config.prompts and config.task == "image":
         warnings.append(NO_TEXT_WARNING.format(name=config.name))
     return warnings

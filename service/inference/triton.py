@@ -22,7 +22,7 @@ from service.errors import (
     Overloaded,
     ServiceError,
 )
-from service.inference.base import FloatArray, ImageOutputs, ModelStatus, ServedModel
+from service.inference.base import ClipOutputs, FloatArray, ImageOutputs, ModelStatus, ServedModel
 from service.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -119,25 +119,37 @@ class TritonBackend:
     # -- inference -------------------------------------------------------------------------------
     async def infer_image(self, model: ServedModel, crops: FloatArray) -> ImageOutputs:
         """One Triton call; the caller keeps ``len(crops) <= model.max_batch_size``."""
-        if len(crops) > model.max_batch_size:
-            raise ValueError(f"{len(crops)} crops exceed max_batch_size {model.max_batch_size}")
-        self._metrics.batch_size.labels(model.name).observe(len(crops))
-        start, outcome = time.perf_counter(), "error"
-        try:
-            result = await self._call(self._send(model, np.ascontiguousarray(crops, dtype=np.float32)))
-            outcome = "ok"
-        finally:
-            self._metrics.triton_seconds.labels(model.name, outcome).observe(time.perf_counter() - start)
+        result = await self._timed_call(model, crops)
         probabilities, embeddings, *text = (
             np.asarray(result.as_numpy(name), dtype=np.float32) for name in _output_names(model)
         )
         no_text = np.zeros((len(crops), 0), dtype=np.float32)  # a model without prompts has no OUTPUT__2
         return ImageOutputs(probabilities, embeddings, text[0] if text else no_text)
 
-    async def _send(self, model: ServedModel, crops: FloatArray) -> Any:
+    async def infer_clip(self, model: ServedModel, clips: FloatArray) -> ClipOutputs:
+        """One Triton call with N clips of T aligned crops each; N <= ``model.max_batch_size``."""
+        result = await self._timed_call(model, clips)
+        probabilities, embeddings = (
+            np.asarray(result.as_numpy(name), np.float32) for name in _IMAGE_OUTPUTS[:2]
+        )
+        return ClipOutputs(probabilities, embeddings)
+
+    async def _timed_call(self, model: ServedModel, batch: FloatArray) -> Any:
+        if len(batch) > model.max_batch_size:
+            raise ValueError(f"{len(batch)} items exceed max_batch_size {model.max_batch_size}")
+        self._metrics.batch_size.labels(model.name).observe(len(batch))
+        start, outcome = time.perf_counter(), "error"
+        try:
+            result = await self._call(self._send(model, np.ascontiguousarray(batch, dtype=np.float32)))
+            outcome = "ok"
+        finally:
+            self._metrics.triton_seconds.labels(model.name, outcome).observe(time.perf_counter() - start)
+        return result
+
+    async def _send(self, model: ServedModel, batch: FloatArray) -> Any:
         module = self._client_module()
-        infer_input = module.InferInput("INPUT__0", list(crops.shape), "FP32")
-        infer_input.set_data_from_numpy(crops)
+        infer_input = module.InferInput("INPUT__0", list(batch.shape), "FP32")
+        infer_input.set_data_from_numpy(batch)
         outputs = [module.InferRequestedOutput(name) for name in _output_names(model)]
         return await self._connection().infer(model.name, [infer_input], outputs=outputs)
 
@@ -171,7 +183,7 @@ class TritonBackend:
 
 
 def _output_names(model: ServedModel) -> tuple[str, ...]:
-    return _IMAGE_OUTPUTS if model.config.prompts else _IMAGE_OUTPUTS[:2]
+    return _IMAGE_OUTPUTS if model.config.prompts and model.config.task == "image" else _IMAGE_OUTPUTS[:2]
 
 
 def classify_triton_error(exc: Exception, retry_after_s: int) -> ServiceError:
@@ -179,7 +191,8 @@ def classify_triton_error(exc: Exception, retry_after_s: int) -> ServiceError:
     status = str(getattr(exc, "status", lambda: "")() or "")
     message = str(getattr(exc, "message", lambda: str(exc))() or exc)
     lowered = message.lower()
-    if "queue" in lowered and ("maximum" in lowered or "exceeds" in lowered or "timeout" in lowered):
+    # Triton's queue policy rejects with these messages (max_queue_size / default_timeout_microseconds).
+    if "maximum queue size" in lowered or "request timeout expired" in lowered:
         return Overloaded("the inference queue is full; retry later", retry_after_s=1)
     if "DEADLINE_EXCEEDED" in status or "deadline" in lowered:
         return InferenceTimeout("Triton did not answer in time")

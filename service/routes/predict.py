@@ -6,10 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from service.dependencies import AdmissionDep, PipelineDep
-from service.errors import openapi_error_responses
-from service.schemas import PredictResponse
+from service.dependencies import AdmissionDep, PipelineDep, VideoAdmissionDep, VideoPipelineDep
+from service.errors import UnsupportedMediaType, openapi_error_responses
+from service.schemas import PredictQuery, PredictResponse, VideoPredictResponse
 from service.uploads import read_upload
+from service.vision.video import sniff_video_format
 
 router = APIRouter(tags=["predict"])
 
@@ -29,6 +30,8 @@ _REQUEST_BODY: dict[str, Any] = {
             "image/jpeg": _BINARY,
             "image/png": _BINARY,
             "image/webp": _BINARY,
+            "video/mp4": _BINARY,
+            "video/webm": _BINARY,
             "application/octet-stream": _BINARY,
         },
     }
@@ -37,21 +40,41 @@ _REQUEST_BODY: dict[str, Any] = {
 
 @router.post(
     "/predict",
-    response_model=PredictResponse,
+    response_model=PredictResponse | VideoPredictResponse,
     responses=openapi_error_responses(),
     openapi_extra=_REQUEST_BODY,
-    summary="Detect every face in an image and recognise its expression",
+    summary="Every face in an image or clip, with its expression",
     description="`curl -F file=@photo.jpg http://127.0.0.1:8080/predict` or "
-    "`curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg' http://127.0.0.1:8080/predict`. "
-    "JPEG, PNG, WebP, BMP, TIFF and GIF (first frame); EXIF orientation is honoured. "
-    "An image without faces gives 200 with an empty `faces` list.",
+    "`curl --data-binary @clip.mp4 -H 'Content-Type: video/mp4' http://127.0.0.1:8080/predict`. "
+    "Images: JPEG, PNG, WebP, BMP, TIFF, GIF (first frame); EXIF orientation is honoured; an image without "
+    "faces gives 200 with an empty `faces` list. Clips (MP4/MOV, WebM/MKV, AVI, animated GIF; recognised "
+    "by their bytes) give a timeline of sampled frames, one track per person with a dynamic expression "
+    "from the spatio-temporal model, and a summary.",
 )
 async def predict(
     request: Request,
     pipeline: PipelineDep,
+    video_pipeline: VideoPipelineDep,
     admission: AdmissionDep,
-    model: Annotated[str | None, Query(description="Served model name; default from settings.")] = None,
-) -> PredictResponse:
+    video_admission: VideoAdmissionDep,
+    options: Annotated[PredictQuery, Query()],
+) -> PredictResponse | VideoPredictResponse:
     async with admission.slot():
         upload = await read_upload(request)
-        return await pipeline.predict(upload, model)
+        container = media_container(upload.data, options.media)
+        if container is None:
+            return await pipeline.predict(upload, options.model)
+        async with video_admission.slot():
+            return await video_pipeline.predict(upload, container, options.video_options(), options.model)
+
+
+def media_container(data: bytes, media: str) -> str | None:
+    """The clip container when the upload is to be analysed as a clip, None for a still image."""
+    if media == "image":
+        return None
+    container = sniff_video_format(data)
+    if container is None and media == "video":
+        raise UnsupportedMediaType(
+            "media=video, but the upload is not a supported clip (MP4, WebM, AVI, GIF)"
+        )
+    return container

@@ -46,6 +46,10 @@ class FaceDetector(Protocol):
 
     def detect(self, rgb: npt.NDArray[np.uint8]) -> Detections: ...
 
+    def detect_batch(self, frames: npt.NDArray[np.uint8]) -> list[Detections]:
+        """Faces in each of B equally sized frames (B x H x W x 3), in one batched pass."""
+        ...
+
 
 class MTCNNDetector:
     """MTCNN with ``keep_all=True``; safe to call from several threads (inference only, no state)."""
@@ -73,10 +77,21 @@ class MTCNNDetector:
     def detect(self, rgb: npt.NDArray[np.uint8]) -> Detections:
         with torch.inference_mode():
             boxes, scores, landmarks = self._mtcnn.detect(rgb, landmarks=True)
-        if boxes is None:
-            return Detections.empty()
-        return Detections(
-            boxes=np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
-            landmarks=np.asarray(landmarks, dtype=np.float64).reshape(-1, 5, 2),
-            scores=np.asarray(scores, dtype=np.float64).reshape(-1),
-        )
+        return _as_detections(boxes, scores, landmarks)
+
+    def detect_batch(self, frames: npt.NDArray[np.uint8]) -> list[Detections]:
+        # A 4-D array puts MTCNN in batch mode: one pyramid pass for all frames of a clip chunk.
+        with torch.inference_mode():
+            boxes, scores, landmarks = self._mtcnn.detect(frames, landmarks=True)
+        return [_as_detections(b, s, p) for b, s, p in zip(boxes, scores, landmarks, strict=True)]
+
+
+def _as_detections(boxes: object, scores: object, landmarks: object) -> Detections:
+    """MTCNN gives None for no face and object arrays otherwise; normalise to typed arrays."""
+    if boxes is None:
+        return Detections.empty()
+    return Detections(
+        boxes=np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
+        landmarks=np.asarray(landmarks, dtype=np.float64).reshape(-1, 5, 2),
+        scores=np.asarray(scores, dtype=np.float64).reshape(-1),
+    )

@@ -23,7 +23,7 @@ from service.triton_local import LocalTriton
 from tests.media import ROOT, ensure_media
 
 MODEL_REPOSITORY = ROOT / "model_repository"
-SERVED_MODELS = ("fer_former", "mini_xception_fer2013")
+SERVED_MODELS = ("fer_former", "mini_xception_fer2013", "stt")
 
 
 @pytest.fixture(scope="session")

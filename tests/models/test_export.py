@@ -1,4 +1,4 @@
-"""export_image_model and `python -m fermodels export`: files, overwrite rules, reloaded == eager."""
+"""export_model and `python -m fermodels export`: files, overwrite rules, reloaded == eager."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch import nn
 
 from fermodels.cli import main
 from fermodels.config import RAFDB_LABELS, ModelConfig, prompts_for
-from fermodels.export import ExportVerificationError, ServingWrapper, export_image_model, load_scripted
+from fermodels.export import ExportVerificationError, ServingWrapper, export_model, load_scripted
 from fermodels.models.fer_former import FERFormer
 from fermodels.text import load_text_embeddings
 
@@ -30,7 +30,7 @@ def tiny() -> FERFormer:
 
 
 def test_writes_model_config_and_labels(tiny: FERFormer, tmp_path: Path) -> None:
-    model_dir = export_image_model(tiny, CONFIG, tmp_path, version=3)
+    model_dir = export_model(tiny, CONFIG, tmp_path, version=3)
     assert model_dir == tmp_path / "tiny_former"
     assert sorted(p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*")) == [
         "3",
@@ -43,7 +43,7 @@ def test_writes_model_config_and_labels(tiny: FERFormer, tmp_path: Path) -> None
 
 
 def test_reloaded_file_matches_eager(tiny: FERFormer, tmp_path: Path) -> None:
-    model_dir = export_image_model(tiny, CONFIG, tmp_path)
+    model_dir = export_model(tiny, CONFIG, tmp_path)
     reloaded = load_scripted(model_dir / "1" / "model.pt")
     images = torch.rand(5, 3, 112, 112, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
@@ -56,12 +56,12 @@ def test_reloaded_file_matches_eager(tiny: FERFormer, tmp_path: Path) -> None:
 
 
 def test_refuses_to_overwrite_and_force_replaces(tiny: FERFormer, tmp_path: Path) -> None:
-    target = export_image_model(tiny, CONFIG, tmp_path) / "1" / "model.pt"
+    target = export_model(tiny, CONFIG, tmp_path) / "1" / "model.pt"
     target.write_bytes(b"sentinel")
     with pytest.raises(FileExistsError, match="force"):
-        export_image_model(tiny, CONFIG, tmp_path)
+        export_model(tiny, CONFIG, tmp_path)
     assert target.read_bytes() == b"sentinel"
-    export_image_model(tiny, CONFIG, tmp_path, force=True)
+    export_model(tiny, CONFIG, tmp_path, force=True)
     assert target.read_bytes() != b"sentinel"
     load_scripted(target)
     assert not list(target.parent.glob("*.tmp"))
@@ -69,18 +69,18 @@ def test_refuses_to_overwrite_and_force_replaces(tiny: FERFormer, tmp_path: Path
 
 def test_rejects_version_zero(tiny: FERFormer, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="positive"):
-        export_image_model(tiny, CONFIG, tmp_path, version=0)
+        export_model(tiny, CONFIG, tmp_path, version=0)
 
 
 def test_rejects_a_config_that_does_not_match_the_outputs(tiny: FERFormer, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="do not match"):
-        export_image_model(tiny, dataclasses.replace(CONFIG, embed_dim=64), tmp_path)
+        export_model(tiny, dataclasses.replace(CONFIG, embed_dim=64), tmp_path)
     assert not (tmp_path / "tiny_former").exists()
 
 
 def test_rejects_models_without_forward_serving(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="forward_serving"):
-        export_image_model(nn.Linear(2, 2), CONFIG, tmp_path)
+        export_model(nn.Linear(2, 2), CONFIG, tmp_path)
 
 
 class _DiffersWhenScripted(nn.Module):
@@ -99,7 +99,7 @@ class _DiffersWhenScripted(nn.Module):
 
 def test_a_reload_mismatch_fails_and_leaves_no_model_file(tmp_path: Path) -> None:
     with pytest.raises(ExportVerificationError, match="OUTPUT__1"):
-        export_image_model(_DiffersWhenScripted(), CONFIG, tmp_path)
+        export_model(_DiffersWhenScripted(), CONFIG, tmp_path)
     assert not list((tmp_path / "tiny_former").rglob("*.pt*"))
 
 
@@ -118,7 +118,7 @@ def test_cli_exports_the_registered_model(tmp_path: Path, capsys: pytest.Capture
 def test_classifier_without_text_side_exports_two_outputs(tmp_path: Path) -> None:
     """The trained mini-Xception path: RGB in, grey inside, probabilities + embedding out, no OUTPUT__2."""
     from fermodels.config import FER2013_LABELS, ModelConfig
-    from fermodels.export import export_image_model, load_scripted
+    from fermodels.export import export_model, load_scripted
     from fermodels.models.mini_xception import MiniXception
 
     config = ModelConfig(
@@ -130,7 +130,7 @@ def test_classifier_without_text_side_exports_two_outputs(tmp_path: Path) -> Non
         max_batch_size=4,
     )
     model = MiniXception().eval()
-    model_dir = export_image_model(model, config, tmp_path)
+    model_dir = export_model(model, config, tmp_path)
     assert "OUTPUT__2" not in (model_dir / "config.pbtxt").read_text()
     scripted = load_scripted(model_dir / "1" / "model.pt")
     probabilities, embedding = scripted(torch.rand(3, 3, 64, 64))

@@ -59,6 +59,8 @@ def test_classify_triton_errors() -> None:
     assert isinstance(unavailable, InferenceUnavailable) and unavailable.retry_after_s == 5
     full = classify_triton_error(FakeTritonError("Exceeds maximum queue size", "StatusCode.UNAVAILABLE"), 5)
     assert isinstance(full, Overloaded)
+    expired = classify_triton_error(FakeTritonError("Request timeout expired", "StatusCode.UNAVAILABLE"), 5)
+    assert isinstance(expired, Overloaded)
     assert classify_triton_error(
         FakeTritonError("Deadline Exceeded", "StatusCode.DEADLINE_EXCEEDED"), 5
     ).code == ("inference_timeout")

@@ -1,0 +1,230 @@
+"""The clip pipeline: analyse (decode → detect → track → align) → infer per face → infer per track → assemble.
+
+Clips run on their own thread pool and admission limit, so a long clip never blocks still images.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from fermodels.config import ModelConfig
+from service.config import Settings
+from service.inference.base import ClipOutputs, ImageOutputs, InferenceBackend, ServedModel, run_batched
+from service.inference.postprocess import face_result, label_distribution, model_info, model_warnings
+from service.metrics import Metrics
+from service.pipeline import Upload
+from service.schemas import (
+    ClipSummary,
+    ExpressionShare,
+    LabelScore,
+    TimelineFrame,
+    TrackedFace,
+    TrackResult,
+    VideoInfo,
+    VideoPredictResponse,
+)
+from service.video_options import VideoOptions
+from service.vision.clip_analysis import AnalysisOptions, ClipAnalysis, analyse_clip, track_clips
+from service.vision.detection import FaceDetector
+from service.vision.tracking import TrackerConfig
+from service.vision.video import SamplingPlan, VideoLimits
+
+
+@dataclass(frozen=True)
+class _Results:
+    analysis: ClipAnalysis
+    faces: ImageOutputs
+    track_ids: list[int]
+    tracks: ClipOutputs
+
+
+class VideoPipeline:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        detector: FaceDetector,
+        inference: InferenceBackend,
+        executor: ThreadPoolExecutor,
+        metrics: Metrics,
+    ) -> None:
+        self._settings = settings
+        self._detector = detector
+        self._inference = inference
+        self._executor = executor
+        self._metrics = metrics
+
+    async def predict(
+        self, upload: Upload, container: str, options: VideoOptions, model_name: str | None
+    ) -> VideoPredictResponse:
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        image_model = await self._inference.served_model(model_name or self._settings.default_model)
+        video_model = await self._inference.served_model(self._settings.default_video_model)
+        with self._metrics.time_stage("video_analyse", timings):
+            analysis = await self._analyse(upload.data, container, options, image_model, video_model)
+        with self._metrics.time_stage("infer", timings):
+            faces = await self._infer_faces(image_model, analysis)
+        with self._metrics.time_stage("video_infer", timings):
+            track_ids, tracks = await self._infer_tracks(video_model, analysis)
+        with self._metrics.time_stage("assemble", timings):
+            results = _Results(analysis, faces, track_ids, tracks)
+            response = self._assemble(results, image_model, video_model, options, timings)
+        elapsed = time.perf_counter() - start
+        timings["total"] = round(elapsed * 1000.0, 3)
+        self._observe_clip(analysis, elapsed)
+        return response
+
+    def _analysis_options(self, options: VideoOptions) -> AnalysisOptions:
+        s = self._settings
+        uses_stride = options.stride is not None and options.fps is None
+        plan = SamplingPlan(
+            fps=None if uses_stride else (options.fps or s.video_default_fps),
+            stride=options.stride,
+            max_frames=min(options.max_frames or s.video_max_frames, s.video_max_frames),
+            max_duration_s=min(options.max_duration_s or s.video_max_duration_s, s.video_max_duration_s),
+        )
+        limits = VideoLimits(s.video_max_duration_s, s.video_max_pixels, s.video_max_decoded_frames)
+        tracker = TrackerConfig(max_gap_s=s.track_max_gap_s, reid_window_s=s.track_reid_window_s)
+        return AnalysisOptions(plan, limits, tracker, s.video_detect_batch, s.max_faces, s.detector_min_score)
+
+    async def _analyse(
+        self, data: bytes, container: str, options: VideoOptions, image: ServedModel, video: ServedModel
+    ) -> ClipAnalysis:
+        loop = asyncio.get_running_loop()
+        analysed = self._metrics.video_frames.labels("analysed")
+        settings = self._analysis_options(options)
+        return await loop.run_in_executor(
+            self._executor,
+            lambda: analyse_clip(
+                data, container, self._detector, image.config, video.config, settings, analysed.inc
+            ),
+        )
+
+    async def _infer_faces(self, model: ServedModel, analysis: ClipAnalysis) -> ImageOutputs:
+        if analysis.face_count == 0:
+            empty = np.zeros((0, 0), dtype=np.float32)
+            return ImageOutputs(empty, empty, empty)
+        crops = np.stack(analysis.image_crops)
+        return ImageOutputs.concatenate(await run_batched(model, crops, self._inference.infer_image))
+
+    async def _infer_tracks(
+        self, model: ServedModel, analysis: ClipAnalysis
+    ) -> tuple[list[int], ClipOutputs]:
+        track_ids, clips = track_clips(analysis, model.config.clip_length)
+        if not track_ids:
+            empty = np.zeros((0, 0), dtype=np.float32)
+            return [], ClipOutputs(empty, empty)
+        return track_ids, ClipOutputs.concatenate(await run_batched(model, clips, self._inference.infer_clip))
+
+    def _assemble(
+        self,
+        results: _Results,
+        image_model: ServedModel,
+        video_model: ServedModel,
+        options: VideoOptions,
+        timings: dict[str, float],
+    ) -> VideoPredictResponse:
+        info = results.analysis.info
+        return VideoPredictResponse(
+            video=VideoInfo(
+                container=info.container,
+                codec=info.codec,
+                width=info.width,
+                height=info.height,
+                fps=round(info.fps, 3),
+                duration_s=round(info.duration_s, 3),
+                frames_decoded=info.frames_decoded,
+                frames_analysed=info.frames_sampled,
+                truncated=info.truncated,
+            ),
+            model=model_info(image_model),
+            video_model=model_info(video_model),
+            timeline=timeline(results, image_model.config) if options.include_timeline else None,
+            tracks=track_results(results, image_model.config, video_model.config)
+            if options.include_tracks
+            else None,
+            summary=clip_summary(results, image_model.config),
+            timings_ms=timings,
+            warnings=_video_warnings(image_model.config, video_model.config, info.truncated),
+        )
+
+    def _observe_clip(self, analysis: ClipAnalysis, elapsed_s: float) -> None:
+        self._metrics.video_frames.labels("decoded").inc(analysis.info.frames_decoded)
+        duration = analysis.info.duration_s
+        self._metrics.video_duration.observe(duration)
+        if duration > 0:
+            self._metrics.video_realtime_factor.observe(elapsed_s / duration)
+
+
+def timeline(results: _Results, config: ModelConfig) -> list[TimelineFrame]:
+    frames = []
+    for frame in results.analysis.frames:
+        count = len(frame.detections)
+        outputs = results.faces.rows(frame.first_crop, frame.first_crop + count)
+        faces = [
+            TrackedFace(
+                **face_result(frame.detections, outputs, i, config).model_dump(), track_id=frame.track_ids[i]
+            )
+            for i in range(count)
+        ]
+        frames.append(
+            TimelineFrame(frame_index=frame.index, timestamp_s=round(frame.timestamp_s, 3), faces=faces)
+        )
+    return frames
+
+
+def _top_labels(results: _Results, rows: list[int], config: ModelConfig) -> list[str]:
+    return [config.labels[int(np.argmax(results.faces.probabilities[row]))] for row in rows]
+
+
+def dominant(labels: list[str]) -> ExpressionShare:
+    if not labels:
+        return ExpressionShare(label=None, share=0.0)
+    label, count = Counter(labels).most_common(1)[0]
+    return ExpressionShare(label=label, share=round(count / len(labels), 4))
+
+
+def track_results(results: _Results, image: ModelConfig, video: ModelConfig) -> list[TrackResult]:
+    analysis = results.analysis
+    row_to_frame = {f.first_crop + i: f for f in analysis.frames for i in range(len(f.detections))}
+    tracks = []
+    for position, track_id in enumerate(results.track_ids):
+        rows = analysis.tracks[track_id]
+        frames = [row_to_frame[row] for row in rows]
+        probabilities = results.tracks.probabilities[position]
+        best = int(np.argmax(probabilities))
+        tracks.append(
+            TrackResult(
+                track_id=track_id,
+                first_s=round(frames[0].timestamp_s, 3),
+                last_s=round(frames[-1].timestamp_s, 3),
+                frame_indices=[frame.index for frame in frames],
+                dynamic_expression=LabelScore(
+                    label=video.labels[best], probability=round(float(probabilities[best]), 6)
+                ),
+                dynamic_expressions=label_distribution(probabilities, video),
+                dominant=dominant(_top_labels(results, rows, image)),
+            )
+        )
+    return tracks
+
+
+def clip_summary(results: _Results, config: ModelConfig) -> ClipSummary:
+    rows = list(range(results.analysis.face_count))
+    return ClipSummary(
+        people=len(results.track_ids), faces=len(rows), dominant=dominant(_top_labels(results, rows, config))
+    )
+
+
+def _video_warnings(image: ModelConfig, video: ModelConfig, truncated: bool) -> list[str]:
+    warnings = model_warnings(image) + model_warnings(video)
+    if truncated:
+        warnings.append("analysis stopped at max_frames / max_duration_s or at a damaged part of the clip")
+    return warnings

@@ -1,0 +1,135 @@
+"""The CPU half of clip analysis: sampled frames → faces → tracks → aligned crops, in bounded memory.
+
+Frames are decoded one at a time and detected in chunks (MTCNN batch mode); a chunk's frames are dropped
+as soon as their faces are aligned, so memory holds one chunk of frames plus small crops, whatever the
+clip's length. Runs in a worker thread; the async pipeline then sends the crops to Triton.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+
+import numpy as np
+import numpy.typing as npt
+
+from fermodels.config import ModelConfig
+from service.vision.alignment import align_faces
+from service.vision.detection import Detections, FaceDetector
+from service.vision.tracking import FaceTracker, TrackerConfig, appearance_descriptor
+from service.vision.video import ClipInfo, ClipReader, SamplingPlan, VideoFrame, VideoLimits
+
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class FrameFaces:
+    index: int
+    timestamp_s: float
+    detections: Detections
+    track_ids: list[int]
+    first_crop: int  # row of this frame's first face in ClipAnalysis.image_crops
+
+
+@dataclass
+class ClipAnalysis:
+    info: ClipInfo
+    frames: list[FrameFaces] = field(default_factory=list)
+    image_crops: list[FloatArray] = field(default_factory=list)  # one per face, image model geometry
+    video_crops: list[FloatArray] = field(default_factory=list)  # one per face, video model geometry
+    tracks: dict[int, list[int]] = field(default_factory=dict)  # track id → rows into the crop lists
+
+    @property
+    def face_count(self) -> int:
+        return len(self.image_crops)
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    plan: SamplingPlan
+    limits: VideoLimits
+    tracker: TrackerConfig
+    detect_batch: int
+    max_faces: int
+    min_score: float
+
+
+def chunked(frames: Iterable[VideoFrame], size: int) -> Iterator[list[VideoFrame]]:
+    iterator = iter(frames)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def align_for(config: ModelConfig) -> Callable[[npt.NDArray[np.uint8], Detections], FloatArray]:
+    template = np.asarray(config.landmark_template(), dtype=np.float64)
+    return lambda rgb, faces: align_faces(rgb, faces.landmarks, template, config.input_size)
+
+
+def analyse_clip(
+    data: bytes,
+    container: str,
+    detector: FaceDetector,
+    image_config: ModelConfig,
+    video_config: ModelConfig,
+    options: AnalysisOptions,
+    on_frames: Callable[[int], None] = lambda _: None,
+) -> ClipAnalysis:
+    """Decode, detect, track and align every sampled frame of one clip."""
+    reader = ClipReader(data, container, options.plan, options.limits)
+    analysis = ClipAnalysis(info=reader.info)
+    tracker = FaceTracker(options.tracker)
+    align_image, align_video = align_for(image_config), align_for(video_config)
+    same_geometry = image_config.landmark_template() == video_config.landmark_template()
+    for chunk in chunked(reader, options.detect_batch):
+        found = detector.detect_batch(np.stack([frame.rgb for frame in chunk]))
+        for frame, detections in zip(chunk, found, strict=True):
+            faces = detections.top(options.max_faces, options.min_score).clipped_to(*_size(frame))
+            image_crops = align_image(frame.rgb, faces)
+            video_crops = image_crops if same_geometry else align_video(frame.rgb, faces)
+            _record(analysis, tracker, frame, faces, image_crops, video_crops)
+        on_frames(len(chunk))
+    return analysis
+
+
+def _size(frame: VideoFrame) -> tuple[int, int]:
+    return int(frame.rgb.shape[1]), int(frame.rgb.shape[0])
+
+
+def _record(
+    analysis: ClipAnalysis,
+    tracker: FaceTracker,
+    frame: VideoFrame,
+    faces: Detections,
+    image_crops: FloatArray,
+    video_crops: FloatArray,
+) -> None:
+    appearances = [appearance_descriptor(crop) for crop in image_crops]
+    ids = tracker.update(len(analysis.frames), frame.timestamp_s, faces.boxes, faces.landmarks, appearances)
+    first = analysis.face_count
+    analysis.frames.append(FrameFaces(frame.index, frame.timestamp_s, faces, ids, first))
+    analysis.image_crops.extend(image_crops)
+    analysis.video_crops.extend(video_crops)
+    for offset, track_id in enumerate(ids):
+        analysis.tracks.setdefault(track_id, []).append(first + offset)
+
+
+def resample_indices(count: int, clip_length: int) -> list[int]:
+    """``clip_length`` positions spread evenly over ``count`` items (repeats when count is shorter)."""
+    return [int(i) for i in np.rint(np.linspace(0, count - 1, clip_length))]
+
+
+def track_clips(analysis: ClipAnalysis, clip_length: int) -> tuple[list[int], FloatArray]:
+    """Track ids and their crop sequences resampled to the video model's clip length: N x T x 3 x S x S."""
+    ids = sorted(analysis.tracks)
+    clips = [
+        np.stack(
+            [
+                analysis.video_crops[analysis.tracks[t][i]]
+                for i in resample_indices(len(analysis.tracks[t]), clip_length)
+            ]
+        )
+        for t in ids
+    ]
+    empty = np.zeros((0, clip_length, 3, 1, 1), dtype=np.float32)
+    return ids, np.stack(clips).astype(np.float32) if clips else empty

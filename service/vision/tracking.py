@@ -1,0 +1,159 @@
+"""Face tracking across sampled frames: IoU first, landmark distance second, appearance for re-entries.
+
+A face is matched to the track whose last box overlaps it most (IoU ≥ ``min_iou``); a face that moved too
+far for any overlap between two sampled frames is matched by landmark distance relative to face size. A
+track survives ``max_gap_s`` without a face (occlusion, a missed detection). A person who leaves the frame
+and comes back is matched to their lost track by appearance (a normalised grey thumbnail of the aligned
+face) within ``reid_window_s``: without an identity model this is only reliable for short absences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    min_iou: float = 0.3
+    max_landmark_distance: float = 0.6  # mean landmark shift / face size
+    max_gap_s: float = 1.0
+    reid_window_s: float = 5.0
+    min_appearance_similarity: float = 0.8
+
+
+@dataclass
+class Track:
+    track_id: int
+    box: FloatArray
+    landmarks: FloatArray
+    appearance: FloatArray
+    last_seen_s: float
+    detections: list[tuple[int, int]] = field(default_factory=list)  # (frame position, face index)
+
+
+def iou(a: FloatArray, b: FloatArray) -> float:
+    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
+    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def landmark_distance(a: FloatArray, b: FloatArray, box: FloatArray) -> float:
+    """Mean distance between corresponding landmarks, in units of face size (box diagonal)."""
+    size = float(np.hypot(box[2] - box[0], box[3] - box[1])) or 1.0
+    return float(np.linalg.norm(a - b, axis=1).mean() / size)
+
+
+def appearance_descriptor(crop: npt.NDArray[np.float32]) -> FloatArray:
+    """A 3xSxS aligned face → a zero-mean, unit-norm 16x16 grey thumbnail (cosine-comparable)."""
+    grey = crop.mean(axis=0)
+    size = grey.shape[0] - grey.shape[0] % 16
+    thumb = grey[:size, :size].reshape(16, size // 16, 16, size // 16).mean(axis=(1, 3)).astype(np.float64)
+    centred: FloatArray = thumb.ravel() - thumb.mean()
+    norm = float(np.linalg.norm(centred))
+    return centred / norm if norm > 0 else centred
+
+
+class FaceTracker:
+    """Assigns stable track ids to the faces of successive sampled frames."""
+
+    def __init__(self, config: TrackerConfig | None = None) -> None:
+        self.config = config or TrackerConfig()
+        self.tracks: list[Track] = []
+
+    def update(
+        self,
+        frame_position: int,
+        timestamp_s: float,
+        boxes: FloatArray,
+        landmarks: FloatArray,
+        appearances: list[FloatArray],
+    ) -> list[int]:
+        """Track ids for this frame's faces, in their order."""
+        active = [t for t in self.tracks if timestamp_s - t.last_seen_s <= self.config.max_gap_s]
+        lost = [
+            t
+            for t in self.tracks
+            if self.config.max_gap_s < timestamp_s - t.last_seen_s <= self.config.reid_window_s
+        ]
+        assigned = self._match_by_motion(active, boxes, landmarks)
+        self._match_by_appearance(lost, appearances, assigned)
+        ids = []
+        for face, track in enumerate(assigned):
+            track = track or self._new_track(boxes[face], landmarks[face], appearances[face], timestamp_s)
+            self._extend(
+                track, frame_position, face, timestamp_s, boxes[face], landmarks[face], appearances[face]
+            )
+            ids.append(track.track_id)
+        return ids
+
+    def _match_by_motion(
+        self, tracks: list[Track], boxes: FloatArray, landmarks: FloatArray
+    ) -> list[Track | None]:
+        """Greedy: best IoU pairs first, then landmark distance for faces that moved beyond any overlap."""
+        assigned: list[Track | None] = [None] * len(boxes)
+        pairs = [(iou(t.box, boxes[f]), f, t) for t in tracks for f in range(len(boxes))]
+        self._greedy(sorted(pairs, key=lambda p: -p[0]), assigned, lambda score: score >= self.config.min_iou)
+        used = {id(t) for t in assigned if t is not None}
+        distances = [
+            (landmark_distance(t.landmarks, landmarks[f], t.box), f, t)
+            for t in tracks
+            if id(t) not in used
+            for f in range(len(boxes))
+            if assigned[f] is None
+        ]
+        self._greedy(
+            sorted(distances, key=lambda p: p[0]), assigned, lambda d: d <= self.config.max_landmark_distance
+        )
+        return assigned
+
+    def _match_by_appearance(
+        self, lost: list[Track], appearances: list[FloatArray], assigned: list[Track | None]
+    ) -> None:
+        pairs = [
+            (float(t.appearance @ appearances[f]), f, t)
+            for t in lost
+            for f in range(len(appearances))
+            if assigned[f] is None
+        ]
+        self._greedy(
+            sorted(pairs, key=lambda p: -p[0]), assigned, lambda s: s >= self.config.min_appearance_similarity
+        )
+
+    @staticmethod
+    def _greedy(
+        pairs: list[tuple[float, int, Track]], assigned: list[Track | None], accept: Callable[[float], bool]
+    ) -> None:
+        taken = {id(t) for t in assigned if t is not None}
+        for score, face, track in pairs:
+            if assigned[face] is None and id(track) not in taken and accept(score):
+                assigned[face] = track
+                taken.add(id(track))
+
+    def _new_track(self, box: FloatArray, points: FloatArray, appearance: FloatArray, now: float) -> Track:
+        track = Track(len(self.tracks) + 1, box, points, appearance, now)
+        self.tracks.append(track)
+        return track
+
+    @staticmethod
+    def _extend(
+        track: Track,
+        frame_position: int,
+        face: int,
+        now: float,
+        box: FloatArray,
+        points: FloatArray,
+        appearance: FloatArray,
+    ) -> None:
+        track.detections.append((frame_position, face))
+        track.box, track.landmarks, track.last_seen_s = box, points, now
+        # A running average keeps the appearance robust to one bad frame.
+        blended = 0.7 * track.appearance + 0.3 * appearance
+        track.appearance = blended / (np.linalg.norm(blended) or 1.0)

@@ -1,0 +1,203 @@
+"""Clip bytes → sampled RGB frames, streamed one at a time with PyAV (FFmpeg), entirely in memory.
+
+Only the frames chosen by the sampling plan are converted to RGB, and they are yielded, not collected, so
+the caller bounds memory by what it keeps. Hard limits are checked from the container's metadata before
+decoding where it has them, and again while decoding (metadata can lie).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from service.errors import InvalidVideo, VideoTooLarge, VideoTooLong
+
+logger = logging.getLogger(__name__)
+
+# Container signatures: the upload's declared type and name are not trusted.
+_EBML = b"\x1a\x45\xdf\xa3"  # Matroska / WebM
+_MP4_BOXES = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip")
+
+
+def sniff_video_format(data: bytes) -> str | None:
+    """The clip container named by the leading bytes, or None when they are not a clip we accept."""
+    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
+        return "AVI"
+    if data[4:8] in _MP4_BOXES:
+        return "QuickTime/MP4"
+    if data.startswith(_EBML):
+        return "Matroska/WebM"
+    if data[:6] in (b"GIF87a", b"GIF89a") and is_animated_gif(data):
+        return "GIF"
+    return None
+
+
+def is_animated_gif(data: bytes) -> bool:
+    """More than one image descriptor after the header: an animation, analysed as a clip."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return bool(getattr(image, "is_animated", False))
+    except Exception:  # a broken GIF is the image decoder's to report
+        return False
+
+
+@dataclass(frozen=True)
+class VideoLimits:
+    max_duration_s: float
+    max_pixels: int
+    max_decoded_frames: int
+
+
+@dataclass(frozen=True)
+class SamplingPlan:
+    """Which frames to analyse: ``fps`` (timestamp-based) or every ``stride``-th frame, capped."""
+
+    fps: float | None
+    stride: int | None
+    max_frames: int
+    max_duration_s: float
+
+
+@dataclass(frozen=True)
+class VideoFrame:
+    index: int  # position among decoded frames
+    timestamp_s: float
+    rgb: npt.NDArray[np.uint8]
+
+
+@dataclass
+class ClipInfo:
+    """What the container says, completed while decoding (frames_decoded, frames_sampled)."""
+
+    container: str
+    codec: str
+    width: int
+    height: int
+    fps: float
+    duration_s: float
+    frames_decoded: int = 0
+    frames_sampled: int = 0
+    truncated: bool = False
+
+
+def open_clip(data: bytes, container: str, limits: VideoLimits) -> tuple[Any, Any, ClipInfo]:
+    """Open the container, pick its first video stream, check the limits the metadata allows."""
+    import av
+
+    try:
+        handle = av.open(io.BytesIO(data), mode="r", metadata_errors="ignore")
+    except (av.FFmpegError, ValueError, OSError) as exc:
+        raise InvalidVideo("the clip could not be opened: the container is corrupt or unsupported") from exc
+    if not handle.streams.video:
+        handle.close()
+        raise InvalidVideo("the container holds no video stream")
+    stream = handle.streams.video[0]
+    stream.thread_type = "AUTO"  # FFmpeg's own frame/slice threads; the GIL is released while decoding
+    info = _clip_info(handle, stream, container)
+    try:
+        check_limits(info, limits)
+    except Exception:
+        handle.close()
+        raise
+    return handle, stream, info
+
+
+def _clip_info(handle: Any, stream: Any, container: str) -> ClipInfo:
+    rate = stream.average_rate or stream.guessed_rate or Fraction(0)
+    duration = float(handle.duration / 1_000_000) if handle.duration else 0.0
+    if not duration and stream.duration and stream.time_base:
+        duration = float(stream.duration * stream.time_base)
+    return ClipInfo(
+        container=container,
+        codec=str(stream.codec_context.name),
+        width=int(stream.codec_context.width),
+        height=int(stream.codec_context.height),
+        fps=float(rate),
+        duration_s=duration,
+    )
+
+
+def check_limits(info: ClipInfo, limits: VideoLimits) -> None:
+    if info.width * info.height > limits.max_pixels:
+        raise VideoTooLarge(
+            f"clip is {info.width}x{info.height}; the limit is {limits.max_pixels} pixels per frame"
+        )
+    if info.duration_s > limits.max_duration_s:
+        raise VideoTooLong(f"clip lasts {info.duration_s:.1f} s; the limit is {limits.max_duration_s:g} s")
+
+
+class ClipReader:
+    """Iterates the sampled frames of one clip; ``info`` is complete once iteration has finished."""
+
+    def __init__(self, data: bytes, container: str, plan: SamplingPlan, limits: VideoLimits) -> None:
+        self._handle, self._stream, self.info = open_clip(data, container, limits)
+        self._plan, self._limits = plan, limits
+        self._next_sample_s = 0.0
+
+    def __iter__(self) -> Iterator[VideoFrame]:
+        import av
+
+        try:
+            for frame in self._handle.decode(self._stream):
+                if self._stop_before(frame):
+                    break
+                if self._wanted(frame):
+                    yield self._rgb_frame(frame)
+        except av.FFmpegError as exc:
+            if self.info.frames_decoded == 0:
+                raise InvalidVideo("the clip's video data is corrupt: no frame could be decoded") from exc
+            # A damaged tail: keep what decoded cleanly and say so.
+            logger.info("clip decoding stopped early after %d frames: %s", self.info.frames_decoded, exc)
+            self.info.truncated = True
+        finally:
+            self._handle.close()
+        self._complete_info()
+
+    def _timestamp(self, frame: Any) -> float:
+        if frame.pts is not None and frame.time_base:
+            return max(0.0, float(frame.pts * frame.time_base))
+        return self.info.frames_decoded / self.info.fps if self.info.fps else 0.0
+
+    def _stop_before(self, frame: Any) -> bool:
+        timestamp = self._timestamp(frame)
+        if timestamp > self._limits.max_duration_s:
+            raise VideoTooLong(f"clip runs past {self._limits.max_duration_s:g} s")
+        if self.info.frames_decoded >= self._limits.max_decoded_frames:
+            raise VideoTooLong(f"clip has more than {self._limits.max_decoded_frames} frames")
+        if frame.width * frame.height > self._limits.max_pixels:
+            raise VideoTooLarge(f"a frame is {frame.width}x{frame.height}, over the pixel limit")
+        past_window = (
+            timestamp > self._plan.max_duration_s or self.info.frames_sampled >= self._plan.max_frames
+        )
+        if past_window:
+            self.info.truncated = True
+        return past_window
+
+    def _wanted(self, frame: Any) -> bool:
+        position = self.info.frames_decoded
+        self.info.frames_decoded += 1
+        if self._plan.fps is None:
+            return position % (self._plan.stride or 1) == 0
+        timestamp = self._timestamp(frame)
+        if timestamp + 1e-6 < self._next_sample_s:
+            return False
+        self._next_sample_s = timestamp + 1.0 / self._plan.fps
+        return True
+
+    def _rgb_frame(self, frame: Any) -> VideoFrame:
+        self.info.frames_sampled += 1
+        rgb = frame.to_ndarray(format="rgb24")
+        return VideoFrame(index=self.info.frames_decoded - 1, timestamp_s=self._timestamp(frame), rgb=rgb)
+
+    def _complete_info(self) -> None:
+        if not self.info.duration_s and self.info.fps:
+            self.info.duration_s = self.info.frames_decoded / self.info.fps
