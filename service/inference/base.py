@@ -95,16 +95,22 @@ class InferenceBackend(Protocol):
 T = TypeVar("T")
 
 
+# Calls one request keeps in Triton at once: one running and one queued keeps the model busy, while a
+# request with hundreds of faces cannot fill the queue and time out everyone's requests (and its own).
+BATCHES_IN_FLIGHT = 2
+
+
 async def run_batched(
     model: ServedModel, items: FloatArray, call: Callable[[ServedModel, FloatArray], Awaitable[T]]
 ) -> list[T]:
-    """Never more than the model's max_batch_size per call; the calls go out together so Triton's
-    dynamic batcher can merge them with other requests' work."""
-    return list(
-        await asyncio.gather(
-            *(call(model, items[part]) for part in batches(len(items), model.max_batch_size))
-        )
-    )
+    """Never more than the model's max_batch_size per call, at most BATCHES_IN_FLIGHT calls at a time."""
+    gate = asyncio.Semaphore(BATCHES_IN_FLIGHT)
+
+    async def one(part: slice) -> T:
+        async with gate:
+            return await call(model, items[part])
+
+    return list(await asyncio.gather(*(one(part) for part in batches(len(items), model.max_batch_size))))
 
 
 def batches(count: int, max_batch_size: int) -> list[slice]:

@@ -190,7 +190,10 @@ class ClipReader:
         timestamp = self._timestamp(frame)
         if timestamp + 1e-6 < self._next_sample_s:
             return False
-        self._next_sample_s = timestamp + 1.0 / self._plan.fps
+        # Samples sit on a fixed 1/fps grid, so jittery timestamps do not drift the effective rate down.
+        period = 1.0 / self._plan.fps
+        while self._next_sample_s <= timestamp + 1e-6:
+            self._next_sample_s += period
         return True
 
     def _rgb_frame(self, frame: Any) -> VideoFrame:

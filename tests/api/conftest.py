@@ -17,9 +17,12 @@ from fermodels.config import RAFDB_LABELS, ModelConfig, prompts_for
 from service.app import create_app
 from service.config import Settings
 from service.errors import ModelNotFound, ServiceError
-from service.inference.base import FloatArray, ImageOutputs, ModelStatus, ServedModel
+from service.inference.base import ClipOutputs, FloatArray, ImageOutputs, ModelStatus, ServedModel
 from service.vision.detection import Detections
 
+FAKE_VIDEO_CONFIG = ModelConfig(
+    name="fake_stt", architecture="fake", task="video", input_size=32, labels=RAFDB_LABELS, clip_length=4
+)
 FAKE_CONFIG = ModelConfig(
     name="fake_fer",
     architecture="fake",
@@ -37,6 +40,7 @@ class FakeInference:
     gate: asyncio.Event | None = None
     ready: bool = True
     calls: list[int] = field(default_factory=list)
+    clip_calls: list[tuple[int, ...]] = field(default_factory=list)
     arrived: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(0))
 
     async def server_ready(self) -> bool:
@@ -48,9 +52,18 @@ class FakeInference:
     async def served_model(self, name: str) -> ServedModel:
         if self.fail_with is not None:
             raise self.fail_with
-        if name != "fake_fer":
+        configs = {"fake_fer": FAKE_CONFIG, "fake_stt": FAKE_VIDEO_CONFIG}
+        if name not in configs:
             raise ModelNotFound(f"model {name!r} is not served")
-        return ServedModel(config=FAKE_CONFIG, version="1", max_batch_size=4)
+        return ServedModel(config=configs[name], version="1", max_batch_size=4)
+
+    async def infer_clip(self, model: ServedModel, clips: FloatArray) -> ClipOutputs:
+        self.arrived.release()
+        if self.gate is not None:
+            await self.gate.wait()
+        self.clip_calls.append(clips.shape[:2])
+        uniform = np.full((len(clips), 7), 1 / 7, dtype=np.float32)
+        return ClipOutputs(uniform, np.ones((len(clips), 4), np.float32) / 2)
 
     async def infer_image(self, model: ServedModel, crops: FloatArray) -> ImageOutputs:
         self.arrived.release()
@@ -73,6 +86,9 @@ class FakeInference:
 class FakeDetector:
     """One face per 100 px of image width, laid out left to right."""
 
+    def detect_batch(self, frames: np.ndarray) -> list[Detections]:
+        return [self.detect(frame) for frame in frames]
+
     def detect(self, rgb: np.ndarray) -> Detections:
         count = rgb.shape[1] // 100
         boxes = np.array([[100.0 * i + 10, 10, 100.0 * i + 90, 90] for i in range(count)]).reshape(-1, 4)
@@ -92,7 +108,9 @@ async def running_app(
     inference: FakeInference | None = None, **overrides: object
 ) -> AsyncIterator[httpx.AsyncClient]:
     backend = inference or FakeInference()
-    settings = Settings(triton_url="fake:0", default_model="fake_fer", **overrides)  # type: ignore[arg-type]
+    settings = Settings(
+        triton_url="fake:0", default_model="fake_fer", default_video_model="fake_stt", **overrides
+    )  # type: ignore[arg-type]
     app = create_app(
         settings,
         inference=lambda _settings, _metrics: backend,

@@ -108,6 +108,8 @@ class TritonPythonModel:
         }
         path = Path(args["model_repository"]) / args["model_version"] / "model.pt"
         self._model = torch.jit.load(str(path), map_location=self._device).eval()
+        # The libtorch backend's switch for TorchScript's profiling optimiser, honoured the same way here.
+        self._optimized = _parameter(config, "DISABLE_OPTIMIZED_EXECUTION") != "true"
 
     def execute(self, requests: list[Any]) -> list[Any]:
         try:
@@ -145,7 +147,7 @@ class TritonPythonModel:
         # np.concatenate copies into a fresh writable array (Triton's buffers are read-only views).
         columns = zip(*per_request, strict=True)
         joined = [np.concatenate(column) if self._batched else np.array(column[0]) for column in columns]
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.jit.optimized_execution(self._optimized):
             tensors = [torch.from_numpy(array).to(self._device) for array in joined]
             results = _as_tensors(self._model(*tensors))
         if len(results) < len(self._outputs):

@@ -1,0 +1,67 @@
+import asyncio
+
+import numpy as np
+
+from tests import clips
+from tests.api.conftest import FakeInference, running_app
+
+
+def clip(width: int = 200, count: int = 6) -> bytes:
+    return clips.encode([np.full((100, width, 3), 40 * i, np.uint8) for i in range(count)], fps=10)
+
+
+async def test_a_clip_is_recognised_by_content_and_answered_per_track() -> None:
+    fake = FakeInference()
+    async with running_app(fake) as client:
+        response = await client.post(
+            "/predict",
+            params={"stride": 1},
+            content=clip(),
+            headers={"Content-Type": "application/octet-stream"},
+        )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["media"] == "video" and body["video"]["frames_analysed"] == 6
+    assert body["summary"]["people"] == 2 and len(body["tracks"]) == 2  # FakeDetector: 2 faces at 200 px
+    assert all(len(frame["faces"]) == 2 for frame in body["timeline"])
+    assert fake.clip_calls == [(2, 4)]  # both tracks in one call, resampled to clip_length 4
+    assert body["video_model"]["name"] == "fake_stt"
+
+
+async def test_media_video_on_an_image_is_415() -> None:
+    async with running_app() as client:
+        response = await client.post(
+            "/predict",
+            params={"media": "video"},
+            content=b"\x89PNG\r\n\x1a\n",
+            headers={"Content-Type": "image/png"},
+        )
+    assert response.status_code == 415
+
+
+async def test_unknown_query_parameters_are_refused() -> None:
+    async with running_app() as client:
+        response = await client.post(
+            "/predict", params={"fsp": 3}, content=clip(), headers={"Content-Type": "video/mp4"}
+        )
+    assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_request"
+
+
+async def test_clips_have_their_own_limit_and_images_still_pass() -> None:
+    gate = asyncio.Event()
+    fake = FakeInference(gate=gate)
+    async with running_app(fake, video_max_in_flight=1, max_in_flight=4) as client:
+        first = asyncio.create_task(
+            client.post("/predict", content=clip(), headers={"Content-Type": "video/mp4"})
+        )
+        await asyncio.wait_for(fake.arrived.acquire(), timeout=30)  # the first clip holds the only clip slot
+        second = await client.post("/predict", content=clip(), headers={"Content-Type": "video/mp4"})
+        image = await client.post(
+            "/predict",
+            content=clips.encode_gif([np.zeros((60, 60, 3), np.uint8)], 10),
+            headers={"Content-Type": "image/gif"},
+        )
+        gate.set()  # the image above was answered while the clip was still running
+        assert (await first).status_code == 200
+    assert second.status_code == 429 and second.json()["error"]["code"] == "overloaded"
+    assert image.status_code == 200

@@ -1,0 +1,102 @@
+"""Clips the tests synthesise with PyAV from real face photos: moving, two people, leaving and re-entering.
+
+Every clip is encoded in memory with a real codec (H.264, VP8, VP9, MJPEG, MPEG-4/XVID, GIF), so the
+gateway decodes exactly what a user's upload would contain.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+# (container format, codec, pixel format, file suffix, MIME type)
+FORMATS: dict[str, tuple[str, str, str, str, str]] = {
+    "mp4-h264": ("mp4", "libx264", "yuv420p", "mp4", "video/mp4"),
+    "mov-h264": ("mov", "libx264", "yuv420p", "mov", "video/quicktime"),
+    "webm-vp8": ("webm", "libvpx", "yuv420p", "webm", "video/webm"),
+    "webm-vp9": ("webm", "libvpx-vp9", "yuv420p", "webm", "video/webm"),
+    "avi-mjpeg": ("avi", "mjpeg", "yuvj420p", "avi", "video/x-msvideo"),
+    "avi-xvid": ("avi", "mpeg4", "yuv420p", "avi", "video/x-msvideo"),
+}
+
+Frame = np.ndarray
+
+
+def encode(frames: list[Frame], fps: int = 10, kind: str = "mp4-h264") -> bytes:
+    """Encode RGB frames (H x W x 3 uint8, even sides) into one clip, in memory."""
+    if kind == "gif":
+        return encode_gif(frames, fps)
+    container, codec, pix_fmt, _, _ = FORMATS[kind]
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format=container) as output:
+        stream = output.add_stream(codec, rate=fps)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = pix_fmt
+        if kind == "avi-xvid":
+            stream.codec_tag = "XVID"
+        for frame in frames:
+            output.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        output.mux(stream.encode())
+    return buffer.getvalue()
+
+
+def encode_gif(frames: list[Frame], fps: int) -> bytes:
+    images = [Image.fromarray(frame) for frame in frames]
+    buffer = io.BytesIO()
+    images[0].save(
+        buffer, format="GIF", save_all=True, append_images=images[1:], duration=1000 // fps, loop=0
+    )
+    return buffer.getvalue()
+
+
+def astronaut_face(media: Path) -> np.ndarray:
+    """Eileen Collins' head and shoulders from scikit-image's astronaut (150 x 180 px)."""
+    return np.asarray(Image.open(media / "astronaut.png").convert("RGB"))[30:210, 150:300]
+
+
+def messi_face(media: Path) -> np.ndarray:
+    """Messi's head from OpenCV's messi5.jpg, upscaled 4x (so MTCNN sees a ~110 px face)."""
+    crop = Image.open(media / "messi5.jpg").convert("RGB").crop((205, 75, 275, 150))
+    return np.asarray(crop.resize((280, 300)))
+
+
+def scene(
+    width: int, height: int, count: int, place: Callable[[int], list[tuple[np.ndarray, int, int]]]
+) -> list[Frame]:
+    """``count`` frames on a grey background; ``place(i)`` gives (patch, x, y) to paste in frame i."""
+    frames = []
+    for i in range(count):
+        canvas = np.full((height, width, 3), 96, dtype=np.uint8)
+        for patch, x, y in place(i):
+            _paste(canvas, patch, x, y)
+        frames.append(canvas)
+    return frames
+
+
+def _paste(canvas: np.ndarray, patch: np.ndarray, x: int, y: int) -> None:
+    """Paste with clipping at the borders (faces may be partly or wholly outside the frame)."""
+    height, width = canvas.shape[:2]
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + patch.shape[1], width), min(y + patch.shape[0], height)
+    if x0 < x1 and y0 < y1:
+        canvas[y0:y1, x0:x1] = patch[y0 - y : y1 - y, x0 - x : x1 - x]
+
+
+def moving_face(media: Path, count: int = 20) -> list[Frame]:
+    face = astronaut_face(media)
+    return scene(640, 360, count, lambda i: [(face, 40 + i * 20, 90)])
+
+
+def two_people(media: Path, count: int = 16) -> list[Frame]:
+    left, right = astronaut_face(media), messi_face(media)
+    return scene(800, 360, count, lambda i: [(left, 40 + i * 4, 90), (right, 460 - i * 4, 30)])
+
+
+def leaving_and_returning(media: Path) -> list[Frame]:
+    """In view for 1 s, out of view for 1.5 s, back for 1 s (10 fps)."""
+    face = astronaut_face(media)
+    return scene(640, 360, 35, lambda i: [] if 10 <= i < 25 else [(face, 60 + (i % 10) * 8, 90)])
