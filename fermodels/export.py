@@ -106,7 +106,7 @@ def export_model(
     *,
     force: bool = False,
     max_queue_delay_us: int = 2000,
-    queue_timeout_us: int = 1_000_000,
+    queue_timeout_us: int = 5_000_000,
     max_queue_size: int = 64,
     instance_count: int = 1,
 ) -> Path:
@@ -212,7 +212,7 @@ def render_config_pbtxt(
     config: ModelConfig,
     *,
     max_queue_delay_us: int = 2000,
-    queue_timeout_us: int = 1_000_000,
+    queue_timeout_us: int = 5_000_000,
     max_queue_size: int = 64,
     instance_count: int = 1,
     preferred_batch_sizes: Sequence[int] | None = None,

@@ -2,9 +2,10 @@
 
 A face is matched to the track whose last box overlaps it most (IoU ≥ ``min_iou``); a face that moved too
 far for any overlap between two sampled frames is matched by landmark distance relative to face size. A
-track survives ``max_gap_s`` without a face (occlusion, a missed detection). A person who leaves the frame
-and comes back is matched to their lost track by appearance (a normalised grey thumbnail of the aligned
-face) within ``reid_window_s``: without an identity model this is only reliable for short absences.
+track survives ``max_gap_s`` without a face (occlusion, a missed detection). A face that motion cannot
+explain (a person who left and came back, a jump after a cut) is matched to a track seen within
+``reid_window_s`` by appearance (a normalised grey thumbnail of the aligned face): without an identity
+model this is only reliable for short absences and distinct-looking people.
 """
 
 from __future__ import annotations
@@ -78,13 +79,11 @@ class FaceTracker:
     ) -> list[int]:
         """Track ids for this frame's faces, in their order."""
         active = [t for t in self.tracks if timestamp_s - t.last_seen_s <= self.config.max_gap_s]
-        lost = [
-            t
-            for t in self.tracks
-            if self.config.max_gap_s < timestamp_s - t.last_seen_s <= self.config.reid_window_s
-        ]
+        recent = [t for t in self.tracks if timestamp_s - t.last_seen_s <= self.config.reid_window_s]
         assigned = self._match_by_motion(active, boxes, landmarks)
-        self._match_by_appearance(lost, appearances, assigned)
+        # Whoever motion could not explain (a re-entry, a jump after a cut) may still be a recent track.
+        matched = {id(t) for t in assigned if t is not None}
+        self._match_by_appearance([t for t in recent if id(t) not in matched], appearances, assigned)
         ids = []
         for face, track in enumerate(assigned):
             track = track or self._new_track(boxes[face], landmarks[face], appearances[face], timestamp_s)

@@ -72,3 +72,10 @@ def test_appearance_descriptor_is_unit_norm_and_discriminative() -> None:
     a, b = look(1), look(2)
     assert np.linalg.norm(a) == pytest.approx(1.0)
     assert a @ a == pytest.approx(1.0) and abs(a @ b) < 0.5
+
+
+def test_a_jump_motion_cannot_explain_is_rejoined_by_appearance() -> None:
+    tracker = FaceTracker()
+    step(tracker, 0, 0.0, [(0.0, 0.0, 1)])
+    assert step(tracker, 1, 0.1, [(500.0, 200.0, 1)]) == [1]  # a cut: far away, same face
+    assert step(tracker, 2, 0.2, [(0.0, 0.0, 3)]) == [2]  # someone else where she was
