@@ -39,7 +39,10 @@ class Settings(BaseSettings):
     triton_startup_timeout_s: float = Field(
         180.0, gt=0, description="How long the embedded Triton may take to become ready."
     )
-    default_model: str = Field("fer_former", description="Image model used when a request names none.")
+    default_model: str = Field(
+        "mini_xception_fer2013",
+        description="Image model used when a request names none (the trained one; fer_former is untrained).",
+    )
 
     max_upload_bytes: int = Field(
         20 * MiB, gt=0, description="Largest accepted request body; larger bodies get 413."

@@ -53,9 +53,30 @@ def test_messi_one_face_where_a_person_sees_it(client: httpx.Client, media: Path
     assert_valid_face(face, 548, 342)
     assert inside(face["box"], MESSI_FACE)
     assert face["landmarks"]["left_eye"]["x"] < face["landmarks"]["right_eye"]["x"]
-    assert body["model"]["name"] == "fer_former" and body["model"]["version"] == "1"
-    assert body["model"]["trained"] is (not body["warnings"])
+    assert body["model"]["name"] == "mini_xception_fer2013" and body["model"]["version"] == "1"
+    assert body["model"]["trained"] is True  # the default model is the trained one
     assert set(body["timings_ms"]) >= {"decode", "detect", "align", "infer", "assemble", "total"}
+
+
+def test_fer_former_gives_text_similarity_per_prompt_and_says_it_is_untrained(
+    client: httpx.Client, media: Path
+) -> None:
+    response = client.post(
+        "/predict",
+        params={"model": "fer_former"},
+        files={"file": ("m.jpg", (media / "messi5.jpg").read_bytes())},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    (face,) = body["faces"]
+    assert_valid_face(face, 548, 342)
+    assert [s["label"] for s in face["text_similarity"]] == body["model"]["labels"]
+    assert all(s["prompt"].startswith("a photo of a person making") for s in face["text_similarity"])
+    assert (
+        len({round(s["score"], 6) for s in face["text_similarity"]}) > 1
+    )  # a real model output, not constant
+    assert body["model"]["trained"] is False and "NOT predictions" in body["warnings"][0]
+    assert "all-MiniLM-L6-v2" in body["model"]["text_encoder"]
 
 
 def test_astronaut_portrait(client: httpx.Client, media: Path) -> None:
@@ -137,8 +158,13 @@ def test_many_faces_are_batched_within_max_batch_size(client: httpx.Client, medi
     sheet = Image.new("RGB", (180 * columns, 200 * rows))
     for i in range(columns * rows):
         sheet.paste(face, ((i % columns) * 180, (i // columns) * 200))
-    body = predict_file(client, encode(sheet, "JPEG", quality=95))
-    assert len(body["faces"]) == columns * rows > limit
+    response = client.post(
+        "/predict",
+        params={"model": "fer_former"},
+        files={"file": ("s.jpg", encode(sheet, "JPEG", quality=95))},
+    )
+    assert response.status_code == 200, response.text
+    assert len(response.json()["faces"]) == columns * rows > limit
     metrics = client.get("/metrics").text
     total = _metric(metrics, 'fer_triton_batch_size_count{model="fer_former"}')
     within = _metric(metrics, f'fer_triton_batch_size_bucket{{le="{float(limit)}",model="fer_former"}}')
