@@ -75,11 +75,11 @@ class VideoPipeline:
             track_ids, tracks = await self._infer_tracks(video_model, analysis)
         with self._metrics.time_stage("assemble", timings):
             results = _Results(analysis, faces, track_ids, tracks)
-            response = self._assemble(results, image_model, video_model, options, timings)
+            response = self._assemble(results, image_model, video_model, options)
         elapsed = time.perf_counter() - start
         timings["total"] = round(elapsed * 1000.0, 3)
         self._observe_clip(analysis, elapsed)
-        return response
+        return response.model_copy(update={"timings_ms": timings})
 
     def _analysis_options(self, options: VideoOptions) -> AnalysisOptions:
         s = self._settings
@@ -129,7 +129,6 @@ class VideoPipeline:
         image_model: ServedModel,
         video_model: ServedModel,
         options: VideoOptions,
-        timings: dict[str, float],
     ) -> VideoPredictResponse:
         info = results.analysis.info
         return VideoPredictResponse(
@@ -151,7 +150,7 @@ class VideoPipeline:
             if options.include_tracks
             else None,
             summary=clip_summary(results, image_model.config),
-            timings_ms=timings,
+            timings_ms={},  # filled in once every stage has run
             warnings=_video_warnings(image_model.config, video_model.config, info.truncated),
         )
 

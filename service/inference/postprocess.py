@@ -31,8 +31,8 @@ def _score(value: float) -> float:
 
 
 UNTRAINED_WARNING = (
-    "model {name!r} serves untrained weights ({weights}): its expression probabilities and text "
-    "similarities are NOT predictions; use them only to test the plumbing"
+    "model {name!r} serves untrained weights ({weights}): its outputs (expression probabilities{text}) "
+    "are NOT predictions; use them only to test the plumbing"
 )
 
 
@@ -97,7 +97,9 @@ def model_info(model: ServedModel) -> ModelInfo:
 
 
 def model_warnings(config: ModelConfig) -> list[str]:
-    warnings = [] if config.trained else [UNTRAINED_WARNING.format(name=config.name, weights=config.weights)]
+    text = ", text similarities" if config.prompts else ""
+    untrained = UNTRAINED_WARNING.format(name=config.name, weights=config.weights, text=text)
+    warnings = [] if config.trained else [untrained]
     if not config.prompts and config.task == "image":
         warnings.append(NO_TEXT_WARNING.format(name=config.name))
     return warnings

@@ -65,3 +65,11 @@ async def test_clips_have_their_own_limit_and_images_still_pass() -> None:
         assert (await first).status_code == 200
     assert second.status_code == 429 and second.json()["error"]["code"] == "overloaded"
     assert image.status_code == 200
+
+
+async def test_clip_timings_cover_every_stage() -> None:
+    async with running_app() as client:
+        response = await client.post("/predict", content=clip(), headers={"Content-Type": "video/mp4"})
+    timings = response.json()["timings_ms"]
+    assert {"video_analyse", "infer", "video_infer", "assemble", "total"} <= set(timings)
+    assert timings["total"] >= timings["video_analyse"]
