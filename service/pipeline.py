@@ -32,8 +32,8 @@ class Upload:
     filename: str | None = None
 
 
-class ImagePipeline:
-    """Turns one uploaded image into per-face expression results."""
+class PipelineBase:
+    """What every pipeline holds: settings, the detector, the inference backend, its threads, metrics."""
 
     def __init__(
         self,
@@ -49,6 +49,10 @@ class ImagePipeline:
         self._inference = inference
         self._executor = executor
         self._metrics = metrics
+
+
+class ImagePipeline(PipelineBase):
+    """Turns one uploaded image into per-face expression results."""
 
     async def predict(self, upload: Upload, model_name: str | None) -> PredictResponse:
         timings: dict[str, float] = {}

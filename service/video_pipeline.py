@@ -8,17 +8,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from fermodels.config import ModelConfig
-from service.config import Settings
-from service.inference.base import ClipOutputs, ImageOutputs, InferenceBackend, ServedModel, run_batched
+from service.inference.base import ClipOutputs, ImageOutputs, ServedModel, run_batched
 from service.inference.postprocess import face_result, label_distribution, model_info, model_warnings
-from service.metrics import Metrics
-from service.pipeline import Upload
+from service.pipeline import PipelineBase, Upload
 from service.schemas import (
     ClipSummary,
     ExpressionShare,
@@ -31,7 +28,6 @@ from service.schemas import (
 )
 from service.video_options import VideoOptions
 from service.vision.clip_analysis import AnalysisOptions, ClipAnalysis, analyse_clip, track_clips
-from service.vision.detection import FaceDetector
 from service.vision.tracking import TrackerConfig
 from service.vision.video import SamplingPlan, VideoLimits
 
@@ -44,21 +40,8 @@ class _Results:
     tracks: ClipOutputs
 
 
-class VideoPipeline:
-    def __init__(
-        self,
-        *,
-        settings: Settings,
-        detector: FaceDetector,
-        inference: InferenceBackend,
-        executor: ThreadPoolExecutor,
-        metrics: Metrics,
-    ) -> None:
-        self._settings = settings
-        self._detector = detector
-        self._inference = inference
-        self._executor = executor
-        self._metrics = metrics
+class VideoPipeline(PipelineBase):
+    """Turns one uploaded clip into a timeline, per-person tracks and a summary."""
 
     async def predict(
         self, upload: Upload, container: str, options: VideoOptions, model_name: str | None
