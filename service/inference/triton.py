@@ -34,6 +34,9 @@ _GRPC_CHANNEL_ARGS = [
     ("grpc.max_receive_message_length", 2**31 - 1),
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2000),
+    # Spread calls over every address the name resolves to (a headless Kubernetes Service lists each
+    # Triton pod), instead of pinning this gateway to the first pod it connected to.
+    ("grpc.lb_policy_name", "round_robin"),
 ]
 
 

@@ -10,7 +10,7 @@ import tritonclient.grpc as grpcclient
 from fermodels import registry
 from fermodels.export import input_dims, serving_wrapper
 from service.triton_local import LocalTriton
-from tests.integration.conftest import SERVED_MODELS
+from tests.stack import SERVED_MODELS
 
 pytestmark = pytest.mark.integration
 

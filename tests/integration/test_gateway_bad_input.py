@@ -8,7 +8,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.integration.conftest import encode
+from tests.stack import encode
 
 pytestmark = pytest.mark.integration
 

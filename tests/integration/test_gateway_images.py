@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.integration.conftest import MODEL_REPOSITORY, encode
+from tests.stack import MODEL_REPOSITORY, encode
 
 pytestmark = pytest.mark.integration
 

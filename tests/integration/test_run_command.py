@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import free_port
 from tests.media import ROOT
+from tests.stack import free_port
 
 pytestmark = pytest.mark.integration
 

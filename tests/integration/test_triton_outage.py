@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from service.triton_local import LocalTriton
-from tests.integration.conftest import gateway_settings, start_gateway
+from tests.stack import gateway_settings, start_gateway
 
 pytestmark = pytest.mark.integration
 

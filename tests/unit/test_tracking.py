@@ -27,7 +27,9 @@ def test_iou_and_landmark_distance() -> None:
     assert iou(np.array([0, 0, 10, 10.0]), np.array([5, 0, 15, 10.0])) == pytest.approx(1 / 3)
     assert iou(np.array([0, 0, 1, 1.0]), np.array([2, 2, 3, 3.0])) == 0.0
     box, points = face_at(0, 0)
-    assert landmark_distance(points, points + [10, 0], box) == pytest.approx(10 / np.hypot(100, 100))
+    assert landmark_distance(points, points + np.array([10.0, 0.0]), box) == pytest.approx(
+        10 / np.hypot(100, 100)
+    )
 
 
 def test_a_moving_face_keeps_its_id() -> None:

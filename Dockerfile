@@ -1,0 +1,66 @@
+# syntax=docker/dockerfile:1
+# The FER gateway (FastAPI + MTCNN face detection/alignment), talking to Triton over gRPC (FER_TRITON_URL).
+#
+#   docker build -t fer-gateway:0.1.0 .
+#   docker run -p 8080:8080 -e FER_TRITON_URL=triton:8001 fer-gateway:0.1.0
+#
+# torch variant, chosen deliberately: the gateway runs torch only for MTCNN detection and landmark alignment,
+# on CPU (FER_DEVICE=cpu); the model itself runs in Triton. PyPI's Linux torch wheel is the CUDA build and
+# drags ~4 GB of nvidia-* wheels, so torch and torchvision come from the PyTorch CPU index by default
+# (`+cpu` builds of the exact versions pinned in requirements.txt; they must come from the same index:
+# PyPI's torchvision beside a CPU torch fails at import). For a GPU gateway (FER_DEVICE=cuda:0), build with
+#   --build-arg TORCH_INDEX_URL=https://pypi.org/simple
+# The CPU index is not reachable from this project's CI machines, so this build is not exercised in CI:
+# tests/deploy lints this file with hadolint and checks what it copies and installs against the repo.
+#
+# Multi-stage: the venv is built in `builder`; the final stage gets the venv and the code only (no pip cache,
+# no compilers: every pinned dependency installs from a wheel). Runs as uid 10001. No dev/test packages:
+# requirements.txt is cut at its "# --- development / test ---" marker.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS builder
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /build
+COPY requirements.txt requirements-nodeps.txt ./
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# 1. torch + torchvision, the versions pinned in requirements.txt, from TORCH_INDEX_URL (--no-deps: their
+#    own dependencies are resolved from PyPI in step 2, with the project's pins).
+# 2. The runtime part of requirements.txt; pip keeps the torch installed in step 1 (`torch==2.14.1` is
+#    satisfied by `2.14.1+cpu`).
+# 3. facenet-pytorch --no-deps (see requirements-nodeps.txt). nvidia-pytriton is NOT installed: in a
+#    container the gateway always talks to a real Triton; its embedded local Triton is for development.
+RUN grep -E '^(torch|torchvision)==' requirements.txt > torch-pins.txt \
+    && test "$(wc -l < torch-pins.txt)" -eq 2 \
+    && pip install --no-cache-dir --no-deps --index-url "${TORCH_INDEX_URL}" -r torch-pins.txt \
+    && sed '/^# --- development \/ test ---/,$d' requirements.txt > requirements-runtime.txt \
+    && pip install --no-cache-dir -r requirements-runtime.txt \
+    && grep -E '^facenet-pytorch==' requirements-nodeps.txt > nodeps-runtime.txt \
+    && pip install --no-cache-dir --no-deps -r nodeps-runtime.txt
+COPY service/ /app/service/
+COPY fermodels/__init__.py fermodels/config.py /app/fermodels/
+COPY deploy/docker/healthcheck.py /app/healthcheck.py
+# Fail the build, not the first request, if an import is missing; print which torch build went in.
+WORKDIR /app
+RUN python -c "import torch, facenet_pytorch, service.app; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+
+FROM ${PYTHON_IMAGE}
+RUN groupadd --system --gid 10001 fer \
+    && useradd --system --uid 10001 --gid fer --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin fer
+COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder /app /app
+WORKDIR /app
+# FER_HOST: listen on the container's interface (the Settings default, 127.0.0.1, is for development).
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    FER_HOST=0.0.0.0 \
+    FER_PORT=8080
+USER 10001:10001
+EXPOSE 8080
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 CMD ["python", "/app/healthcheck.py"]
+ENTRYPOINT ["python", "-m", "service"]

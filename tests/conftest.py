@@ -1,0 +1,64 @@
+"""Session fixtures shared by every test layer that needs real parts: real photos, the exported model
+repository, one local Triton server and one real gateway on loopback (started only when a test asks)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.triton_local import LocalTriton
+from tests.media import ROOT, ensure_media
+from tests.stack import MODEL_REPOSITORY, SERVED_MODELS, Gateway, gateway_settings, start_gateway
+
+
+@pytest.fixture(scope="session")
+def media() -> Path:
+    return ensure_media()
+
+
+@pytest.fixture(scope="session")
+def model_repository() -> Path:
+    """The project's repository, with model.pt exported if `make models` has not run yet."""
+    for name in SERVED_MODELS:
+        if not (MODEL_REPOSITORY / name / "1" / "model.pt").exists():
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "fermodels",
+                    "export",
+                    "--model",
+                    name,
+                    "--repository",
+                    str(MODEL_REPOSITORY),
+                    "--version",
+                    "1",
+                ],
+                check=True,
+                cwd=ROOT,
+            )
+    return MODEL_REPOSITORY
+
+
+@pytest.fixture(scope="session")
+def triton(model_repository: Path) -> Iterator[LocalTriton]:
+    with LocalTriton(model_repository) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def gateway(triton: LocalTriton) -> Iterator[Gateway]:
+    running = start_gateway(gateway_settings(triton))
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def client(gateway: Gateway) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=gateway.url, timeout=60) as http:
+        yield http
