@@ -44,26 +44,37 @@ class Result:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+@dataclass(frozen=True)
+class Target:
+    url: str
+    data: bytes
+    model: str | None  # None: the gateway's default model
+
+
 async def _one(
-    client: httpx.AsyncClient, data: bytes, latencies: list[float], stages: list[dict[str, float]]
+    client: httpx.AsyncClient, target: Target, latencies: list[float], stages: list[dict[str, float]]
 ) -> None:
+    params = {"model": target.model} if target.model else {}
     start = time.perf_counter()
-    response = await client.post("/predict", files={"file": ("image.jpg", data, "image/jpeg")})
+    response = await client.post(
+        "/predict", params=params, files={"file": ("image.jpg", target.data, "image/jpeg")}
+    )
     latencies.append(time.perf_counter() - start)
     response.raise_for_status()
     stages.append(response.json()["timings_ms"])
 
 
-async def run_level(url: str, data: bytes, requests: int, concurrency: int) -> Result:
+async def run_level(target: Target, requests: int, concurrency: int) -> Result:
     latencies: list[float] = []
     stages: list[dict[str, float]] = []
     semaphore = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
-        await _one(client, data, [], [])  # warm-up, not counted
+    async with httpx.AsyncClient(base_url=target.url, timeout=120) as client:
+        for _ in range(3):  # warm-up, not counted
+            await _one(client, target, [], [])
 
         async def guarded() -> None:
             async with semaphore:
-                await _one(client, data, latencies, stages)
+                await _one(client, target, latencies, stages)
 
         start = time.perf_counter()
         await asyncio.gather(*(guarded() for _ in range(requests)))
@@ -124,6 +135,7 @@ def main() -> None:
     parser.add_argument("--image", type=Path, help="image to send; default: OpenCV's messi5.jpg")
     parser.add_argument("--requests", type=int, default=24, help="requests per concurrency level")
     parser.add_argument("--concurrency", default="1,2,4,8", help="comma-separated concurrency levels")
+    parser.add_argument("--model", help="served model name; default: the gateway's default")
     args = parser.parse_args()
     data = (args.image or ensure_media() / "messi5.jpg").read_bytes()
     levels = [int(level) for level in args.concurrency.split(",")]
@@ -131,7 +143,8 @@ def main() -> None:
         faces = len(
             httpx.post(f"{url}/predict", files={"file": ("i.jpg", data)}, timeout=120).json()["faces"]
         )
-        results = [asyncio.run(run_level(url, data, args.requests, level)) for level in levels]
+        target = Target(url, data, args.model)
+        results = [asyncio.run(run_level(target, args.requests, level)) for level in levels]
     print(report(results, faces))
 
 
