@@ -30,6 +30,7 @@ from fermodels.config import PBTXT_PARAMETER_KEY, ModelConfig
 MODEL_FILENAME: Final = "model.pt"
 LABELS_FILENAME: Final = "labels.txt"
 CONFIG_FILENAME: Final = "config.pbtxt"
+README_FILENAME: Final = "README.md"  # Triton ignores it; people and reviewers read it
 VERIFY_ATOL: Final = 1e-5
 
 Outputs = tuple[torch.Tensor, ...]
@@ -133,6 +134,7 @@ def export_model(
         _save_verified(torch.jit.script(wrapper), target, sample, expected)
     (model_dir / CONFIG_FILENAME).write_text(pbtxt, encoding="utf-8")
     (model_dir / LABELS_FILENAME).write_text(render_labels(config), encoding="utf-8")
+    (model_dir / README_FILENAME).write_text(render_model_readme(config), encoding="utf-8")
     return model_dir
 
 
@@ -202,6 +204,30 @@ def _verify(reloaded: torch.jit.ScriptModule, sample: torch.Tensor, expected: Ou
 
 
 # ----------------------------------------------------------------------------- config.pbtxt
+
+
+def render_model_readme(config: ModelConfig) -> str:
+    """Provenance, licence and accuracy next to the weights (the same facts /v1/models serves)."""
+    trained = "yes" if config.trained else "**no: outputs are not predictions**"
+    rows = [
+        ("architecture", config.architecture),
+        ("task", f"{config.task} (input {_dims_text(config)}, RGB in [0, 1])"),
+        ("trained", trained),
+        ("weights", config.weights),
+        ("licence", config.license),
+        ("accuracy", config.accuracy),
+        ("labels (output order)", ", ".join(config.labels)),
+        ("text encoder", config.text_encoder or "none (no text side)"),
+    ]
+    table = "\n".join(f"| {key} | {value} |" for key, value in rows)
+    return (
+        f"# {config.name}\n\nWritten by `python -m fermodels export`; re-export rather than edit.\n\n"
+        f"| | |\n|---|---|\n{table}\n"
+    )
+
+
+def _dims_text(config: ModelConfig) -> str:
+    return "x".join(str(d) for d in input_dims(config))
 
 
 def render_labels(config: ModelConfig) -> str:

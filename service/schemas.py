@@ -123,7 +123,9 @@ class ModelInfo(_Schema):
     weights: str = Field(description="Provenance of the served weights.")
     accuracy: str = Field(description="Measured accuracy and on which data, or 'not measured'.")
     license: str
+    task: Literal["image", "video"] = Field(description="image: one face crop; video: a sequence of crops.")
     input_size: int = Field(description="Side of the aligned square face crop fed to the model.")
+    clip_length: int = Field(description="Face crops per sequence (video models); 1 for image models.")
     labels: list[str] = Field(description="The model's labels in canonical order.")
     prompts: list[str] = Field(description="Text prompts behind text_similarity, in label order.")
     text_encoder: str = Field(description="Encoder that produced the prompt embeddings.")

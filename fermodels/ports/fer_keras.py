@@ -61,7 +61,9 @@ SOURCE_SHA256: Final = "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed91
 SOURCE_LICENSE: Final = "MIT"
 SOURCE_KERAS_VERSION: Final = "2.0.5"
 REPORTED_ACCURACY: Final = (
-    "66 % FER2013 test, as reported by the architecture's authors (arXiv 1710.07557); not re-measured"
+    "66 % FER2013 test, as reported by the architecture's authors (arXiv 1710.07557); not re-measured here "
+    "(no labelled FER data can be obtained offline). Measured: the port equals the Keras original "
+    "(max |logit diff| 5.7e-6, same top class on real face crops; tests/models/test_mini_xception_port.py)"
 )
 DEFAULT_CACHE_DIR: Final = Path(__file__).resolve().parents[2] / ".cache" / "weights"
 

@@ -35,10 +35,13 @@ def test_writes_model_config_and_labels(tiny: FERFormer, tmp_path: Path) -> None
     assert sorted(p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*")) == [
         "3",
         "3/model.pt",
+        "README.md",
         "config.pbtxt",
         "labels.txt",
     ]
     assert (model_dir / "labels.txt").read_text().splitlines() == list(RAFDB_LABELS)
+    readme = (model_dir / "README.md").read_text()
+    assert "| trained | **no: outputs are not predictions** |" in readme and CONFIG.weights in readme
     assert 'name: "tiny_former"' in (model_dir / "config.pbtxt").read_text()
 
 
