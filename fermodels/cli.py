@@ -15,7 +15,7 @@ from pathlib import Path
 from fermodels import registry
 from fermodels.data import DATASET_NAMES, DatasetSpec
 from fermodels.evaluate import CONFUSION_FILENAME, METRICS_FILENAME, evaluate
-from fermodels.export import CONFIG_FILENAME, LABELS_FILENAME, MODEL_FILENAME, export_model
+from fermodels.export import CONFIG_FILENAME, LABELS_FILENAME, MODEL_FILENAME, README_FILENAME, export_model
 from fermodels.train import TrainOptions, train
 
 
@@ -69,7 +69,7 @@ def _run_export(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     written = (model_dir / str(args.version) / MODEL_FILENAME, model_dir / CONFIG_FILENAME)
-    for path in (*written, model_dir / LABELS_FILENAME):
+    for path in (*written, model_dir / LABELS_FILENAME, model_dir / README_FILENAME):
         print(f"wrote {path}")
     return 0
 

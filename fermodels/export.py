@@ -40,40 +40,41 @@ class ExportVerificationError(RuntimeError):
     """The reloaded TorchScript file does not reproduce the eager model."""
 
 
-class ServingWrapper(nn.Module):
-    """Adds the serving contract around a model that has ``forward_serving``."""
+class _Normalising(nn.Module):
+    """Holds the served model and the config's mean/std, applied inside the TorchScript."""
+
 
     def __init__(self, model: nn.Module, config: ModelConfig) -> None:
         super().__init__()
         if not hasattr(model, "forward_serving"):
-            raise TypeError(f"{type(model).__name__} has no forward_serving(x) -> (logits, image, text)")
+            raise TypeError(f"{type(model).__name__} has no forward_serving(x); it cannot be served")
         self.model = model
         self.register_buffer("mean", channel_stats(config.mean, config))
         self.register_buffer("std", channel_stats(config.std, config))
 
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        # Buffers read as Tensor | Module to mypy; class-level annotations would trip TorchScript here.
+        return (x - self.mean) / self.std  # type: ignore[operator]
+
+
+class ServingWrapper(_Normalising):
+    """The serving contract for a model with a text side: probabilities, embedding, text similarity."""
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # nn.Module.__getattr__ is typed Tensor | Module, so mypy cannot see the method TorchScript compiles.
-        logits, image, text = self.model.forward_serving((x - self.mean) / self.std)  # type: ignore[operator]
+        logits, image, text = self.model.forward_serving(self.normalise(x))  # type: ignore[operator]
         image = F.normalize(image, dim=-1)
         text = F.normalize(text, dim=-1)
         # Rounding can put the cosine of unit vectors a hair outside [-1, 1], which the contract forbids.
         return logits.softmax(dim=-1), image, (image @ text.t()).clamp(-1.0, 1.0)
 
 
-class ClassifierServingWrapper(nn.Module):
+class ClassifierServingWrapper(_Normalising):
     """The serving contract for a model without a text side: ``OUTPUT__0`` probabilities and
     ``OUTPUT__1`` unit-norm embedding only (no ``OUTPUT__2``; its config has no prompts)."""
 
-    def __init__(self, model: nn.Module, config: ModelConfig) -> None:
-        super().__init__()
-        if not hasattr(model, "forward_serving"):
-            raise TypeError(f"{type(model).__name__} has no forward_serving(x) -> (logits, embedding)")
-        self.model = model
-        self.register_buffer("mean", channel_stats(config.mean, config))
-        self.register_buffer("std", channel_stats(config.std, config))
-
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, image = self.model.forward_serving((x - self.mean) / self.std)  # type: ignore[operator]
+        logits, image = self.model.forward_serving(self.normalise(x))  # type: ignore[operator]
         return logits.softmax(dim=-1), F.normalize(image, dim=-1)
 
 
