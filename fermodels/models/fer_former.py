@@ -15,7 +15,6 @@ projection is learned. Everything here is TorchScript-safe: ``Final`` constants,
 control flow in ``forward``.
 """
 
-import itertools
 import math
 from typing import Final
 
@@ -23,49 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fermodels.models.layers import INIT_STD, init_transformer_weights, ir_stem, transformer_blocks
+
 # CLIP's initial temperature: logits = exp(logit_scale) * cos, starting at 1 / 0.07.
 _INIT_LOGIT_SCALE: Final = math.log(1.0 / 0.07)
 # CLIP clamps the learned scale at 100 so the contrastive loss cannot blow up.
 _MAX_LOGIT_SCALE: Final = 100.0
-
-
-class IRBlock(nn.Module):
-    """ArcFace's improved-residual block (BN-conv-BN-PReLU-conv-BN + shortcut), as in IR-50."""
-
-    def __init__(self, in_chs: int, out_chs: int, stride: int = 1) -> None:
-        super().__init__()
-        self.residual = nn.Sequential(
-            nn.BatchNorm2d(in_chs),
-            nn.Conv2d(in_chs, out_chs, 3, 1, 1, bias=False),
-            nn.BatchNorm2d(out_chs),
-            nn.PReLU(out_chs),
-            nn.Conv2d(out_chs, out_chs, 3, stride, 1, bias=False),
-            nn.BatchNorm2d(out_chs),
-        )
-        self.shortcut = _shortcut(in_chs, out_chs, stride)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        residual: torch.Tensor = self.residual(x)
-        shortcut: torch.Tensor = self.shortcut(x)
-        return residual + shortcut
-
-
-def _shortcut(in_chs: int, out_chs: int, stride: int) -> nn.Module:
-    if in_chs == out_chs and stride == 1:
-        return nn.Identity()
-    return nn.Sequential(nn.Conv2d(in_chs, out_chs, 1, stride, bias=False), nn.BatchNorm2d(out_chs))
-
-
-def _stem(channels: tuple[int, ...]) -> nn.Sequential:
-    """112 -> 56 (conv), then per extra width a strided IR block and a plain one: 56 -> 28 -> 14."""
-    layers: list[nn.Module] = [
-        nn.Conv2d(3, channels[0], 3, 2, 1, bias=False),
-        nn.BatchNorm2d(channels[0]),
-        nn.PReLU(channels[0]),
-    ]
-    for in_chs, out_chs in itertools.pairwise(channels):
-        layers += [IRBlock(in_chs, out_chs, stride=2), IRBlock(out_chs, out_chs)]
-    return nn.Sequential(*layers)
 
 
 class GranularityTokens(nn.Module):
@@ -81,56 +43,12 @@ class GranularityTokens(nn.Module):
         # alone cost more parameters than the whole model.
         self.proj = nn.Linear(in_chs, dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, dim))
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.pos_embed, std=INIT_STD)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.avg_pool2d(x, self.patch_size)
         tokens: torch.Tensor = self.proj(x.flatten(2).transpose(1, 2))
         return tokens + self.pos_embed
-
-
-class Attention(nn.Module):
-    num_heads: Final[int]
-    head_dim: Final[int]
-    attn_drop: Final[float]
-
-    def __init__(self, dim: int, num_heads: int, attn_drop: float = 0.0) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.attn_drop = attn_drop
-        self.qkv = nn.Linear(dim, dim * 3)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, length, dim = x.shape
-        qkv = self.qkv(x).reshape(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        dropout_p = self.attn_drop if self.training else 0.0
-        x = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
-        out: torch.Tensor = self.proj(x.transpose(1, 2).reshape(batch, length, dim))
-        return out
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block (timm's ViT block without layer scale / drop path)."""
-
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, drop: float, attn_drop: float) -> None:
-        super().__init__()
-        hidden = int(dim * mlp_ratio)
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads, attn_drop)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = nn.Sequential(
-            nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(drop), nn.Linear(hidden, dim), nn.Dropout(drop)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        mlp: torch.Tensor = self.mlp(self.norm2(x))
-        return x + mlp
 
 
 class FERFormer(nn.Module):
@@ -164,36 +82,26 @@ class FERFormer(nn.Module):
         attn_drop_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        _check_args(text_embeddings, stem_channels, grid_size, patch_sizes)
+        _check_args(text_embeddings, grid_size, patch_sizes)
         self.num_classes = num_classes
         self.num_prompts = text_embeddings.shape[0]
         self.dim = dim
         self.embed_dim = embed_dim or dim
         self.grid_size = grid_size
-        self.stem = _stem(stem_channels)
+        self.stem = ir_stem(stem_channels)
         self.tokenizers = nn.ModuleList(
             GranularityTokens(stem_channels[-1], dim, grid_size, p) for p in patch_sizes
         )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.text_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.blocks = nn.Sequential(
-            *[Block(dim, num_heads, mlp_ratio, drop_rate, attn_drop_rate) for _ in range(depth)]
-        )
+        self.blocks = transformer_blocks(depth, dim, num_heads, mlp_ratio, drop_rate, attn_drop_rate)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.head = nn.Linear(dim, num_classes)
         self.image_proj = nn.Linear(dim, self.embed_dim)
         self.text_proj = nn.Linear(text_embeddings.shape[1], self.embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(_INIT_LOGIT_SCALE))
         self.register_buffer("text_embeddings", text_embeddings.detach().clone().float())
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
-        nn.init.trunc_normal_(self.text_token, std=0.02)
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                nn.init.zeros_(module.bias)
+        init_transformer_weights(self, (self.cls_token, self.text_token))
 
     def tokenize(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised image -> [N, 2 + L, D]: class token, text token, multi-granularity tokens."""
@@ -235,16 +143,9 @@ class FERFormer(nn.Module):
         return self.head(features[:, 0]), self.image_embedding(features), self.text_embedding()
 
 
-def _check_args(
-    text_embeddings: torch.Tensor,
-    stem_channels: tuple[int, ...],
-    grid_size: int,
-    patch_sizes: tuple[int, ...],
-) -> None:
+def _check_args(text_embeddings: torch.Tensor, grid_size: int, patch_sizes: tuple[int, ...]) -> None:
     if text_embeddings.dim() != 2 or text_embeddings.shape[0] == 0:
         raise ValueError(f"text_embeddings must be [P, T] with P >= 1, got {tuple(text_embeddings.shape)}")
-    if len(stem_channels) < 2:
-        raise ValueError("stem_channels needs at least two widths")
     bad = [p for p in patch_sizes if p <= 0 or grid_size % p]
     if bad or not patch_sizes:
         raise ValueError(f"patch sizes {bad or patch_sizes} do not tile the {grid_size}x{grid_size} grid")

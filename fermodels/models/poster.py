@@ -8,9 +8,10 @@ linear head.
 
 Simplified for a 2-core CPU target and for what the gateway can supply:
 
-- Image stream: FER-former's IR stem (16/32 channels, 112 -> 28) then one pyramid level per scale
-  (64 channels at 14 x 14, 128 at 7 x 7) instead of IR-50; each level's map is pooled to a fixed grid, so
-  other input sizes work, and projected to tokens with a learned position code.
+- Image stream: FER-former's IR stem (``layers.ir_stem``, 16/32 channels, 112 -> 28) then one pyramid
+  level (``layers.ir_stage``) per scale (64 channels at 14 x 14, 128 at 7 x 7) instead of IR-50; each
+  level's map is pooled to a fixed grid, so other input sizes work, and projected to tokens with a
+  learned position code.
 - Landmark stream: the paper uses a pretrained landmark CNN (MobileFaceNet) on the image. We embed the
   landmark *coordinates* instead (the 5 MTCNN points, or 68 when available, in [0, 1] crop coordinates):
   an MLP on each point's Fourier features (sin/cos at 1..32 cycles per crop) plus a learned per-landmark
@@ -35,36 +36,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fermodels.models.fer_former import Block, IRBlock, _stem
-
-
-class CrossAttention(nn.Module):
-    """Multi-head attention whose queries come from ``x`` and keys/values from ``context``."""
-
-    num_heads: Final[int]
-    head_dim: Final[int]
-    attn_drop: Final[float]
-
-    def __init__(self, dim: int, num_heads: int, attn_drop: float = 0.0) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.attn_drop = attn_drop
-        self.q = nn.Linear(dim, dim)
-        self.kv = nn.Linear(dim, dim * 2)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        batch, length, dim = x.shape
-        q = self.q(x).reshape(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
-        kv = self.kv(context).reshape(batch, context.shape[1], 2, self.num_heads, self.head_dim)
-        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
-        dropout_p = self.attn_drop if self.training else 0.0
-        x = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
-        out: torch.Tensor = self.proj(x.transpose(1, 2).reshape(batch, length, dim))
-        return out
+from fermodels.models.layers import (
+    Block,
+    CrossAttention,
+    classifier_head,
+    init_transformer_weights,
+    ir_stage,
+    ir_stem,
+    transformer_blocks,
+)
 
 
 class CrossFusion(nn.Module):
@@ -127,7 +107,7 @@ class PyramidLevel(nn.Module):
         super().__init__()
         mlp_ratio, drop, attn_drop = block_args
         self.grid_size = grid_size
-        self.stage = nn.Sequential(IRBlock(in_chs, out_chs, stride=2), IRBlock(out_chs, out_chs))
+        self.stage = ir_stage(in_chs, out_chs)
         self.proj = nn.Linear(out_chs, dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, grid_size * grid_size, dim))
         self.landmark_block = Block(dim, num_heads, mlp_ratio, drop, attn_drop)
@@ -173,7 +153,7 @@ class POSTER(nn.Module):
         self.num_classes = num_classes
         self.num_landmarks = num_landmarks
         self.dim = dim
-        self.stem = _stem(stem_channels)
+        self.stem = ir_stem(stem_channels)
         self.landmark_embed = LandmarkEmbed(num_landmarks, dim)
         widths = (stem_channels[-1], *pyramid_channels)
         block_args = (mlp_ratio, drop_rate, attn_drop_rate)
@@ -182,22 +162,11 @@ class POSTER(nn.Module):
             for i in range(len(pyramid_channels))
         )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.blocks = nn.Sequential(
-            *[Block(dim, num_heads, mlp_ratio, drop_rate, attn_drop_rate) for _ in range(depth)]
-        )
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(dim, num_classes)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for name, param in self.named_parameters():
-            if name.endswith(("cls_token", "pos_embed", "level_embed", "identity")):
-                nn.init.trunc_normal_(param, std=0.02)
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                nn.init.zeros_(module.bias)
+        self.blocks = transformer_blocks(depth, dim, num_heads, mlp_ratio, drop_rate, attn_drop_rate)
+        self.norm, self.head_drop, self.head = classifier_head(dim, num_classes, drop_rate)
+        # Learned tokens and codes, in registration order: cls_token comes after the levels' codes.
+        codes = ("cls_token", "pos_embed", "level_embed", "identity")
+        init_transformer_weights(self, (p for n, p in self.named_parameters() if n.endswith(codes)))
 
     def forward_features(self, image: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
         """-> [N, 1 + sum(g*g + K), D]: the class token, then each scale's fused image and landmark tokens."""

@@ -8,8 +8,8 @@ self-attention across frames. The paper trains it with a "compact softmax cross 
 
 Simplified for a 2-core CPU target:
 
-- The backbone is the IR stem of FER-former (16/32/64/128 channels, 112 -> 7) instead of ResNet-18, so a
-  112 x 112 frame gives 7 x 7 = 49 tokens; other input sizes are pooled to the same grid.
+- The backbone is FER-former's IR stem (``layers.ir_stem``, 16/32/64/128 channels, 112 -> 7) instead of
+  ResNet-18, so a 112 x 112 frame gives 7 x 7 = 49 tokens; other input sizes are pooled to the same grid.
 - Attention is factorised as in TimeSformer's "divided" attention: spatial attention over the 49 tokens
   of each frame, then temporal attention over the T tokens at each grid cell. Learned spatial and temporal
   position embeddings are added once, before the first block.
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fermodels.models.fer_former import Block, _stem
+from fermodels.models.layers import Block, classifier_head, init_transformer_weights, ir_stem
 
 
 class SpatioTemporalBlock(nn.Module):
@@ -80,7 +80,7 @@ class STT(nn.Module):
         self.dim = dim
         self.grid_size = grid_size
         self.max_frames = max_frames
-        self.stem = _stem(stem_channels)
+        self.stem = ir_stem(stem_channels)
         self.proj = nn.Linear(stem_channels[-1], dim)
         # Separate spatial [L] and temporal [T] codes (L + T vectors, not L * T): the same factorisation
         # as the attention, and it lets a shorter clip use the first T temporal codes.
@@ -89,18 +89,8 @@ class STT(nn.Module):
         self.blocks = nn.Sequential(
             *[SpatioTemporalBlock(dim, num_heads, mlp_ratio, drop_rate, attn_drop_rate) for _ in range(depth)]
         )
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(dim, num_classes)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        nn.init.trunc_normal_(self.spatial_pos, std=0.02)
-        nn.init.trunc_normal_(self.temporal_pos, std=0.02)
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                nn.init.zeros_(module.bias)
+        self.norm, self.head_drop, self.head = classifier_head(dim, num_classes, drop_rate)
+        init_transformer_weights(self, (self.spatial_pos, self.temporal_pos))
 
     def tokenize(self, x: torch.Tensor) -> torch.Tensor:
         """Clip [N, T, 3, S, S] -> per-frame tokens with position codes [N, T, L, D]."""

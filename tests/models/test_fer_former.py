@@ -9,12 +9,14 @@ import torch
 import torch.nn.functional as F
 
 from fermodels.config import RAFDB_LABELS, prompts_for
-from fermodels.export import ServingWrapper, load_scripted
+from fermodels.export import ServingWrapper
 from fermodels.models.fer_former import FERFormer
 from fermodels.registry import build
 from fermodels.text import load_text_embeddings
+from tests.models import helpers
 
 BATCH = 3
+SCRIPTED_METHODS = ("forward", "forward_serving")
 # TorchScript is what Triton's libtorch backend serves; torch 2.14's deprecation notice is known.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 
@@ -26,18 +28,15 @@ def text_vectors() -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def model(text_vectors: torch.Tensor) -> FERFormer:
-    torch.manual_seed(0)
-    return FERFormer(text_vectors).eval()
+    return helpers.seeded_model(lambda: FERFormer(text_vectors))
 
 
-@pytest.fixture(scope="module")
-def scripted(model: FERFormer) -> torch.jit.ScriptModule:
-    return torch.jit.script(model)
+scripted = helpers.scripted_fixture()
 
 
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
-    return torch.randn(BATCH, 3, 112, 112, generator=torch.Generator().manual_seed(1))
+    return helpers.seeded_randn(BATCH, 3, 112, 112)
 
 
 def test_shapes(model: FERFormer, images: torch.Tensor) -> None:
@@ -58,26 +57,10 @@ def test_param_count_is_small(model: FERFormer) -> None:
     assert 1_000_000 < count < 5_000_000  # "a few million" for a 2-core CPU target
 
 
-def test_scripted_matches_eager(
-    model: FERFormer, scripted: torch.jit.ScriptModule, images: torch.Tensor
-) -> None:
-    with torch.no_grad():
-        for eager, script in zip(model(images), scripted(images), strict=True):
-            torch.testing.assert_close(script, eager, rtol=0, atol=1e-5)
-        for eager, script in zip(
-            model.forward_serving(images), scripted.forward_serving(images), strict=True
-        ):
-            torch.testing.assert_close(script, eager, rtol=0, atol=1e-5)
-
-
-def test_torchscript_save_load_round_trip(
+def test_scripted_and_reloaded_match_eager(
     model: FERFormer, scripted: torch.jit.ScriptModule, images: torch.Tensor, tmp_path: Path
 ) -> None:
-    scripted.save(str(tmp_path / "model.pt"))
-    reloaded = load_scripted(tmp_path / "model.pt")
-    with torch.no_grad():
-        for eager, loaded in zip(model(images), reloaded(images), strict=True):
-            torch.testing.assert_close(loaded, eager, rtol=0, atol=1e-5)
+    helpers.assert_torchscript_parity(model, scripted, (images,), tmp_path, SCRIPTED_METHODS)
 
 
 def test_state_dict_round_trip_carries_text_embeddings(

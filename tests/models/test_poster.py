@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from fermodels.config import ModelConfig
-from fermodels.export import load_scripted
 from fermodels.models.poster import POSTER
+from tests.models import helpers
 
 BATCH = 3
 # TorchScript is what Triton's libtorch backend serves; torch 2.14's deprecation notice is known.
@@ -26,18 +26,15 @@ def _template_landmarks(batch: int) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def model() -> POSTER:
-    torch.manual_seed(0)
-    return POSTER().eval()
+    return helpers.seeded_model(POSTER)
 
 
-@pytest.fixture(scope="module")
-def scripted(model: POSTER) -> torch.jit.ScriptModule:
-    return torch.jit.script(model)
+scripted = helpers.scripted_fixture()
 
 
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
-    return torch.randn(BATCH, 3, 112, 112, generator=torch.Generator().manual_seed(1))
+    return helpers.seeded_randn(BATCH, 3, 112, 112)
 
 
 @pytest.fixture(scope="module")
@@ -71,24 +68,14 @@ def test_rejects_the_wrong_number_of_landmarks(model: POSTER, images: torch.Tens
         model(images, torch.rand(BATCH, 68, 2))
 
 
-def test_scripted_matches_eager(
-    model: POSTER, scripted: torch.jit.ScriptModule, images: torch.Tensor, landmarks: torch.Tensor
-) -> None:
-    with torch.no_grad():
-        torch.testing.assert_close(scripted(images, landmarks), model(images, landmarks), rtol=0, atol=1e-5)
-
-
-def test_torchscript_save_load_round_trip(
+def test_scripted_and_reloaded_match_eager(
     model: POSTER,
     scripted: torch.jit.ScriptModule,
     images: torch.Tensor,
     landmarks: torch.Tensor,
     tmp_path: Path,
 ) -> None:
-    scripted.save(str(tmp_path / "poster.pt"))
-    reloaded = load_scripted(tmp_path / "poster.pt")
-    with torch.no_grad():
-        torch.testing.assert_close(reloaded(images, landmarks), model(images, landmarks), rtol=0, atol=1e-5)
+    helpers.assert_torchscript_parity(model, scripted, (images, landmarks), tmp_path)
 
 
 def test_landmarks_change_the_output(model: POSTER, images: torch.Tensor, landmarks: torch.Tensor) -> None:

@@ -7,29 +7,27 @@ from pathlib import Path
 import pytest
 import torch
 
-from fermodels.export import load_scripted
 from fermodels.models.stt import STT
+from tests.models import helpers
 
 BATCH = 2
 FRAMES = 16
+SCRIPTED_METHODS = ("forward", "forward_serving", "clip_embedding")
 # TorchScript is what Triton's libtorch backend serves; torch 2.14's deprecation notice is known.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 
 
 @pytest.fixture(scope="module")
 def model() -> STT:
-    torch.manual_seed(0)
-    return STT().eval()
+    return helpers.seeded_model(STT)
 
 
-@pytest.fixture(scope="module")
-def scripted(model: STT) -> torch.jit.ScriptModule:
-    return torch.jit.script(model)
+scripted = helpers.scripted_fixture()
 
 
 @pytest.fixture(scope="module")
 def clips() -> torch.Tensor:
-    return torch.randn(BATCH, FRAMES, 3, 112, 112, generator=torch.Generator().manual_seed(1))
+    return helpers.seeded_randn(BATCH, FRAMES, 3, 112, 112)
 
 
 def test_shapes(model: STT, clips: torch.Tensor) -> None:
@@ -53,22 +51,10 @@ def test_serving_view_matches_forward_and_clip_embedding(model: STT, clips: torc
         torch.testing.assert_close(embedding, model.clip_embedding(clips))
 
 
-def test_scripted_matches_eager(model: STT, scripted: torch.jit.ScriptModule, clips: torch.Tensor) -> None:
-    with torch.no_grad():
-        torch.testing.assert_close(scripted(clips), model(clips), rtol=0, atol=1e-5)
-        for eager, script in zip(model.forward_serving(clips), scripted.forward_serving(clips), strict=True):
-            torch.testing.assert_close(script, eager, rtol=0, atol=1e-5)
-
-
-def test_torchscript_save_load_round_trip(
+def test_scripted_and_reloaded_match_eager(
     model: STT, scripted: torch.jit.ScriptModule, clips: torch.Tensor, tmp_path: Path
 ) -> None:
-    scripted.save(str(tmp_path / "stt.pt"))
-    reloaded = load_scripted(tmp_path / "stt.pt")
-    with torch.no_grad():
-        torch.testing.assert_close(reloaded(clips), model(clips), rtol=0, atol=1e-5)
-        for eager, loaded in zip(model.forward_serving(clips), reloaded.forward_serving(clips), strict=True):
-            torch.testing.assert_close(loaded, eager, rtol=0, atol=1e-5)
+    helpers.assert_torchscript_parity(model, scripted, (clips,), tmp_path, SCRIPTED_METHODS)
 
 
 def test_frame_order_changes_the_output(model: STT, clips: torch.Tensor) -> None:
@@ -105,7 +91,7 @@ def test_shorter_clips_work_eager_and_scripted(
     with torch.no_grad():
         logits = model(short)
         assert model.forward_features(short).shape == (BATCH, frames, 49, 128)
-        torch.testing.assert_close(scripted(short), logits, rtol=0, atol=1e-5)
+        helpers.assert_same_outputs(scripted(short), logits)
     assert logits.shape == (BATCH, 7) and bool(torch.isfinite(logits).all())
 
 
