@@ -43,7 +43,6 @@ class ExportVerificationError(RuntimeError):
 class _Normalising(nn.Module):
     """Holds the served model and the config's mean/std, applied inside the TorchScript."""
 
-
     def __init__(self, model: nn.Module, config: ModelConfig) -> None:
         super().__init__()
         if not hasattr(model, "forward_serving"):
