@@ -214,7 +214,8 @@ class ModelState(_Schema):
 
 
 class ModelsResponse(_Schema):
-    default_model: str
+    default_model: str = Field(description="Image model used when a request names none.")
+    default_video_model: str = Field(description="Spatio-temporal model behind each clip track.")
     models: list[ModelState]
 
 

@@ -22,7 +22,9 @@ router = APIRouter(tags=["models"])
 async def list_models(inference: InferenceDep, settings: SettingsDep) -> ModelsResponse:
     statuses = await inference.model_statuses()
     states = [await _model_state(inference, status) for status in statuses]
-    return ModelsResponse(default_model=settings.default_model, models=states)
+    return ModelsResponse(
+        default_model=settings.default_model, default_video_model=settings.default_video_model, models=states
+    )
 
 
 async def _model_state(inference: InferenceBackend, status: ModelStatus) -> ModelState:

@@ -24,7 +24,7 @@ async def test_readyz_follows_the_inference_server() -> None:
 
 async def test_models_lists_labels_prompts_and_training_state(client: httpx.AsyncClient) -> None:
     body = (await client.get("/v1/models")).json()
-    assert body["default_model"] == "fake_fer"
+    assert body["default_model"] == "fake_fer" and body["default_video_model"] == "fake_stt"
     (model,) = body["models"]
     assert model["state"] == "READY"
     assert model["info"]["trained"] is False
