@@ -31,6 +31,10 @@ class EmptyPayload(ServiceError):
     code, status = "empty_payload", 400
 
 
+class InvalidMultipart(ServiceError):
+    code, status = "invalid_multipart", 400
+
+
 class PayloadTooLarge(ServiceError):
     code, status = "payload_too_large", 413
 
@@ -82,6 +86,7 @@ class InferenceFailed(ServiceError):
 # The one table: every error class the API can answer with, for handlers and OpenAPI alike.
 ERROR_TABLE: tuple[type[ServiceError], ...] = (
     EmptyPayload,
+    InvalidMultipart,
     PayloadTooLarge,
     UnsupportedMediaType,
     InvalidImage,

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from service.dependencies import AdmissionDep, PipelineDep, VideoAdmissionDep, VideoPipelineDep
+from service.dependencies import AdmissionDep, PipelineDep, SettingsDep, VideoAdmissionDep, VideoPipelineDep
 from service.errors import UnsupportedMediaType, openapi_error_responses
 from service.schemas import PredictQuery, PredictResponse, VideoPredictResponse
 from service.uploads import read_upload
@@ -57,10 +57,11 @@ async def predict(
     video_pipeline: VideoPipelineDep,
     admission: AdmissionDep,
     video_admission: VideoAdmissionDep,
+    settings: SettingsDep,
     options: Annotated[PredictQuery, Query()],
 ) -> PredictResponse | VideoPredictResponse:
     async with admission.slot():
-        upload = await read_upload(request)
+        upload = await read_upload(request, settings.max_upload_bytes)
         container = media_container(upload.data, options.media)
         if container is None:
             return await pipeline.predict(upload, options.model)

@@ -1,7 +1,10 @@
 import asyncio
+import io
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 
 from service.errors import InferenceTimeout, InferenceUnavailable
 from tests.api.conftest import FakeInference, png_bytes, running_app
@@ -127,3 +130,29 @@ async def test_overload_is_429_not_a_queue() -> None:
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "overloaded" and refused.headers["retry-after"] == "1"
     assert [r.status_code for r in finished] == [200, 200]
+
+
+async def test_large_multipart_uploads_never_touch_the_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    def no_disk(self: object) -> None:
+        raise AssertionError("the upload was spooled to a temporary file on disk")
+
+    monkeypatch.setattr(tempfile.SpooledTemporaryFile, "rollover", no_disk)
+    rng = np.random.default_rng(0)
+    noisy = Image.fromarray(rng.integers(0, 256, (900, 1200, 3), dtype=np.uint8))  # ~3 MB as PNG
+    buffer = io.BytesIO()
+    noisy.save(buffer, format="PNG")
+    assert buffer.tell() > 2 * 1024 * 1024  # over Starlette's 1 MiB spool threshold
+    async with running_app() as client:
+        response = await client.post("/predict", files={"file": ("big.png", buffer.getvalue(), "image/png")})
+    assert response.status_code == 200, response.text
+    assert len(response.json()["faces"]) == 12  # FakeDetector: one face per 100 px of width
+
+
+async def test_malformed_multipart_is_a_json_400(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/predict", content=b"--xx\r\nnonsense", headers={"Content-Type": "multipart/form-data; boundary=xx"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] in {"invalid_multipart", "empty_payload"}
