@@ -137,10 +137,10 @@ class PredictResponse(_Schema):
 
     model_config = ConfigDict(frozen=True, protected_namespaces=(), json_schema_extra=_add_predict_example)
 
+    media: Literal["image"] = "image"
     image: ImageInfo
     model: ModelInfo
     faces: list[FaceResult]
-    media: Literal["image"] = "image"
     timings_ms: dict[str, float] = Field(
         description="Wall time per pipeline stage (decode, detect, align, infer, assemble) and total."
     )
