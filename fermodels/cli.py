@@ -16,7 +16,7 @@ from fermodels import registry
 from fermodels.data import DATASET_NAMES, DatasetSpec
 from fermodels.evaluate import CONFUSION_FILENAME, METRICS_FILENAME, evaluate
 from fermodels.export import CONFIG_FILENAME, LABELS_FILENAME, MODEL_FILENAME, README_FILENAME, export_model
-from fermodels.train import TrainOptions, train
+from fermodels.train import OBJECTIVES, TrainOptions, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,6 +111,15 @@ def _add_train(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--balanced", action="store_true", help="sample classes equally often")
     parser.add_argument("--no-augment", action="store_true", help="no flip / shift jitter")
     parser.add_argument("--text-loss-weight", type=float, default=1.0, help="weight of the text-logit CE")
+    parser.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default="ce",
+        help="ce | kefer (KE-FER, models with a text side) | compact (CE + centre pull)",
+    )
+    parser.add_argument("--center-weight", type=float, default=0.01, help="compact: centre-pull weight")
+    parser.add_argument("--alignment-weight", type=float, default=1.0, help="kefer: alignment weight")
+    parser.add_argument("--self-contrast-weight", type=float, default=1.0, help="kefer: self-contrast weight")
     parser.add_argument("--tiny", action="store_true", help="a tiny FER-former variant (smoke tests)")
     parser.add_argument("--resume", type=Path, help="continue from this checkpoint (usually last.pt)")
     parser.set_defaults(handler=_run_train)
@@ -130,6 +139,10 @@ def _run_train(args: argparse.Namespace) -> int:
         balanced=args.balanced,
         augment=not args.no_augment,
         text_loss_weight=args.text_loss_weight,
+        objective=args.objective,
+        center_weight=args.center_weight,
+        alignment_weight=args.alignment_weight,
+        self_contrast_weight=args.self_contrast_weight,
         val_split=args.val_split,
         variant="tiny" if args.tiny else "",
         progress=not args.no_progress,

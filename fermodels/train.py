@@ -2,6 +2,22 @@
 
 Loss: cross entropy on the class logits, plus ``text_loss_weight`` x cross entropy on the text-similarity
 logits for models whose forward returns both (FER-former, as in its paper; prompt i is label i).
+``objective`` picks the loss (``fermodels.losses``):
+
+- ``ce``: the loss above.
+- ``kefer``: KE-FER (arXiv 2409.08598) for models with a text side (FER-former): CE on the class logits
+  plus ``KEFERObjective`` on ``forward_serving``'s image and text embeddings. Its cosine classification
+  replaces the text-similarity CE and is weighted by ``text_loss_weight``; the alignment and self-contrast
+  terms by ``alignment_weight`` / ``self_contrast_weight``. The neutral class is ``labels.index("neutral")``.
+- ``compact``: STT's compact softmax, ``CompactSoftmaxLoss`` on the class logits and the model's embedding
+  from ``forward_serving`` (FER-former: image embedding; STT: clip embedding), ``center_weight`` x centre
+  pull; no text-similarity term.
+
+The objective's own parameters (KE-FER's emotional-to-neutral MLP and logit scale, the class centres) are
+trained by the same optimiser, in a second parameter group without weight decay (decay would pull the
+centres to the origin and the logit scale to 1), and saved as ``objective_state`` in every checkpoint so a
+resumed run continues them exactly. Evaluation and ``load_checkpoint`` use the class logits only.
+
 AdamW, linear warm-up then cosine decay, stepped per batch; the schedule follows the ``epochs`` of the
 current call, so resuming with the same options continues the original curve.
 
@@ -21,7 +37,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal, get_args
 
 import numpy as np
 import torch
@@ -42,13 +58,18 @@ from fermodels.evaluate import (
     predict,
     resolve_device,
 )
+from fermodels.losses import CompactSoftmaxLoss, KEFERObjective
 from fermodels.metrics import accuracy, uar
+from fermodels.models.fer_former import FERFormer
+from fermodels.models.stt import STT
 
 logger = logging.getLogger(__name__)
 
 LAST_CHECKPOINT: Final = "last.pt"
 BEST_CHECKPOINT: Final = "best.pt"
 CHECKPOINT_FORMAT: Final = 1
+Objective = Literal["ce", "kefer", "compact"]
+OBJECTIVES: Final[tuple[Objective, ...]] = get_args(Objective)
 
 
 @dataclass(frozen=True)
@@ -66,6 +87,10 @@ class TrainOptions:
     balanced: bool = False  # sample classes equally often (RAF-DB, AffectNet are heavily imbalanced)
     augment: bool = True
     text_loss_weight: float = 1.0
+    objective: Objective = "ce"  # see the module docstring
+    center_weight: float = 0.01  # compact: weight of the centre pull
+    alignment_weight: float = 1.0  # kefer: text-difference alignment
+    self_contrast_weight: float = 1.0  # kefer: self-contrast
     val_split: str = "test"  # the literature validates RAF-DB / AffectNet / DFEW on their test split
     variant: Variant = ""
     progress: bool = True
@@ -96,6 +121,7 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: LambdaLR
     device: torch.device
+    objective: nn.Module | None = None  # the loss's own parameters (None for ``ce``)
     epoch: int = 0  # epochs completed
     best_uar: float = -1.0
     history: list[dict[str, float]] = field(default_factory=list)
@@ -116,12 +142,12 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     with deterministic(options.seed, device):
         model, config = build_model(model_name, seed=options.seed, variant=options.variant)
+        objective = build_objective(model, config, options)
         train_set = build_dataset(data, config, augment=options.augment)
         val_set = build_dataset(val_data or replace(data, split=options.val_split), config)
         _check_task(train_set, config)
-        run = _new_run(
-            model.to(device), config, options, device, math.ceil(len(train_set) / options.batch_size)
-        )
+        steps_per_epoch = math.ceil(len(train_set) / options.batch_size)
+        run = _new_run(model.to(device), config, options, device, steps_per_epoch, objective)
         if resume is not None:
             _restore(run, resume, model_name, options)
         start = run.epoch
@@ -139,6 +165,33 @@ def training_loss(
     if isinstance(outputs, tuple) and len(outputs) > 1 and text_loss_weight:
         loss = loss + text_loss_weight * F.cross_entropy(outputs[1], targets)
     return loss
+
+
+def build_objective(
+    model: nn.Module, config: ModelConfig, options: TrainOptions
+) -> KEFERObjective | CompactSoftmaxLoss | None:
+    """The loss module of ``options.objective`` (None for ``ce``); ValueError if the model cannot use it."""
+    if options.objective == "ce":
+        return None
+    if options.objective == "kefer":
+        if not isinstance(model, FERFormer):
+            raise ValueError(
+                f"objective 'kefer' needs a model with a text side (FER-former); {config.name!r} has none"
+            )
+        if model.num_prompts != config.num_classes or "neutral" not in config.labels:
+            raise ValueError(
+                f"objective 'kefer' needs one prompt per label and a 'neutral' label ({config.name})"
+            )
+        return KEFERObjective(
+            model.embed_dim,
+            config.labels.index("neutral"),
+            classification_weight=options.text_loss_weight,
+            alignment_weight=options.alignment_weight,
+            self_contrast_weight=options.self_contrast_weight,
+        )
+    if options.objective == "compact":
+        return CompactSoftmaxLoss(config.num_classes, _embedding_dim(model, config), options.center_weight)
+    raise ValueError(f"unknown objective {options.objective!r}; expected one of {OBJECTIVES}")
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -191,11 +244,60 @@ def deterministic(seed: int, device: torch.device) -> Iterator[None]:
 
 
 def _new_run(
-    model: nn.Module, config: ModelConfig, options: TrainOptions, device: torch.device, steps_per_epoch: int
+    model: nn.Module,
+    config: ModelConfig,
+    options: TrainOptions,
+    device: torch.device,
+    steps_per_epoch: int,
+    objective: nn.Module | None = None,
 ) -> _Run:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+    if objective is None:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+    else:
+        objective.to(device)
+        groups: list[dict[str, Any]] = [
+            {"params": list(model.parameters())},
+            {"params": list(objective.parameters()), "weight_decay": 0.0},
+        ]
+        optimizer = torch.optim.AdamW(groups, lr=options.lr, weight_decay=options.weight_decay)
     schedule = warmup_cosine(options.epochs * steps_per_epoch, options.warmup_epochs * steps_per_epoch)
-    return _Run(model, config, optimizer, LambdaLR(optimizer, schedule), device)
+    return _Run(model, config, optimizer, LambdaLR(optimizer, schedule), device, objective)
+
+
+def _embedding_dim(model: nn.Module, config: ModelConfig) -> int:
+    if isinstance(model, FERFormer):
+        return model.embed_dim
+    if isinstance(model, STT):
+        return model.dim
+    raise ValueError(
+        f"objective 'compact' needs a model with an embedding (FER-former, STT); {config.name!r} has none"
+    )
+
+
+def _logits_and_embedding(model: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class logits and the embedding the compact objective pulls to its centres (one forward pass)."""
+    if isinstance(model, FERFormer):
+        logits, image, _ = model.forward_serving(inputs)
+        return logits, image
+    if isinstance(model, STT):
+        return model.forward_serving(inputs)
+    raise ValueError(f"{type(model).__name__} has no embedding for the compact objective")
+
+
+def _batch_loss(
+    run: _Run, inputs: torch.Tensor, targets: torch.Tensor, options: TrainOptions
+) -> torch.Tensor:
+    objective, model = run.objective, run.model
+    if isinstance(objective, KEFERObjective) and isinstance(model, FERFormer):
+        logits, image, text = model.forward_serving(inputs)
+        kefer: torch.Tensor = objective(image, text, targets).total
+        return F.cross_entropy(logits, targets) + kefer
+    if isinstance(objective, CompactSoftmaxLoss):
+        compact: torch.Tensor = objective(*_logits_and_embedding(model, inputs), targets)
+        return compact
+    if objective is not None:
+        raise ValueError(f"objective {options.objective!r} does not fit {type(model).__name__}")
+    return training_loss(model_outputs(model, run.config, inputs), targets, options.text_loss_weight)
 
 
 def _check_task(dataset: FERDataset[Any], config: ModelConfig) -> None:
@@ -233,12 +335,13 @@ def _run_epoch(
 
 def _train_epoch(run: _Run, loader: DataLoader[Any], options: TrainOptions, epoch: int) -> float:
     run.model.train()
+    if run.objective is not None:
+        run.objective.train()
     total, count = 0.0, 0
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{options.epochs}", disable=not options.progress, leave=False)
     for inputs, targets in bar:
         targets = targets.to(run.device)
-        outputs = model_outputs(run.model, run.config, inputs.to(run.device))
-        loss = training_loss(outputs, targets, options.text_loss_weight)
+        loss = _batch_loss(run, inputs.to(run.device), targets, options)
         run.optimizer.zero_grad(set_to_none=True)
         torch.autograd.backward(loss)  # Tensor.backward is unannotated; mypy --strict rejects it
         run.optimizer.step()
@@ -310,6 +413,7 @@ def _payload(run: _Run, model_name: str, options: TrainOptions, data: DatasetSpe
         "state_dict": run.model.state_dict(),
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
+        "objective_state": run.objective.state_dict() if run.objective is not None else {},
         "epoch": run.epoch,
         "metrics": record,
         "best_uar": run.best_uar,
@@ -331,7 +435,12 @@ def _restore(run: _Run, path: Path, model_name: str, options: TrainOptions) -> N
     payload: dict[str, Any] = torch.load(path, map_location=run.device, weights_only=True)
     if (payload["model"], payload["variant"]) != (model_name, options.variant):
         raise ValueError(f"{path} holds {payload['model']!r} {payload['variant']!r}, not {model_name!r}")
+    stored = payload.get("options", {}).get("objective", "ce")
+    if stored != options.objective:
+        raise ValueError(f"{path} was trained with objective {stored!r}, not {options.objective!r}")
     run.model.load_state_dict(payload["state_dict"])
+    if run.objective is not None:
+        run.objective.load_state_dict(payload["objective_state"])
     run.optimizer.load_state_dict(payload["optimizer"])
     run.scheduler.load_state_dict(payload["scheduler"])
     run.epoch, run.best_uar, run.history = payload["epoch"], payload["best_uar"], list(payload["history"])

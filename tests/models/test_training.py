@@ -29,12 +29,22 @@ from fermodels.evaluate import (
     CONFUSION_FILENAME,
     METRICS_FILENAME,
     TINY_INPUT_SIZE,
+    build_model,
     evaluate,
     load_checkpoint,
     model_outputs,
 )
 from fermodels.models.mini_xception import MiniXception
-from fermodels.train import TrainOptions, TrainResult, train, training_loss, warmup_cosine
+from fermodels.train import (
+    Objective,
+    TrainOptions,
+    TrainResult,
+    build_objective,
+    deterministic,
+    train,
+    training_loss,
+    warmup_cosine,
+)
 from tests.media import ensure_media
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -212,6 +222,89 @@ def test_grey_input_models_are_trained_through_their_rgb_serving_view() -> None:
     assert isinstance(logits, torch.Tensor) and logits.shape == (2, 7)
 
 
+PAPER_OBJECTIVES: tuple[Objective, ...] = ("kefer", "compact")
+
+
+def objective_state(path: Path) -> dict[str, torch.Tensor]:
+    state: dict[str, torch.Tensor] = torch.load(path, weights_only=True)["objective_state"]
+    return state
+
+
+@pytest.fixture(scope="module", params=PAPER_OBJECTIVES)
+def paper_run(
+    request: pytest.FixtureRequest, data_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[TrainOptions, TrainResult]:
+    options = replace(OPTIONS, objective=request.param)
+    spec = DatasetSpec("imagefolder", data_root)
+    return options, train("fer_former", spec, tmp_path_factory.mktemp(request.param), options)
+
+
+def test_paper_objectives_reduce_the_loss_and_train_their_own_parameters(
+    paper_run: tuple[TrainOptions, TrainResult],
+) -> None:
+    options, result = paper_run
+    losses = [record["train_loss"] for record in result.history]
+    assert len(losses) == 3 and all(np.isfinite(losses)) and losses[-1] < losses[0]
+    # The objective's parameters start as train() builds them and end elsewhere: they are optimised.
+    with deterministic(options.seed, torch.device("cpu")):
+        model, config = build_model("fer_former", seed=options.seed, variant=options.variant)
+        objective = build_objective(model, config, options)
+    assert objective is not None
+    initial, trained = objective.state_dict(), objective_state(result.last)
+    assert initial.keys() == trained.keys() and initial
+    assert all(not torch.equal(initial[key], trained[key]) for key in initial)
+    # Evaluation reads the model's weights only and still predicts from the class logits.
+    assert same_weights(load_checkpoint(result.last).model.state_dict(), weights(result.last))
+
+
+def test_paper_objectives_resume_exactly(
+    paper_run: tuple[TrainOptions, TrainResult],
+    data_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    options, reference_run = paper_run
+    run_epoch = train_module._run_epoch
+
+    def interrupt_second_epoch(*args: Any) -> None:
+        if args[-1] == 1:
+            raise Interrupted
+        run_epoch(*args)
+
+    spec = DatasetSpec("imagefolder", data_root)
+    monkeypatch.setattr(train_module, "_run_epoch", interrupt_second_epoch)
+    with pytest.raises(Interrupted):
+        train("fer_former", spec, tmp_path, options)
+    after_first_epoch = objective_state(tmp_path / "last.pt")
+    monkeypatch.setattr(train_module, "_run_epoch", run_epoch)
+    resumed = train("fer_former", spec, tmp_path, options, resume=tmp_path / "last.pt")
+    assert resumed.epochs_run == 2 and resumed.history == reference_run.history
+    assert same_weights(weights(resumed.last), weights(reference_run.last))
+    final = objective_state(resumed.last)
+    assert same_weights(final, objective_state(reference_run.last))
+    assert not same_weights(final, after_first_epoch)
+
+
+def test_resume_refuses_a_checkpoint_of_another_objective(
+    data_root: Path, reference: TrainResult, tmp_path: Path
+) -> None:
+    spec = DatasetSpec("imagefolder", data_root)
+    with pytest.raises(ValueError, match="objective 'ce', not 'kefer'"):
+        train("fer_former", spec, tmp_path, replace(OPTIONS, objective="kefer"), resume=reference.last)
+
+
+def test_kefer_needs_a_text_side_and_compact_trains_a_video_model(tmp_path: Path) -> None:
+    if "stt" not in registry.available():
+        pytest.skip("no video model in the registry")
+    options = TrainOptions(epochs=1, batch_size=2, device="cpu", progress=False)
+    spec = make_dfew(tmp_path)
+    with pytest.raises(ValueError, match="text side"):
+        train("stt", spec, tmp_path / "kefer", replace(options, objective="kefer"))
+    result = train("stt", spec, tmp_path / "compact", replace(options, objective="compact"))
+    assert np.isfinite(result.history[0]["train_loss"])
+    assert objective_state(result.last)["centers"].shape == (7, 128)
+
+
 def test_loss_adds_the_text_term_and_the_schedule_warms_up_then_decays() -> None:
     logits, text, targets = torch.zeros(2, 3), torch.tensor([[5.0, 0, 0], [0, 5.0, 0]]), torch.tensor([0, 1])
     class_only = training_loss(logits, targets)
@@ -238,6 +331,17 @@ def test_cli_train(data_root: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "last.pt").is_file() and (tmp_path / "best.pt").is_file()
     assert "best validation UAR" in result.stdout
+
+
+def test_cli_train_with_the_kefer_objective(data_root: Path, tmp_path: Path) -> None:
+    result = run_cli(
+        "train", "--model", "fer_former", "--tiny", "--dataset", "imagefolder", "--data-root", str(data_root),
+        "--out-dir", str(tmp_path), "--epochs", "1", "--batch-size", "8", "--objective", "kefer",
+        "--alignment-weight", "0.5", "--no-progress",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    options = torch.load(tmp_path / "last.pt", weights_only=True)["options"]
+    assert options["objective"] == "kefer" and options["alignment_weight"] == 0.5
 
 
 def test_cli_evaluate(data_root: Path, reference: TrainResult, tmp_path: Path) -> None:
