@@ -131,7 +131,8 @@ async def _validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
 async def _http_error_handler(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _STARLETTE_CODES.get(exc.status_code, "http_error")
-    return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+    # Keep Starlette's headers: a 405 must say which methods are allowed (RFC 9110 `Allow`).
+    return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
 
 
 async def _unexpected_error_handler(_: Request, exc: Exception) -> JSONResponse:

@@ -72,14 +72,23 @@ class MTCNNDetector:
             post_process=False,
         )
         self._mtcnn.eval()
+        self._min_face_size = min_face_size
         logger.info("MTCNN ready on %s (thresholds=%s, min_face_size=%d)", device, thresholds, min_face_size)
 
+    def _too_small(self, height: int, width: int) -> bool:
+        # No face of min_face_size fits, and MTCNN's image pyramid would be empty (it crashes on that).
+        return min(height, width) < self._min_face_size
+
     def detect(self, rgb: npt.NDArray[np.uint8]) -> Detections:
+        if self._too_small(*rgb.shape[:2]):
+            return Detections.empty()
         with torch.inference_mode():
             boxes, scores, landmarks = self._mtcnn.detect(rgb, landmarks=True)
         return _as_detections(boxes, scores, landmarks)
 
     def detect_batch(self, frames: npt.NDArray[np.uint8]) -> list[Detections]:
+        if self._too_small(*frames.shape[1:3]):
+            return [Detections.empty() for _ in frames]
         # A 4-D array puts MTCNN in batch mode: one pyramid pass for all frames of a clip chunk.
         with torch.inference_mode():
             boxes, scores, landmarks = self._mtcnn.detect(frames, landmarks=True)

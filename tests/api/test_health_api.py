@@ -59,3 +59,9 @@ async def test_openapi_carries_a_worked_example(client: httpx.AsyncClient) -> No
     spec = (await client.get("/openapi.json")).json()
     (example,) = spec["components"]["schemas"]["PredictResponse"]["examples"]
     assert example["faces"][0]["expression"]["label"] in example["model"]["labels"]
+
+
+async def test_wrong_method_is_a_json_405_with_allow(client: httpx.AsyncClient) -> None:
+    response = await client.request("TRACE", "/healthz")
+    assert response.status_code == 405 and response.json()["error"]["code"] == "method_not_allowed"
+    assert response.headers["allow"] == "GET"

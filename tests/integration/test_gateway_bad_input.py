@@ -63,3 +63,11 @@ def test_bad_input_then_good_input(client: httpx.Client, media: Path, case: str)
         "/predict", files={"file": ("m.jpg", (media / "messi5.jpg").read_bytes(), "image/jpeg")}
     )
     assert good.status_code == 200 and len(good.json()["faces"]) == 1
+
+
+@pytest.mark.parametrize("size", [(1, 1), (5, 300), (19, 19)])
+def test_images_smaller_than_any_face_have_no_faces(client: httpx.Client, size: tuple[int, int]) -> None:
+    """MTCNN itself crashes on images smaller than its minimum face; the gateway answers 200 with no faces."""
+    response = client.post("/predict", files={"file": ("tiny.png", encode(Image.new("RGB", size), "PNG"))})
+    assert response.status_code == 200, response.text
+    assert response.json()["faces"] == []
