@@ -50,6 +50,15 @@ class PipelineBase:
         self._executor = executor
         self._metrics = metrics
 
+    async def _offload(self, function: Callable[..., T], *args: object, **kwargs: object) -> T:
+        """Run CPU-bound work on the pool so the event loop keeps serving other requests."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: function(*args, **kwargs))
+
+    async def _infer_images(self, model: ServedModel, crops: FloatArray) -> ImageOutputs:
+        """Every face crop through the image model, in batches of at most max_batch_size (none: no call)."""
+        return ImageOutputs.concatenate(await run_batched(model, crops, self._inference.infer_image))
+
 
 class ImagePipeline(PipelineBase):
     """Turns one uploaded image into per-face expression results."""
@@ -65,7 +74,7 @@ class ImagePipeline(PipelineBase):
         with self._metrics.time_stage("align", timings):
             crops = await self._offload(self._align, image, faces, model)
         with self._metrics.time_stage("infer", timings):
-            outputs = await self._infer(model, crops)
+            outputs = await self._infer_images(model, crops)
         with self._metrics.time_stage("assemble", timings):
             results = face_results(faces, outputs, model.config)
         timings["total"] = round((time.perf_counter() - start) * 1000.0, 3)
@@ -76,11 +85,6 @@ class ImagePipeline(PipelineBase):
             timings_ms=timings,
             warnings=model_warnings(model.config),
         )
-
-    async def _offload(self, function: Callable[..., T], *args: object, **kwargs: object) -> T:
-        """Run CPU-bound work on the pool so the event loop keeps serving other requests."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: function(*args, **kwargs))
 
     def _detect(self, image: DecodedImage) -> Detections:
         found = self._detector.detect(image.rgb)
@@ -93,9 +97,3 @@ class ImagePipeline(PipelineBase):
     def _align(image: DecodedImage, faces: Detections, model: ServedModel) -> FloatArray:
         template = np.asarray(model.config.landmark_template(), dtype=np.float64)
         return align_faces(image.rgb, faces.landmarks, template, model.config.input_size)
-
-    async def _infer(self, model: ServedModel, crops: FloatArray) -> ImageOutputs:
-        if len(crops) == 0:  # no face: nothing to ask Triton
-            empty = np.zeros((0, 0), dtype=np.float32)
-            return ImageOutputs(empty, empty, empty)
-        return ImageOutputs.concatenate(await run_batched(model, crops, self._inference.infer_image))

@@ -5,7 +5,6 @@ Clips run on their own thread pool and admission limit, so a long clip never blo
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -14,12 +13,17 @@ import numpy as np
 
 from fermodels.config import ModelConfig
 from service.inference.base import ClipOutputs, ImageOutputs, ServedModel, run_batched
-from service.inference.postprocess import face_result, label_distribution, model_info, model_warnings
+from service.inference.postprocess import (
+    face_result,
+    label_distribution,
+    model_info,
+    model_warnings,
+    top_label,
+)
 from service.pipeline import PipelineBase, Upload
 from service.schemas import (
     ClipSummary,
     ExpressionShare,
-    LabelScore,
     TimelineFrame,
     TrackedFace,
     TrackResult,
@@ -53,7 +57,7 @@ class VideoPipeline(PipelineBase):
         with self._metrics.time_stage("video_analyse", timings):
             analysis = await self._analyse(upload.data, container, options, image_model, video_model)
         with self._metrics.time_stage("infer", timings):
-            faces = await self._infer_faces(image_model, analysis)
+            faces = await self._infer_images(image_model, analysis.image_batch())
         with self._metrics.time_stage("video_infer", timings):
             track_ids, tracks = await self._infer_tracks(video_model, analysis)
         with self._metrics.time_stage("assemble", timings):
@@ -80,30 +84,22 @@ class VideoPipeline(PipelineBase):
     async def _analyse(
         self, data: bytes, container: str, options: VideoOptions, image: ServedModel, video: ServedModel
     ) -> ClipAnalysis:
-        loop = asyncio.get_running_loop()
         analysed = self._metrics.video_frames.labels("analysed")
-        settings = self._analysis_options(options)
-        return await loop.run_in_executor(
-            self._executor,
-            lambda: analyse_clip(
-                data, container, self._detector, image.config, video.config, settings, analysed.inc
-            ),
+        return await self._offload(
+            analyse_clip,
+            data,
+            container,
+            self._detector,
+            image.config,
+            video.config,
+            self._analysis_options(options),
+            analysed.inc,
         )
-
-    async def _infer_faces(self, model: ServedModel, analysis: ClipAnalysis) -> ImageOutputs:
-        if analysis.face_count == 0:
-            empty = np.zeros((0, 0), dtype=np.float32)
-            return ImageOutputs(empty, empty, empty)
-        crops = np.stack(analysis.image_crops)
-        return ImageOutputs.concatenate(await run_batched(model, crops, self._inference.infer_image))
 
     async def _infer_tracks(
         self, model: ServedModel, analysis: ClipAnalysis
     ) -> tuple[list[int], ClipOutputs]:
         track_ids, clips = track_clips(analysis, model.config.clip_length)
-        if not track_ids:
-            empty = np.zeros((0, 0), dtype=np.float32)
-            return [], ClipOutputs(empty, empty)
         return track_ids, ClipOutputs.concatenate(await run_batched(model, clips, self._inference.infer_clip))
 
     def _assemble(
@@ -181,16 +177,13 @@ def track_results(results: _Results, image: ModelConfig, video: ModelConfig) -> 
         rows = analysis.tracks[track_id]
         frames = [row_to_frame[row] for row in rows]
         probabilities = results.tracks.probabilities[position]
-        best = int(np.argmax(probabilities))
         tracks.append(
             TrackResult(
                 track_id=track_id,
                 first_s=round(frames[0].timestamp_s, 3),
                 last_s=round(frames[-1].timestamp_s, 3),
                 frame_indices=[frame.index for frame in frames],
-                dynamic_expression=LabelScore(
-                    label=video.labels[best], probability=round(float(probabilities[best]), 6)
-                ),
+                dynamic_expression=top_label(probabilities, video),
                 dynamic_expressions=label_distribution(probabilities, video),
                 dominant=dominant(_top_labels(results, rows, image)),
             )

@@ -54,6 +54,8 @@ class ImageOutputs:
 
     @classmethod
     def concatenate(cls, parts: list[ImageOutputs]) -> ImageOutputs:
+        if not parts:  # no face, so no call was made
+            return cls(*(np.zeros((0, 0), dtype=np.float32) for _ in range(3)))
         return cls(
             probabilities=np.concatenate([p.probabilities for p in parts]),
             embeddings=np.concatenate([p.embeddings for p in parts]),
@@ -70,6 +72,8 @@ class ClipOutputs:
 
     @classmethod
     def concatenate(cls, parts: list[ClipOutputs]) -> ClipOutputs:
+        if not parts:  # no track, so no call was made
+            return cls(*(np.zeros((0, 0), dtype=np.float32) for _ in range(2)))
         return cls(
             probabilities=np.concatenate([p.probabilities for p in parts]),
             embeddings=np.concatenate([p.embeddings for p in parts]),

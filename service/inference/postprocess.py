@@ -56,9 +56,14 @@ def text_similarities(scores: FloatArray, config: ModelConfig) -> list[TextSimil
     ]
 
 
+def top_label(probabilities: FloatArray, config: ModelConfig) -> LabelScore:
+    """The most probable label of one distribution (a face's or a track's)."""
+    best = int(np.argmax(probabilities))
+    return LabelScore(label=config.labels[best], probability=_score(probabilities[best]))
+
+
 def face_result(detections: Detections, outputs: ImageOutputs, index: int, config: ModelConfig) -> FaceResult:
     probabilities = outputs.probabilities[index]
-    best = int(np.argmax(probabilities))
     x1, y1, x2, y2 = (_px(v) for v in detections.boxes[index])
     points = detections.landmarks[index]
     return FaceResult(
@@ -67,7 +72,7 @@ def face_result(detections: Detections, outputs: ImageOutputs, index: int, confi
             **{name: Point(x=_px(points[i, 0]), y=_px(points[i, 1])) for i, name in enumerate(LANDMARK_NAMES)}
         ),
         detection_score=_score(detections.scores[index]),
-        expression=LabelScore(label=config.labels[best], probability=_score(probabilities[best])),
+        expression=top_label(probabilities, config),
         expressions=label_distribution(probabilities, config),
         text_similarity=text_similarities(outputs.text_similarity[index], config),
     )

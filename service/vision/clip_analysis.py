@@ -44,6 +44,10 @@ class ClipAnalysis:
     def face_count(self) -> int:
         return len(self.image_crops)
 
+    def image_batch(self) -> FloatArray:
+        """Every face crop as one N x 3 x S x S array (N may be 0)."""
+        return np.stack(self.image_crops) if self.image_crops else np.zeros((0, 3, 1, 1), dtype=np.float32)
+
 
 @dataclass(frozen=True)
 class AnalysisOptions:
