@@ -15,13 +15,6 @@ from service.state import Resources
 from service.video_pipeline import VideoPipeline
 
 
-class VideoAdmission:
-    """A distinct type for the clip limit, so a route cannot mix up the two admission controls."""
-
-    def __init__(self, control: AdmissionControl) -> None:
-        self.slot = control.slot
-
-
 def get_resources(request: Request) -> Resources:
     resources: Resources = request.app.state.resources
     return resources
@@ -50,8 +43,8 @@ def get_video_pipeline(resources: ResourcesDep) -> VideoPipeline:
     return resources.video_pipeline
 
 
-def get_video_admission(resources: ResourcesDep) -> VideoAdmission:
-    return VideoAdmission(resources.video_admission)
+def get_video_admission(resources: ResourcesDep) -> AdmissionControl:
+    return resources.video_admission
 
 
 def get_metrics(request: Request) -> Metrics:
@@ -65,4 +58,4 @@ InferenceDep = Annotated[InferenceBackend, Depends(get_inference)]
 AdmissionDep = Annotated[AdmissionControl, Depends(get_admission)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 VideoPipelineDep = Annotated[VideoPipeline, Depends(get_video_pipeline)]
-VideoAdmissionDep = Annotated[VideoAdmission, Depends(get_video_admission)]
+VideoAdmissionDep = Annotated[AdmissionControl, Depends(get_video_admission)]

@@ -50,6 +50,7 @@ class TritonBackend:
         self._timeout_s, self._retry_after_s = timeout_s, retry_after_s
         self._metrics = metrics
         self._client: Any = None
+        self._module = _client_module(protocol)
         self._models: dict[str, ServedModel] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -60,12 +61,8 @@ class TritonBackend:
 
     def _new_client(self) -> Any:
         if self._protocol == "grpc":
-            import tritonclient.grpc.aio as grpcclient
-
-            return grpcclient.InferenceServerClient(self._url, channel_args=_GRPC_CHANNEL_ARGS)
-        import tritonclient.http.aio as httpclient
-
-        return httpclient.InferenceServerClient(self._url, conn_timeout=self._timeout_s)
+            return self._module.InferenceServerClient(self._url, channel_args=_GRPC_CHANNEL_ARGS)
+        return self._module.InferenceServerClient(self._url, conn_timeout=self._timeout_s)
 
     async def _drop_connection(self) -> None:
         client, self._client = self._client, None
@@ -150,20 +147,11 @@ class TritonBackend:
         return result
 
     async def _send(self, model: ServedModel, batch: FloatArray) -> Any:
-        module = self._client_module()
+        module = self._module
         infer_input = module.InferInput("INPUT__0", list(batch.shape), "FP32")
         infer_input.set_data_from_numpy(batch)
         outputs = [module.InferRequestedOutput(name) for name in _output_names(model)]
         return await self._connection().infer(model.name, [infer_input], outputs=outputs)
-
-    def _client_module(self) -> Any:
-        if self._protocol == "grpc":
-            import tritonclient.grpc.aio as grpcclient
-
-            return grpcclient
-        import tritonclient.http.aio as httpclient
-
-        return httpclient
 
     # -- error mapping ---------------------------------------------------------------------------
     async def _call(self, operation: Any) -> Any:
@@ -183,6 +171,17 @@ class TritonBackend:
             logger.warning("Triton at %s unavailable (%s); reconnecting on the next call", self._url, exc)
             await self._drop_connection()
         return error
+
+
+def _client_module(protocol: str) -> Any:
+    """tritonclient's aio module for the protocol (imported on first use: it pulls grpc or aiohttp)."""
+    if protocol == "grpc":
+        import tritonclient.grpc.aio as grpcclient
+
+        return grpcclient
+    import tritonclient.http.aio as httpclient
+
+    return httpclient
 
 
 def _output_names(model: ServedModel) -> tuple[str, ...]:

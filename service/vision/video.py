@@ -148,10 +148,11 @@ class ClipReader:
 
         try:
             for frame in self._handle.decode(self._stream):
-                if self._stop_before(frame):
+                timestamp = self._timestamp(frame)  # once per frame, before it is counted
+                if self._stop_before(frame, timestamp):
                     break
-                if self._wanted(frame):
-                    yield self._rgb_frame(frame)
+                if self._wanted(timestamp):
+                    yield self._rgb_frame(frame, timestamp)
         except av.FFmpegError as exc:
             if self.info.frames_decoded == 0:
                 raise InvalidVideo("the clip's video data is corrupt: no frame could be decoded") from exc
@@ -167,8 +168,7 @@ class ClipReader:
             return max(0.0, float(frame.pts * frame.time_base))
         return self.info.frames_decoded / self.info.fps if self.info.fps else 0.0
 
-    def _stop_before(self, frame: Any) -> bool:
-        timestamp = self._timestamp(frame)
+    def _stop_before(self, frame: Any, timestamp: float) -> bool:
         if timestamp > self._limits.max_duration_s:
             raise VideoTooLong(f"clip runs past {self._limits.max_duration_s:g} s")
         if self.info.frames_decoded >= self._limits.max_decoded_frames:
@@ -182,12 +182,11 @@ class ClipReader:
             self.info.truncated = True
         return past_window
 
-    def _wanted(self, frame: Any) -> bool:
+    def _wanted(self, timestamp: float) -> bool:
         position = self.info.frames_decoded
         self.info.frames_decoded += 1
         if self._plan.fps is None:
             return position % (self._plan.stride or 1) == 0
-        timestamp = self._timestamp(frame)
         if timestamp + 1e-6 < self._next_sample_s:
             return False
         # Samples sit on a fixed 1/fps grid, so jittery timestamps do not drift the effective rate down.
@@ -196,10 +195,10 @@ class ClipReader:
             self._next_sample_s += period
         return True
 
-    def _rgb_frame(self, frame: Any) -> VideoFrame:
+    def _rgb_frame(self, frame: Any, timestamp: float) -> VideoFrame:
         self.info.frames_sampled += 1
         rgb = frame.to_ndarray(format="rgb24")
-        return VideoFrame(index=self.info.frames_decoded - 1, timestamp_s=self._timestamp(frame), rgb=rgb)
+        return VideoFrame(index=self.info.frames_decoded - 1, timestamp_s=timestamp, rgb=rgb)
 
     def _complete_info(self) -> None:
         if not self.info.duration_s and self.info.fps:
