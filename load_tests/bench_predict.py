@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,12 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import uvicorn
 
-from service.app import create_app
-from service.config import Settings
 from service.triton_local import LocalTriton
 from tests.media import ROOT, ensure_media
+from tests.stack import gateway_settings, start_gateway
 
 
 @dataclass(frozen=True)
@@ -103,28 +100,11 @@ def report(results: list[Result], faces: int) -> str:
 def local_stack() -> Iterator[str]:
     """Local Triton + the real gateway on loopback, torn down afterwards."""
     with LocalTriton(ROOT / "model_repository") as triton:
-        settings = Settings(triton_url=triton.endpoints.grpc_url, port=0)
-        config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=_free_port(), log_level="warning"
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.05)
+        gateway = start_gateway(gateway_settings(triton))
         try:
-            yield f"http://127.0.0.1:{config.port}"
+            yield gateway.url
         finally:
-            server.should_exit = True
-            thread.join(timeout=30)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+            gateway.stop()
 
 
 def main() -> None:

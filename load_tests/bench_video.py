@@ -22,6 +22,7 @@ import httpx
 from service.triton_local import LocalTriton
 from tests import clips
 from tests.media import ROOT, ensure_media
+from tests.stack import wait_until_ready
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -34,16 +35,12 @@ def peak_rss_mib(pid: int) -> float:
 def start_gateway(grpc_url: str, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "FER_TRITON_URL": grpc_url, "FER_PORT": str(port), "FER_LOG_LEVEL": "warning"}
     process = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise RuntimeError("gateway did not become ready")
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}", process, within_s=120)
+    except RuntimeError:
+        process.kill()
+        raise
+    return process
 
 
 def measure(url: str, pid: int, name: str, data: bytes, fps: float) -> str:

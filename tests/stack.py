@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import socket
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
 
+import httpx
 import uvicorn
 from PIL import Image
 
@@ -50,6 +52,21 @@ def start_gateway(settings: Settings) -> Gateway:
             raise RuntimeError("the gateway did not start")
         time.sleep(0.05)
     return Gateway(f"http://127.0.0.1:{port}", server, thread)
+
+
+def wait_until_ready(url: str, process: subprocess.Popen[bytes], within_s: float) -> None:
+    """Poll a gateway process's /readyz until 200; fail if it exits first or never gets there."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("the service exited during start-up")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("the service never became ready")
 
 
 def gateway_settings(triton: LocalTriton, **overrides: object) -> Settings:

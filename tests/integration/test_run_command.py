@@ -6,14 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.media import ROOT
-from tests.stack import free_port
+from tests.stack import free_port, wait_until_ready
 
 pytestmark = pytest.mark.integration
 
@@ -30,19 +29,6 @@ def tritonservers() -> set[int]:
     return found
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], within_s: float) -> None:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the service exited during start-up"
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError("the service never became ready")
-
-
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
 def test_run_serves_and_stops_cleanly(
     model_repository: Path, media: Path, tmp_path: Path, stop_signal: signal.Signals
@@ -54,7 +40,7 @@ def test_run_serves_and_stops_cleanly(
     process = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env, stdout=log, stderr=log)
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_ready(url, process, within_s=180)
+        wait_until_ready(url, process, within_s=180)
         ours = tritonservers() - before
         assert len(ours) == 1, "the service should start exactly one embedded Triton"
         response = httpx.post(
