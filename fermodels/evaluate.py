@@ -56,12 +56,13 @@ def build_model(name: str, *, seed: int = 0, variant: Variant = "") -> tuple[nn.
         return model, config
     if variant != "tiny" or not isinstance(model, FERFormer):
         raise ValueError(f"model {name!r} has no variant {variant!r}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        text = torch.tensor(load_text_embeddings(config.prompts).vectors)
-        tiny = FERFormer(
+    text = torch.tensor(load_text_embeddings(config.prompts).vectors)
+    tiny = registry.seeded(
+        seed,
+        lambda: FERFormer(
             text, config.num_classes, stem_channels=(8, 16), grid_size=4, patch_sizes=(2, 4), dim=32, depth=1
-        )
+        ),
+    )
     weights = f"tiny variant, random initialisation, seed {seed} (untrained)"
     return tiny.eval(), replace(config, input_size=TINY_INPUT_SIZE, embed_dim=tiny.embed_dim, weights=weights)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
+from typing import Final, TypeVar
 
 import torch
 from torch import nn
@@ -14,16 +14,27 @@ from fermodels.models.stt import STT
 from fermodels.text import load_text_embeddings
 
 Builder = Callable[[int], tuple[nn.Module, ModelConfig]]
+M = TypeVar("M", bound=nn.Module)
+
+
+def seeded(seed: int, build: Callable[[], M]) -> M:
+    """Build a model on a private RNG stream: the same seed gives the same weights, and the caller's RNG
+    state is left untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def untrained(seed: int) -> str:
+    """The provenance of randomly initialised weights, as /v1/models and every response show it."""
+    return f"random initialisation, seed {seed} (untrained: outputs are not predictions)"
 
 
 def _fer_former(seed: int) -> tuple[nn.Module, ModelConfig]:
     labels = RAFDB_LABELS
     prompts = prompts_for(labels)
     text = load_text_embeddings(prompts)
-    # A private RNG stream: the same seed gives the same weights without touching the caller's RNG state.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = FERFormer(torch.tensor(text.vectors), num_classes=len(labels))
+    model = seeded(seed, lambda: FERFormer(torch.tensor(text.vectors), num_classes=len(labels)))
     config = ModelConfig(
         name="fer_former",
         architecture="fer_former",
@@ -33,7 +44,7 @@ def _fer_former(seed: int) -> tuple[nn.Module, ModelConfig]:
         text_encoder=text.encoder,
         embed_dim=model.embed_dim,
         trained=False,
-        weights=f"random initialisation, seed {seed} (untrained: outputs are not predictions)",
+        weights=untrained(seed),
     )
     return model.eval(), config
 
@@ -55,9 +66,7 @@ def _mini_xception_fer2013(seed: int) -> tuple[nn.Module, ModelConfig]:
 def _stt(seed: int) -> tuple[nn.Module, ModelConfig]:
     """STT-style video model; no labelled video data (DFEW is licence-gated) means no trained weights."""
     labels = DFEW_LABELS
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = STT(num_classes=len(labels), max_frames=16)
+    model = seeded(seed, lambda: STT(num_classes=len(labels), max_frames=16))
     config = ModelConfig(
         name="stt",
         architecture="stt",
@@ -68,7 +77,7 @@ def _stt(seed: int) -> tuple[nn.Module, ModelConfig]:
         clip_length=16,
         max_batch_size=8,
         trained=False,
-        weights=f"random initialisation, seed {seed} (untrained: outputs are not predictions)",
+        weights=untrained(seed),
     )
     return model.eval(), config
 
