@@ -26,7 +26,7 @@ def triton_for(settings: Settings) -> Iterator[Settings]:
 
     local = LocalTriton(
         settings.model_repository.resolve(),
-        home=settings.triton_home.resolve(),
+        home=settings.triton_home,  # None: the launcher's default home (it resolves paths itself)
         startup_timeout_s=settings.triton_startup_timeout_s,
     )
     endpoints = local.start()

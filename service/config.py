@@ -33,8 +33,10 @@ class Settings(BaseSettings):
     model_repository: Path = Field(
         Path("model_repository"), description="Model repository served by the embedded local Triton."
     )
-    triton_home: Path = Field(
-        Path(".cache/triton-home"), description="Writable home the embedded Triton is prepared in."
+    triton_home: Path | None = Field(
+        None,
+        description="Writable home the embedded Triton is prepared in; unset: the launcher's own default, "
+        "<repo>/.cache/triton-home.",
     )
     triton_startup_timeout_s: float = Field(
         180.0, gt=0, description="How long the embedded Triton may take to become ready."
