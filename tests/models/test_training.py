@@ -136,9 +136,10 @@ class Interrupted(Exception):
     pass
 
 
-def test_resume_after_an_interruption_matches_the_uninterrupted_run(
-    data_root: Path, reference: TrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def train_until_killed_in_second_epoch(
+    spec: DatasetSpec, out_dir: Path, options: TrainOptions, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Train with a crash at the start of epoch 2 (after epoch 1's checkpoint), as a killed run would."""
     run_epoch = train_module._run_epoch
 
     def interrupt_second_epoch(*args: Any) -> None:
@@ -146,12 +147,18 @@ def test_resume_after_an_interruption_matches_the_uninterrupted_run(
             raise Interrupted
         run_epoch(*args)
 
+    with monkeypatch.context() as patched:
+        patched.setattr(train_module, "_run_epoch", interrupt_second_epoch)
+        with pytest.raises(Interrupted):
+            train("fer_former", spec, out_dir, options)
+
+
+def test_resume_after_an_interruption_matches_the_uninterrupted_run(
+    data_root: Path, reference: TrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spec = DatasetSpec("imagefolder", data_root)
-    monkeypatch.setattr(train_module, "_run_epoch", interrupt_second_epoch)
-    with pytest.raises(Interrupted):
-        train("fer_former", spec, tmp_path, OPTIONS)
+    train_until_killed_in_second_epoch(spec, tmp_path, OPTIONS, monkeypatch)
     assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 1
-    monkeypatch.setattr(train_module, "_run_epoch", run_epoch)
     resumed = train("fer_former", spec, tmp_path, OPTIONS, resume=tmp_path / "last.pt")
     assert resumed.epochs_run == 2 and resumed.history == reference.history
     assert same_weights(weights(resumed.last), weights(reference.last))
@@ -264,19 +271,9 @@ def test_paper_objectives_resume_exactly(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     options, reference_run = paper_run
-    run_epoch = train_module._run_epoch
-
-    def interrupt_second_epoch(*args: Any) -> None:
-        if args[-1] == 1:
-            raise Interrupted
-        run_epoch(*args)
-
     spec = DatasetSpec("imagefolder", data_root)
-    monkeypatch.setattr(train_module, "_run_epoch", interrupt_second_epoch)
-    with pytest.raises(Interrupted):
-        train("fer_former", spec, tmp_path, options)
+    train_until_killed_in_second_epoch(spec, tmp_path, options, monkeypatch)
     after_first_epoch = objective_state(tmp_path / "last.pt")
-    monkeypatch.setattr(train_module, "_run_epoch", run_epoch)
     resumed = train("fer_former", spec, tmp_path, options, resume=tmp_path / "last.pt")
     assert resumed.epochs_run == 2 and resumed.history == reference_run.history
     assert same_weights(weights(resumed.last), weights(reference_run.last))
