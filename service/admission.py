@@ -5,34 +5,40 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from prometheus_client import Counter, Gauge
+
 from service.errors import Overloaded
-from service.metrics import Metrics
 
 
 class AdmissionControl:
-    """Counts prediction requests in progress; the event loop is single-threaded, so no lock is needed."""
+    """Counts work in progress; the event loop is single-threaded, so no lock is needed.
 
-    def __init__(self, limit: int, metrics: Metrics, kind: str = "request") -> None:
+    ``in_flight`` is the gauge this control keeps, if any: a clip holds a request slot and a clip slot, and
+    only the request-level control reports to ``fer_in_flight_requests`` so a clip is not counted twice.
+    """
+
+    def __init__(
+        self, limit: int, *, rejected: Counter, in_flight: Gauge | None = None, kind: str = "request"
+    ) -> None:
         self._limit = limit
         self._kind = kind
-        self._in_flight = 0
-        self._metrics = metrics
-
-    @property
-    def in_flight(self) -> int:
-        return self._in_flight
+        self._count = 0
+        self._rejected = rejected
+        self._gauge = in_flight
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        if self._in_flight >= self._limit:
-            self._metrics.rejected.labels(f"{self._kind}_overloaded").inc()
+        if self._count >= self._limit:
+            self._rejected.labels(f"{self._kind}_overloaded").inc()
             raise Overloaded(
                 f"{self._limit} {self._kind}s are already in progress; retry later", retry_after_s=1
             )
-        self._in_flight += 1
-        self._metrics.in_flight.inc()
+        self._count += 1
+        if self._gauge is not None:
+            self._gauge.inc()
         try:
             yield
         finally:
-            self._in_flight -= 1
-            self._metrics.in_flight.dec()
+            self._count -= 1
+            if self._gauge is not None:
+                self._gauge.dec()

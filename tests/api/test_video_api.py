@@ -56,6 +56,8 @@ async def test_clips_have_their_own_limit_and_images_still_pass() -> None:
         )
         await asyncio.wait_for(fake.arrived.acquire(), timeout=30)  # the first clip holds the only clip slot
         second = await client.post("/predict", content=clip(), headers={"Content-Type": "video/mp4"})
+        metrics = (await client.get("/metrics")).text
+        assert "fer_in_flight_requests 1.0" in metrics  # one clip is one request, not two
         image = await client.post(
             "/predict",
             content=clips.encode_gif([np.zeros((60, 60, 3), np.uint8)], 10),
