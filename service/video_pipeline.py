@@ -135,6 +135,7 @@ class VideoPipeline(PipelineBase):
 
     def _observe_clip(self, analysis: ClipAnalysis, elapsed_s: float) -> None:
         self._metrics.video_frames.labels("decoded").inc(analysis.info.frames_decoded)
+        self._metrics.faces.inc(analysis.face_count)  # faces/s on the dashboard counts clips' faces too
         duration = analysis.info.duration_s
         self._metrics.video_duration.observe(duration)
         if duration > 0:
