@@ -19,6 +19,7 @@ async def test_a_clip_is_recognised_by_content_and_answered_per_track() -> None:
             content=clip(),
             headers={"Content-Type": "application/octet-stream"},
         )
+        metrics = (await client.get("/metrics")).text
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["media"] == "video" and body["video"]["frames_analysed"] == 6
@@ -26,6 +27,7 @@ async def test_a_clip_is_recognised_by_content_and_answered_per_track() -> None:
     assert all(len(frame["faces"]) == 2 for frame in body["timeline"])
     assert fake.clip_calls == [(2, 4)]  # both tracks in one call, resampled to clip_length 4
     assert body["video_model"]["name"] == "fake_stt"
+    assert "fer_faces_total 12.0" in metrics  # 2 faces in each of 6 frames count like image faces
 
 
 async def test_media_video_on_an_image_is_415() -> None:
