@@ -6,7 +6,6 @@ import asyncio
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -21,15 +20,6 @@ from service.vision.decode import DecodedImage, decode_image
 from service.vision.detection import Detections, FaceDetector
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Upload:
-    """A request's media bytes, however they arrived (multipart field or raw body)."""
-
-    data: bytes
-    content_type: str
-    filename: str | None = None
 
 
 class PipelineBase:
@@ -63,11 +53,11 @@ class PipelineBase:
 class ImagePipeline(PipelineBase):
     """Turns one uploaded image into per-face expression results."""
 
-    async def predict(self, upload: Upload, model_name: str | None) -> PredictResponse:
+    async def predict(self, data: bytes, model_name: str | None) -> PredictResponse:
         timings: dict[str, float] = {}
         start = time.perf_counter()
         with self._metrics.time_stage("decode", timings):
-            image = await self._offload(decode_image, upload.data, max_pixels=self._settings.max_image_pixels)
+            image = await self._offload(decode_image, data, max_pixels=self._settings.max_image_pixels)
         model = await self._inference.served_model(model_name or self._settings.default_model)
         with self._metrics.time_stage("detect", timings):
             faces = await self._offload(self._detect, image)

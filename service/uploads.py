@@ -12,18 +12,19 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from service.errors import EmptyPayload, InvalidMultipart, UnsupportedMediaType
-from service.pipeline import Upload
 
 # Raw bodies must declare a media type; anything image-like, video-like or opaque binary is sniffed.
 _RAW_TYPES = ("image/", "video/", "application/octet-stream")
 
 
-async def read_upload(request: Request, max_bytes: int) -> Upload:
+async def read_upload(request: Request, max_bytes: int) -> bytes:
+    """The media bytes, however they arrived; the format is sniffed from them later, never taken from
+    the declared type or file name."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
         return await _read_multipart(request, max_bytes)
     if content_type.startswith(_RAW_TYPES):
-        return Upload(data=await request.body(), content_type=content_type)
+        return await request.body()
     raise UnsupportedMediaType(
         "send the media as multipart/form-data (field 'file') "
         "or as a raw body with Content-Type image/* or video/*"
@@ -45,13 +46,12 @@ async def _parse_form(request: Request, max_bytes: int) -> FormData:
         raise InvalidMultipart(f"malformed multipart body: {exc.message}") from exc
 
 
-async def _read_multipart(request: Request, max_bytes: int) -> Upload:
+async def _read_multipart(request: Request, max_bytes: int) -> bytes:
     form = await _parse_form(request, max_bytes)
     try:
         field = form.get("file")
         if not isinstance(field, UploadFile):
             raise EmptyPayload("multipart request has no file field named 'file'")
-        data = await field.read()
-        return Upload(data=data, content_type=field.content_type or "", filename=field.filename)
+        return await field.read()
     finally:
         await form.close()

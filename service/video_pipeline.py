@@ -20,7 +20,7 @@ from service.inference.postprocess import (
     model_warnings,
     top_label,
 )
-from service.pipeline import PipelineBase, Upload
+from service.pipeline import PipelineBase
 from service.schemas import (
     ClipSummary,
     ExpressionShare,
@@ -48,14 +48,14 @@ class VideoPipeline(PipelineBase):
     """Turns one uploaded clip into a timeline, per-person tracks and a summary."""
 
     async def predict(
-        self, upload: Upload, container: str, options: VideoOptions, model_name: str | None
+        self, data: bytes, container: str, options: VideoOptions, model_name: str | None
     ) -> VideoPredictResponse:
         timings: dict[str, float] = {}
         start = time.perf_counter()
         image_model = await self._inference.served_model(model_name or self._settings.default_model)
         video_model = await self._inference.served_model(self._settings.default_video_model)
         with self._metrics.time_stage("video_analyse", timings):
-            analysis = await self._analyse(upload.data, container, options, image_model, video_model)
+            analysis = await self._analyse(data, container, options, image_model, video_model)
         with self._metrics.time_stage("infer", timings):
             faces = await self._infer_images(image_model, analysis.image_batch())
         with self._metrics.time_stage("video_infer", timings):

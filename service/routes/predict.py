@@ -61,12 +61,12 @@ async def predict(
     options: Annotated[PredictQuery, Query()],
 ) -> PredictResponse | VideoPredictResponse:
     async with admission.slot():
-        upload = await read_upload(request, settings.max_upload_bytes)
-        container = media_container(upload.data, options.media)
+        data = await read_upload(request, settings.max_upload_bytes)
+        container = media_container(data, options.media)
         if container is None:
-            return await pipeline.predict(upload, options.model)
+            return await pipeline.predict(data, options.model)
         async with video_admission.slot():
-            return await video_pipeline.predict(upload, container, options.video_options(), options.model)
+            return await video_pipeline.predict(data, container, options.video_options(), options.model)
 
 
 def media_container(data: bytes, media: str) -> str | None:
