@@ -56,7 +56,13 @@ ARCFACE_TEMPLATE_112: Final[tuple[tuple[float, float], ...]] = (
     (70.7299, 92.2041),
 )
 
+# The crop window of the ArcFace template itself, in its own coordinates (pixel centres on integers, so the
+# 112-px crop spans -0.5 .. 111.5): centre x, centre y, side.
+ARCFACE_WINDOW: Final[tuple[float, float, float]] = (55.5, 55.5, 112.0)
+
 Task = Literal["image", "video"]
+CropColor = Literal["rgb", "gray"]
+TestTimeAugmentation = Literal["none", "flip"]
 PBTXT_PARAMETER_KEY: Final = "fer_config"
 
 
@@ -84,9 +90,17 @@ class ModelConfig:
     text_encoder: str = ""
     embed_dim: int = 256
     clip_length: int = 1
-    # Extra context around the face: 0 keeps ArcFace's tight crop, 0.25 shrinks the landmark template
-    # towards the centre by 25 % so a quarter more of the head is visible (FER2013-style loose crops).
-    crop_margin: float = 0.0
+    # The crop geometry the weights were trained on (what the gateway cuts; see service/vision/cropping.py).
+    # crop_window: the square the crop covers, as (centre x, centre y, side) in ArcFace-112 template units;
+    # every crop is a similarity warp on the 5 landmarks, so rotation is removed whatever the window.
+    crop_window: tuple[float, float, float] = ARCFACE_WINDOW
+    # "gray": the face is converted to grey on uint8 with OpenCV's weights before resampling (FER2013).
+    crop_color: CropColor = "rgb"
+    # The native resolution of the training images when it is below input_size (FER2013: 48 px, upsampled
+    # to 64 by the training code): the crop is cut at this size, kept in uint8 steps, then resized bilinearly.
+    crop_source_size: int = 0
+    # Test-time augmentation: "flip" averages each face with its mirror image, in the same Triton calls.
+    tta: TestTimeAugmentation = "none"
     trained: bool = False
     weights: str = "random initialisation (untrained)"
     license: str = "Apache-2.0"
@@ -103,8 +117,10 @@ class ModelConfig:
             raise ValueError("one prompt per label is required")
         if self.input_size <= 0 or self.clip_length <= 0 or self.max_batch_size <= 0:
             raise ValueError("input_size, clip_length and max_batch_size must be positive")
-        if not 0.0 <= self.crop_margin < 1.0:
-            raise ValueError("crop_margin must be in [0, 1)")
+        if self.crop_window[2] <= 0:
+            raise ValueError("crop_window side must be positive")
+        if not 0 <= self.crop_source_size <= self.input_size:
+            raise ValueError("crop_source_size must be in [0, input_size]")
 
     @property
     def num_classes(self) -> int:
@@ -118,20 +134,24 @@ class ModelConfig:
         raw: dict[str, Any] = json.loads(text)
         known = {f.name for f in fields(cls)}
         values = {key: value for key, value in raw.items() if key in known}
-        for key in ("mean", "std", "labels", "prompts"):
+        for key in ("mean", "std", "labels", "prompts", "crop_window"):
             if key in values:
                 values[key] = tuple(values[key])
         return cls(**values)
 
-    def landmark_template(self) -> tuple[tuple[float, float], ...]:
-        """The 5 canonical landmark positions (x, y) in this model's input pixels."""
-        scale = self.input_size / 112.0
-        centre = self.input_size / 2.0
-        shrink = 1.0 - self.crop_margin
-        return tuple(
-            (centre + (x * scale - centre) * shrink, centre + (y * scale - centre) * shrink)
-            for x, y in ARCFACE_TEMPLATE_112
-        )
+    @property
+    def crop_size(self) -> int:
+        """Side of the crop as cut from the image (the training images' resolution when it is lower)."""
+        return self.crop_source_size or self.input_size
+
+    def landmark_template(self, size: int | None = None) -> tuple[tuple[float, float], ...]:
+        """The 5 canonical landmark positions (x, y) in the pixels of a ``size`` crop (default: crop_size)
+        of ``crop_window``; pixel centres on integers, as in the ArcFace template."""
+        side_px = size or self.crop_size
+        centre_x, centre_y, side = self.crop_window
+        left, top = centre_x - side / 2.0, centre_y - side / 2.0
+        scale = side_px / side
+        return tuple(((x - left) * scale - 0.5, (y - top) * scale - 0.5) for x, y in ARCFACE_TEMPLATE_112)
 
 
 def canonical_order(labels: tuple[str, ...]) -> tuple[int, ...]:

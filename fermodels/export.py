@@ -325,6 +325,11 @@ def _parameters_section(config: ModelConfig) -> str:
             # libtorch backend option: TorchScript's profiling optimiser re-specialises for every new batch
             # size the dynamic batcher forms; measured here, FER-former batch 8 spiked from 27 ms to 845 ms.
             _parameter("DISABLE_OPTIMIZED_EXECUTION", "true"),
+            # libtorch backend option: one intra-op thread per instance. These nets are small (a batch of
+            # 16 mini-Xception crops is a few ms on one core), and on a CPU host every extra OpenMP thread
+            # spins against the gateway's face detector on the same cores: measured on 2 cores, MTCNN under
+            # oversubscription ran 4-8x slower. Scale with instance_group count instead.
+            _parameter("INTRA_OP_THREAD_COUNT", "1"),
         ]
     )
 

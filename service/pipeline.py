@@ -8,14 +8,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-import numpy as np
-
+from service.augment import merged, with_views
 from service.config import Settings
 from service.inference.base import FloatArray, ImageOutputs, InferenceBackend, ServedModel, run_batched
 from service.inference.postprocess import face_results, model_info, model_warnings
 from service.metrics import Metrics
 from service.schemas import ImageInfo, PredictResponse
-from service.vision.alignment import align_faces
+from service.vision.cropping import CropGeometry, CroppedFaces, FaceCropper, FaceSelection
 from service.vision.decode import DecodedImage, decode_image
 from service.vision.detection import Detections, FaceDetector
 
@@ -45,9 +44,16 @@ class PipelineBase:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: function(*args, **kwargs))
 
+    @property
+    def _selection(self) -> FaceSelection:
+        return FaceSelection(self._settings.max_faces, self._settings.detector_min_score)
+
     async def _infer_images(self, model: ServedModel, crops: FloatArray) -> ImageOutputs:
-        """Every face crop through the image model, in batches of at most max_batch_size (none: no call)."""
-        return ImageOutputs.concatenate(await run_batched(model, crops, self._inference.infer_image))
+        """Every face crop (and its test-time views) through the image model, in batches of at most
+        max_batch_size (no face: no call); one merged output row per face."""
+        views = with_views(crops, model.config.tta)
+        outputs = ImageOutputs.concatenate(await run_batched(model, views, self._inference.infer_image))
+        return merged(outputs, model.config.tta)
 
 
 class ImagePipeline(PipelineBase):
@@ -60,13 +66,13 @@ class ImagePipeline(PipelineBase):
             image = await self._offload(decode_image, data, max_pixels=self._settings.max_image_pixels)
         model = await self._inference.served_model(model_name or self._settings.default_model)
         with self._metrics.time_stage("detect", timings):
-            faces = await self._offload(self._detect, image)
+            found = await self._offload(self._detector.detect, image.rgb)
         with self._metrics.time_stage("align", timings):
-            crops = await self._offload(self._align, image, faces, model)
+            cropped = await self._offload(self._crop, image, found, model)
         with self._metrics.time_stage("infer", timings):
-            outputs = await self._infer_images(model, crops)
+            outputs = await self._infer_images(model, cropped.crops[0])
         with self._metrics.time_stage("assemble", timings):
-            results = face_results(faces, outputs, model.config)
+            results = face_results(cropped.faces, outputs, model.config)
         timings["total"] = round((time.perf_counter() - start) * 1000.0, 3)
         return PredictResponse(
             image=ImageInfo(width=image.width, height=image.height, format=image.format),
@@ -76,14 +82,8 @@ class ImagePipeline(PipelineBase):
             warnings=model_warnings(model.config),
         )
 
-    def _detect(self, image: DecodedImage) -> Detections:
-        found = self._detector.detect(image.rgb)
-        kept = found.top(self._settings.max_faces, self._settings.detector_min_score)
-        self._metrics.faces_per_image.observe(len(kept))
-        self._metrics.faces.inc(len(kept))
-        return kept.clipped_to(image.width, image.height)
-
-    @staticmethod
-    def _align(image: DecodedImage, faces: Detections, model: ServedModel) -> FloatArray:
-        template = np.asarray(model.config.landmark_template(), dtype=np.float64)
-        return align_faces(image.rgb, faces.landmarks, template, model.config.input_size)
+    def _crop(self, image: DecodedImage, found: Detections, model: ServedModel) -> CroppedFaces:
+        cropped = FaceCropper(self._selection, CropGeometry.of(model.config))(image.rgb, found)
+        self._metrics.faces_per_image.observe(len(cropped.faces))
+        self._metrics.faces.inc(len(cropped.faces))
+        return cropped

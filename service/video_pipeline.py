@@ -79,7 +79,7 @@ class VideoPipeline(PipelineBase):
         )
         limits = VideoLimits(s.video_max_duration_s, s.video_max_pixels, s.video_max_decoded_frames)
         tracker = TrackerConfig(max_gap_s=s.track_max_gap_s, reid_window_s=s.track_reid_window_s)
-        return AnalysisOptions(plan, limits, tracker, s.video_detect_batch, s.max_faces, s.detector_min_score)
+        return AnalysisOptions(plan, limits, tracker, s.video_detect_batch, self._selection)
 
     async def _analyse(
         self, data: bytes, container: str, options: VideoOptions, image: ServedModel, video: ServedModel

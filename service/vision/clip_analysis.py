@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fermodels.config import ModelConfig
-from service.vision.alignment import align_faces
+from service.vision.cropping import CropGeometry, CroppedFaces, FaceCropper, FaceSelection
 from service.vision.detection import Detections, FaceDetector
 from service.vision.tracking import FaceTracker, TrackerConfig, appearance_descriptor
 from service.vision.video import ClipInfo, ClipReader, SamplingPlan, VideoFrame, VideoLimits
@@ -55,19 +55,13 @@ class AnalysisOptions:
     limits: VideoLimits
     tracker: TrackerConfig
     detect_batch: int
-    max_faces: int
-    min_score: float
+    selection: FaceSelection
 
 
 def chunked(frames: Iterable[VideoFrame], size: int) -> Iterator[list[VideoFrame]]:
     iterator = iter(frames)
     while chunk := list(islice(iterator, size)):
         yield chunk
-
-
-def align_for(config: ModelConfig) -> Callable[[npt.NDArray[np.uint8], Detections], FloatArray]:
-    template = np.asarray(config.landmark_template(), dtype=np.float64)
-    return lambda rgb, faces: align_faces(rgb, faces.landmarks, template, config.input_size)
 
 
 def analyse_clip(
@@ -83,31 +77,17 @@ def analyse_clip(
     reader = ClipReader(data, container, options.plan, options.limits)
     analysis = ClipAnalysis(info=reader.info)
     tracker = FaceTracker(options.tracker)
-    align_image, align_video = align_for(image_config), align_for(video_config)
-    same_geometry = image_config.landmark_template() == video_config.landmark_template()
+    cropper = FaceCropper(options.selection, CropGeometry.of(image_config), CropGeometry.of(video_config))
     for chunk in chunked(reader, options.detect_batch):
         found = detector.detect_batch(np.stack([frame.rgb for frame in chunk]))
         for frame, detections in zip(chunk, found, strict=True):
-            faces = detections.top(options.max_faces, options.min_score).clipped_to(*_size(frame))
-            image_crops = align_image(frame.rgb, faces)
-            video_crops = image_crops if same_geometry else align_video(frame.rgb, faces)
-            _record(analysis, tracker, frame, faces, image_crops, video_crops)
+            _record(analysis, tracker, frame, cropper(frame.rgb, detections))
         on_frames(len(chunk))
     return analysis
 
 
-def _size(frame: VideoFrame) -> tuple[int, int]:
-    return int(frame.rgb.shape[1]), int(frame.rgb.shape[0])
-
-
-def _record(
-    analysis: ClipAnalysis,
-    tracker: FaceTracker,
-    frame: VideoFrame,
-    faces: Detections,
-    image_crops: FloatArray,
-    video_crops: FloatArray,
-) -> None:
+def _record(analysis: ClipAnalysis, tracker: FaceTracker, frame: VideoFrame, cropped: CroppedFaces) -> None:
+    faces, (image_crops, video_crops) = cropped.faces, cropped.crops
     appearances = [appearance_descriptor(crop) for crop in image_crops]
     ids = tracker.update(len(analysis.frames), frame.timestamp_s, faces.boxes, faces.landmarks, appearances)
     first = analysis.face_count

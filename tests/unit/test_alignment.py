@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fermodels.config import ModelConfig
-from service.vision.alignment import align_faces, estimate_similarity
+from service.vision.alignment import align_faces, crop_corners, estimate_similarity, to_gray
 
 TEMPLATE = np.asarray(ModelConfig(name="m", architecture="a").landmark_template())
 
@@ -85,3 +85,57 @@ def test_align_faces_batches_every_face_and_handles_none() -> None:
         64,
         64,
     )
+
+
+def fine_pattern(size: int) -> np.ndarray:
+    """A 1-px checkerboard on a slow gradient: everything above the crop's Nyquist limit must vanish."""
+    ys, xs = np.mgrid[0:size, 0:size]
+    checker = ((xs + ys) % 2) * 120.0
+    gradient = 60.0 * xs / size + 40.0 * ys / size
+    gray = (checker + gradient).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=2)
+
+
+def five_to_one(template: np.ndarray, offset: float) -> np.ndarray:
+    """Landmarks such that crop pixel i covers image pixels [5 i + offset, 5 i + 5 + offset) exactly."""
+    return (template + 0.5) * 5.0 - 0.5 + offset
+
+
+def test_downscaled_crops_match_an_area_downsampled_reference() -> None:
+    template = np.asarray(ModelConfig(name="m", architecture="a", input_size=64).landmark_template())
+    image = fine_pattern(480)
+    reference = image[40:360, 40:360, 0].reshape(64, 5, 64, 5).mean(axis=(1, 3)) / 255.0
+    crop = align_faces(image, five_to_one(template, 40.0)[None], template, 64)[0, 0]
+    naive = align_faces(image, five_to_one(template, 40.0)[None], template, 64, antialias=False)[0, 0]
+    inner = slice(2, -2)  # the filter's support reaches past the window's edge; compare the inside
+    assert np.abs(crop - reference)[inner, inner].max() < 0.03
+    # Without the reduction, bilinear reads one pixel in five: the checkerboard aliases into the crop.
+    assert np.abs(naive - reference)[inner, inner].max() > 0.2
+
+
+def test_grey_crops_equal_opencv_luma_of_the_colour_crop() -> None:
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (200, 200, 3), dtype=np.uint8)
+    template = np.asarray(ModelConfig(name="m", architecture="a", input_size=64).landmark_template())
+    landmarks = apply(similarity(1.5, 10.0, 30, 40), template)[None]
+    colour = align_faces(image, landmarks, template, 64)
+    grey = align_faces(image, landmarks, template, 64, gray=True)
+    assert grey.shape == (1, 1, 64, 64)
+    luma = (colour[0] * np.array([0.299, 0.587, 0.114])[:, None, None]).sum(axis=0)
+    np.testing.assert_allclose(grey[0, 0], luma, atol=1.0 / 255)  # OpenCV rounds grey to uint8 first
+
+
+def test_to_gray_is_opencv_bit_exact_on_known_values() -> None:
+    pixels = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255], [10, 200, 30]]], np.uint8)
+    # cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY) on these values.
+    np.testing.assert_array_equal(to_gray(pixels)[0, :, 0], [76, 150, 29, 255, 124])
+
+
+def test_a_crop_never_converts_the_whole_image() -> None:
+    huge = np.zeros((4000, 4000, 3), np.uint8)  # 48 MB; a float copy of it would be 192 MB
+    template = np.asarray(ModelConfig(name="m", architecture="a", input_size=64).landmark_template())
+    matrix = similarity(0.25, 0.0, 0.0, 0.0)
+    corners = crop_corners(matrix, 64)
+    assert (corners.max(axis=0) - corners.min(axis=0)).max() == pytest.approx(256.0)
+    crops = align_faces(huge, five_to_one(template, 1000.0)[None], template, 64)
+    assert crops.shape == (1, 3, 64, 64)

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from fermodels.config import (
+    ARCFACE_TEMPLATE_112,
     CANONICAL_LABELS,
     FER2013_LABELS,
     RAFDB_LABELS,
@@ -34,12 +35,26 @@ def test_config_rejects_unknown_labels_and_mismatched_prompts() -> None:
         ModelConfig(name="m", architecture="a", labels=RAFDB_LABELS, prompts=("one",))
 
 
-def test_crop_margin_shrinks_the_template_about_the_centre() -> None:
+def test_the_default_crop_window_is_the_arcface_template_itself() -> None:
+    config = ModelConfig(name="m", architecture="a", input_size=112)
+    np.testing.assert_allclose(config.landmark_template(), ARCFACE_TEMPLATE_112, atol=1e-9)
+
+
+def test_a_wider_crop_window_shrinks_the_template_about_the_window_centre() -> None:
     tight = np.asarray(ModelConfig(name="m", architecture="a", input_size=64).landmark_template())
-    loose = np.asarray(
-        ModelConfig(name="m", architecture="a", input_size=64, crop_margin=0.5).landmark_template()
+    wide = ModelConfig(name="m", architecture="a", input_size=64, crop_window=(55.5, 55.5, 224.0))
+    # Pixel centres on integers: the 64-px crop's centre is at 31.5.
+    np.testing.assert_allclose(np.asarray(wide.landmark_template()) - 31.5, (tight - 31.5) * 0.5, atol=1e-9)
+
+
+def test_a_low_resolution_source_cuts_the_template_at_that_size() -> None:
+    config = ModelConfig(name="m", architecture="a", input_size=64, crop_source_size=48)
+    assert config.crop_size == 48
+    np.testing.assert_allclose(
+        np.asarray(config.landmark_template()) + 0.5,
+        (np.asarray(config.landmark_template(64)) + 0.5) * 48 / 64,
+        atol=1e-9,
     )
-    np.testing.assert_allclose(loose - 32, (tight - 32) * 0.5)
 
 
 def served(labels: tuple[str, ...] = RAFDB_LABELS, trained: bool = False) -> ServedModel:

@@ -1,0 +1,98 @@
+"""The one face-cropping component: detections → the faces kept → each model's crop, for images and clips.
+
+A model's crop geometry comes from its ``ModelConfig`` (read from Triton's config.pbtxt): the window
+around the 5 landmarks, grey or colour, the training images' native resolution. The image and the clip
+pipeline both call ``FaceCropper``, so the two can never cut faces differently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+
+from fermodels.config import ModelConfig
+from service.vision.alignment import Crops, align_faces, crop_corners, estimate_similarity
+from service.vision.detection import Detections
+
+# FER2013 stored its 48x48 faces as uint8: a crop cut at that resolution is rounded to the same steps.
+UINT8_LEVELS = 255.0
+
+
+@dataclass(frozen=True)
+class CropGeometry:
+    """How one model's crops are cut: a similarity warp of the 5 landmarks onto ``template``."""
+
+    input_size: int  # what the model takes
+    cut_size: int  # what is cut from the image (the training images' resolution; == input_size if none)
+    template: tuple[tuple[float, float], ...]  # the 5 landmarks in cut_size pixels
+    gray: bool
+    antialias: bool = True
+
+    @classmethod
+    def of(cls, config: ModelConfig, *, antialias: bool = True) -> CropGeometry:
+        return cls(
+            input_size=config.input_size,
+            cut_size=config.crop_size,
+            template=config.landmark_template(),
+            gray=config.crop_color == "gray",
+            antialias=antialias,
+        )
+
+    def crop(self, rgb: npt.NDArray[np.uint8], landmarks: npt.NDArray[np.float64]) -> Crops:
+        """N x 3 x input_size x input_size float32 RGB in [0, 1] (grey models get 3 equal channels)."""
+        template = np.asarray(self.template, dtype=np.float64)
+        cut = align_faces(rgb, landmarks, template, self.cut_size, antialias=self.antialias, gray=self.gray)
+        if self.cut_size != self.input_size and len(cut):
+            cut = _upsampled(np.round(cut * UINT8_LEVELS) / UINT8_LEVELS, self.input_size)
+        # The serving contract is RGB: grey is three equal channels, whose luma is the grey itself.
+        return np.ascontiguousarray(np.repeat(cut, 3, axis=1) if cut.shape[1] == 1 else cut, dtype=np.float32)
+
+    def windows(self, landmarks: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Each face's crop window in image pixels: N x 4 corners (x, y), clockwise from top-left."""
+        template = np.asarray(self.template, dtype=np.float64)
+        return np.stack(
+            [crop_corners(estimate_similarity(points, template), self.cut_size) for points in landmarks]
+        ).reshape(-1, 4, 2)
+
+
+def _upsampled(cut: Crops, size: int) -> Crops:
+    """Bilinear resize with pixel-centre alignment, as the training code's cv2.resize(INTER_LINEAR) did."""
+    tensor = F.interpolate(torch.from_numpy(cut), size=(size, size), mode="bilinear", align_corners=False)
+    return tensor.clamp_(0.0, 1.0).numpy()
+
+
+@dataclass(frozen=True)
+class FaceSelection:
+    """Which detections become faces: the most confident ``max_faces`` at or above ``min_score``."""
+
+    max_faces: int
+    min_score: float
+
+    def apply(self, found: Detections, width: int, height: int) -> Detections:
+        return found.top(self.max_faces, self.min_score).clipped_to(width, height)
+
+
+@dataclass(frozen=True)
+class CroppedFaces:
+    faces: Detections
+    crops: tuple[Crops, ...]  # one N x 3 x S x S batch per geometry, in the order given
+
+
+class FaceCropper:
+    """Selects the faces of one image or frame and cuts them for each model that will see them."""
+
+    def __init__(self, selection: FaceSelection, *geometries: CropGeometry) -> None:
+        self._selection = selection
+        self._geometries = geometries
+
+    def __call__(self, rgb: npt.NDArray[np.uint8], found: Detections) -> CroppedFaces:
+        faces = self._selection.apply(found, int(rgb.shape[1]), int(rgb.shape[0]))
+        cut: dict[CropGeometry, Crops] = {}
+        for geometry in self._geometries:  # two models with one geometry share their crops
+            if geometry not in cut:
+                cut[geometry] = geometry.crop(rgb, faces.landmarks)
+        return CroppedFaces(faces, tuple(cut[geometry] for geometry in self._geometries))
