@@ -21,7 +21,9 @@ from service.pipeline import ImagePipeline
 from service.routes import health, models, predict
 from service.state import Resources
 from service.video_pipeline import VideoPipeline
-from service.vision.detection import FaceDetector, MTCNNDetector
+from service.vision.batched_detection import AnalysisSize, BatchedDetector
+from service.vision.detection import FaceDetector
+from service.vision.mtcnn import CascadeDetector
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +54,15 @@ def triton_backend(settings: Settings, metrics: Metrics) -> InferenceBackend:
 
 
 def mtcnn_detector(settings: Settings) -> FaceDetector:
-    return MTCNNDetector(
+    cascade = CascadeDetector(
         thresholds=settings.detector_thresholds,
         min_face_size=settings.detector_min_face_size,
         device=settings.device,
     )
+    size = AnalysisSize(
+        settings.detector_max_side, settings.detector_min_face_size, settings.detector_min_face_ratio
+    )
+    return BatchedDetector(cascade, size, max_batch=settings.detector_max_batch)
 
 
 def open_resources(
@@ -95,6 +101,7 @@ async def close_resources(resources: Resources) -> None:
     await resources.inference.close()
     resources.executor.shutdown(wait=True, cancel_futures=True)
     resources.video_executor.shutdown(wait=True, cancel_futures=True)
+    resources.detector.close()  # after the pools: no worker is left waiting on a detection
 
 
 def create_app(

@@ -63,13 +63,36 @@ class Settings(BaseSettings):
         (0.6, 0.7, 0.7), description="MTCNN P-Net, R-Net, O-Net score thresholds."
     )
     detector_min_face_size: int = Field(20, ge=8, description="Smallest face MTCNN looks for, in pixels.")
+    detector_max_side: int = Field(
+        1280,
+        ge=0,
+        description="Longest side face detection looks at: larger images are detected on an anti-aliased "
+        "reduced copy (boxes and landmarks mapped back exactly; crops still cut from full resolution). "
+        "0: always full resolution.",
+    )
+    detector_min_face_ratio: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Smallest face looked for, as a share of the analysed image's shorter side (on top of "
+        "detector_min_face_size); e.g. 0.05 skips tiny background faces and the pyramid levels they need.",
+    )
+    detector_max_batch: int = Field(
+        16,
+        ge=1,
+        description="Images (or clip frames) of concurrent requests merged into one detection cascade call.",
+    )
     detector_min_score: float = Field(
         0.9, ge=0.0, le=1.0, description="Faces with a final detection score below this are dropped."
     )
     device: str = Field("cpu", description="Torch device for face detection and alignment (cpu, cuda:0).")
     torch_threads: int = Field(2, ge=1, description="Intra-op threads torch may use in the gateway.")
     cpu_workers: int = Field(
-        2, ge=1, description="Threads running CPU-bound decode/detect/align off the event loop."
+        8,
+        ge=1,
+        description="Threads running decode/detect/crop off the event loop. Detection itself runs on one "
+        "thread that merges the waiting requests' images, so these mostly wait: more of them means more "
+        "requests merged into one cascade call, not more threads competing for the cores.",
     )
 
     default_video_model: str = Field(

@@ -50,9 +50,14 @@ class FaceDetector(Protocol):
         """Faces in each of B equally sized frames (B x H x W x 3), in one batched pass."""
         ...
 
+    def close(self) -> None:
+        """Release threads or devices (called once by the app's lifespan)."""
+        ...
+
 
 class MTCNNDetector:
-    """MTCNN with ``keep_all=True``; safe to call from several threads (inference only, no state)."""
+    """facenet-pytorch's own MTCNN with ``keep_all=True``: the reference the fast cascade is tested and
+    benchmarked against (service/vision/mtcnn.py). Safe to call from several threads."""
 
     def __init__(
         self,
@@ -93,6 +98,9 @@ class MTCNNDetector:
         with torch.inference_mode():
             boxes, scores, landmarks = self._mtcnn.detect(frames, landmarks=True)
         return [_as_detections(b, s, p) for b, s, p in zip(boxes, scores, landmarks, strict=True)]
+
+    def close(self) -> None:
+        pass
 
 
 def _as_detections(boxes: object, scores: object, landmarks: object) -> Detections:

@@ -89,6 +89,9 @@ class FakeDetector:
     def detect_batch(self, frames: np.ndarray) -> list[Detections]:
         return [self.detect(frame) for frame in frames]
 
+    def close(self) -> None:
+        pass
+
     def detect(self, rgb: np.ndarray) -> Detections:
         count = rgb.shape[1] // 100
         boxes = np.array([[100.0 * i + 10, 10, 100.0 * i + 90, 90] for i in range(count)]).reshape(-1, 4)
