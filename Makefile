@@ -15,8 +15,11 @@ PYTEST_ARGS ?=
 # Keras/TensorFlow in their own venv, only to check the mini-Xception port against its source framework.
 KERAS_VENV := .cache/keras-venv
 KERAS_STAMP := $(KERAS_VENV)/.installed-$(shell cat requirements-keras.txt requirements-keras-nodeps.txt | sha1sum | cut -c1-12)
+# The `fer` library (the peer) in its own venv, only for the side-by-side front-end evaluation.
+PEER_VENV := .cache/peer-venv
+PEER_STAMP := $(PEER_VENV)/.installed-$(shell cat requirements-peer.txt requirements-peer-nodeps.txt | sha1sum | cut -c1-12)
 
-.PHONY: run test venv keras-venv models media deploy-tools lint typecheck check clean
+.PHONY: run test venv keras-venv peer-venv eval-frontend bench models media deploy-tools lint typecheck check clean
 
 run: $(STAMP) $(MODELS)
 	$(PY) -m service
@@ -27,6 +30,22 @@ test: $(STAMP) $(MODELS) media $(KERAS_STAMP) deploy-tools
 venv: $(STAMP)
 
 keras-venv: $(KERAS_STAMP)
+
+peer-venv: $(PEER_STAMP)
+
+$(PEER_STAMP): requirements-peer.txt requirements-peer-nodeps.txt
+	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install --disable-pip-version-check -q -r requirements-peer.txt
+	$(PEER_VENV)/bin/python -m pip install --disable-pip-version-check -q --no-deps -r requirements-peer-nodeps.txt
+	rm -f $(PEER_VENV)/.installed-* && touch $@
+
+# Front-end evaluation against the `fer` library on the same photos (README table; takes ~15 min on 2 cores).
+eval-frontend: $(STAMP) $(MODELS) media $(PEER_STAMP)
+	OMP_NUM_THREADS=1 $(PY) -m load_tests.eval_frontend --fit-window
+
+# Detection + /predict benchmark against facenet-pytorch, the naive loop and the fer library (README table).
+bench: $(STAMP) $(MODELS) media $(PEER_STAMP)
+	$(PY) -m load_tests.bench_detect
 
 $(KERAS_STAMP): requirements-keras.txt requirements-keras-nodeps.txt
 	test -x $(KERAS_VENV)/bin/python || $(PYTHON) -m venv $(KERAS_VENV)

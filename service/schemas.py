@@ -115,6 +115,25 @@ class ImageInfo(_Schema):
     format: str = Field(description="Container format detected from the bytes.", examples=["JPEG"])
 
 
+class CropInfo(_Schema):
+    """How the face crops this model saw were cut (its training geometry, from its config.pbtxt)."""
+
+    method: str = Field(
+        description="The cropping steps, in words.",
+        examples=["5-point similarity warp (rotation removed), anti-aliased, grey, cut at 48 px, resized to 64"],
+    )
+    window: list[float] = Field(
+        description="Crop window around the 5 landmarks: centre x, centre y, side, in ArcFace-112 template "
+        "units (55.5, 55.5, 112 is ArcFace's own crop).",
+        examples=[[57.0, 61.7, 98.0]],
+    )
+    color: Literal["rgb", "gray"]
+    cut_size: int = Field(description="Side the face is cut at (the training images' resolution).")
+    test_time_augmentation: Literal["none", "flip"] = Field(
+        description="'flip': each face's numbers are the mean over it and its mirror image."
+    )
+
+
 class ModelInfo(_Schema):
     name: str = Field(examples=["fer_former"])
     version: str = Field(examples=["1"])
@@ -130,6 +149,7 @@ class ModelInfo(_Schema):
     prompts: list[str] = Field(description="Text prompts behind text_similarity, in label order.")
     text_encoder: str = Field(description="Encoder that produced the prompt embeddings.")
     max_batch_size: int
+    crop: CropInfo = Field(description="The crop and augmentation that produced this model's numbers.")
 
 
 class PredictResponse(_Schema):

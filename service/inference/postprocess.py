@@ -9,6 +9,7 @@ from service.inference.base import FloatArray, ImageOutputs, ServedModel
 from service.schemas import (
     LANDMARK_NAMES,
     Box,
+    CropInfo,
     FaceResult,
     LabelScore,
     Landmarks,
@@ -100,6 +101,22 @@ def model_info(model: ServedModel) -> ModelInfo:
         prompts=[config.prompts[i] for i in order] if config.prompts else [],
         text_encoder=config.text_encoder,
         max_batch_size=model.max_batch_size,
+        crop=crop_info(config),
+    )
+
+
+def crop_info(config: ModelConfig) -> CropInfo:
+    steps = ["5-point similarity warp (rotation removed)", "anti-aliased"]
+    steps += ["grey (OpenCV BT.601 on uint8)"] if config.crop_color == "gray" else []
+    steps += [f"cut at {config.crop_size} px"]
+    steps += [f"resized to {config.input_size} px"] if config.crop_size != config.input_size else []
+    steps += ["averaged with its mirror image"] if config.tta == "flip" else []
+    return CropInfo(
+        method=", ".join(steps),
+        window=list(config.crop_window),
+        color=config.crop_color,
+        cut_size=config.crop_size,
+        test_time_augmentation=config.tta,
     )
 
 

@@ -1,0 +1,268 @@
+"""Detection and /predict speed, measured side by side in ONE run on the same media (the README's table).
+
+    make bench                                  # = python -m load_tests.bench_detect
+    python -m load_tests.bench_detect --requests 30 --concurrency 1,4,16
+
+1. Detector: facenet-pytorch's own ``MTCNN.detect`` (the reference) against our cascade
+   (service/vision/mtcnn.py) at 0.2 MP (messi5.jpg, one face), on a 1080p frame with several faces
+   (insightface's t1.jpg group photo on a 1920x1080 canvas) and on a batch of 8 clip frames (Megamind.avi).
+2. Throughput on OpenCV's messi5.jpg and scikit-image's astronaut, alternating:
+   the naive in-process loop a user would write (facenet-pytorch MTCNN, then the served TorchScript
+   mini-Xception per face, batch 1), the service (its own process + the local Triton) at each concurrency,
+   and the `fer` library (Haar front end, same weights) in its own venv.
+
+Nothing here asserts on time: speed is reported, not tested.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import httpx
+import numpy as np
+import torch
+from PIL import Image
+
+from service.triton_local import LocalTriton
+from service.vision.mtcnn import CascadeDetector
+from tests.media import ROOT, ensure_face_photos, ensure_media
+from tests.stack import free_port, wait_until_ready
+
+MODEL_FILE = ROOT / "model_repository" / "mini_xception_fer2013" / "1" / "model.pt"
+PEER_PYTHON = ROOT / ".cache" / "peer-venv" / "bin" / "python"
+THRESHOLDS = (0.6, 0.7, 0.7)
+
+
+def median_ms(call: Callable[[], object], repeats: int = 7) -> float:
+    call()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000.0
+
+
+# ----------------------------------------------------------------------------- 1. the detector
+
+
+def detector_cases() -> list[tuple[str, list[np.ndarray]]]:
+    media = ensure_media()
+    messi = np.asarray(Image.open(media / "messi5.jpg").convert("RGB"))
+    group = Image.open(next(p for p in ensure_face_photos() if p.name == "t1.jpg")).convert("RGB")
+    canvas = Image.new("RGB", (1920, 1080), (110, 110, 110))
+    group.thumbnail((1900, 1060))
+    canvas.paste(group, ((1920 - group.width) // 2, (1080 - group.height) // 2))
+    with av.open(str(media / "Megamind.avi")) as container:
+        frames = [
+            f.to_ndarray(format="rgb24") for i, f in enumerate(container.decode(video=0)) if i % 30 == 0
+        ]
+    return [
+        ("0.2 MP photo (messi5, 548x342)", [messi]),
+        ("1080p frame, group photo", [np.asarray(canvas)]),
+        ("8 clip frames (Megamind, 720x528)", frames[:8]),
+    ]
+
+
+def _detector_row(name: str, images: list[np.ndarray], reference: object, ours: CascadeDetector) -> str:
+    # facenet-pytorch's batch mode wants a 4-D array; one image goes in as itself.
+    sample = np.stack(images) if len(images) > 1 else images[0]
+    with torch.inference_mode():
+        theirs = median_ms(lambda: reference.detect(sample))  # type: ignore[attr-defined]
+        mine = median_ms(lambda: ours.detect_many(images))
+        faces = sum(len(found) for found in ours.detect_many(images))
+    return f"| {name} | {faces} | {theirs:.1f} | {mine:.1f} | {theirs / mine:.2f}x |"
+
+
+def bench_detector() -> list[str]:
+    from facenet_pytorch import MTCNN
+
+    reference = MTCNN(keep_all=True, thresholds=list(THRESHOLDS), min_face_size=20, post_process=False)
+    ours = CascadeDetector(thresholds=THRESHOLDS, min_face_size=20)
+    rows = ["| input | faces | facenet-pytorch detect ms | ours ms | speed-up |", "|---|---|---|---|---|"]
+    for name, images in detector_cases():
+        rows.append(_detector_row(name, images, reference, ours))
+    return rows
+
+
+# ----------------------------------------------------------------------------- 2. throughput
+
+
+@dataclass(frozen=True)
+class Throughput:
+    name: str
+    images: int
+    faces: int
+    wall_s: float
+    latencies_s: list[float]
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.wall_s
+
+    def percentile_ms(self, q: float) -> float:
+        ordered = sorted(self.latencies_s) or [float("nan")]
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000.0
+
+
+def photos() -> list[Path]:
+    media = ensure_media()
+    return [media / "messi5.jpg", media / "astronaut.png"]
+
+
+def naive_loop(paths: list[Path], requests: int) -> Throughput:
+    """What a user writes first: MTCNN, then the model once per face (box crop, resize to 64, batch 1)."""
+    from facenet_pytorch import MTCNN
+
+    mtcnn = MTCNN(keep_all=True, thresholds=list(THRESHOLDS), min_face_size=20)
+    model = torch.jit.load(str(MODEL_FILE)).eval()
+    images = [Image.open(p).convert("RGB") for p in paths]
+
+    def one(image: Image.Image) -> int:
+        boxes, _ = mtcnn.detect(image)
+        for box in [] if boxes is None else boxes:
+            face = image.crop(tuple(int(v) for v in box)).resize((64, 64), Image.Resampling.BILINEAR)
+            pixels = torch.from_numpy(np.asarray(face, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+            model(pixels)
+        return 0 if boxes is None else len(boxes)
+
+    latencies, faces = [], 0
+    with torch.inference_mode():
+        one(images[0])
+        start = time.perf_counter()
+        for i in range(requests):
+            t = time.perf_counter()
+            faces += one(images[i % len(images)])
+            latencies.append(time.perf_counter() - t)
+    return Throughput(
+        "naive loop (facenet-pytorch MTCNN + model per face)",
+        requests,
+        faces,
+        time.perf_counter() - start,
+        latencies,
+    )
+
+
+async def _service_level(url: str, bodies: list[bytes], requests: int, concurrency: int) -> Throughput:
+    latencies: list[float] = []
+    faces = 0
+    gate = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+
+        async def one(i: int, record: bool = True) -> None:
+            nonlocal faces
+            async with gate:
+                start = time.perf_counter()
+                response = await client.post("/predict", files={"file": ("i", bodies[i % len(bodies)])})
+                response.raise_for_status()
+                if record:
+                    latencies.append(time.perf_counter() - start)
+                    faces += len(response.json()["faces"])
+
+        await asyncio.gather(*(one(i, record=False) for i in range(4)))  # warm-up
+        start = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(requests)))
+        wall = time.perf_counter() - start
+    return Throughput(f"the service, concurrency {concurrency}", requests, faces, wall, latencies)
+
+
+@contextmanager
+def service_process() -> Iterator[str]:
+    """The local Triton and the gateway as its own process (`python -m service`), as users run it."""
+    with LocalTriton(ROOT / "model_repository") as triton:
+        port = free_port()
+        env = {**os.environ, "FER_TRITON_URL": triton.endpoints.grpc_url, "FER_PORT": str(port)}
+        env["FER_LOG_LEVEL"] = "warning"
+        process = subprocess.Popen([sys.executable, "-m", "service"], env=env, cwd=ROOT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_ready(url, process, within_s=120)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+
+
+def peer_fer(paths: list[Path], requests: int) -> Throughput | None:
+    if not PEER_PYTHON.exists():
+        return None
+    script = f"""
+import json, os, sys, time
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1"); os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import cv2
+from fer.fer import FER
+paths = {json.dumps([str(p) for p in paths])}
+detector = FER(use_tflite=False)
+images = [cv2.imread(p) for p in paths]
+detector.detect_emotions(images[0])
+faces, latencies = 0, []
+start = time.perf_counter()
+for i in range({requests}):
+    t = time.perf_counter()
+    faces += len(detector.detect_emotions(images[i % len(images)]))
+    latencies.append(time.perf_counter() - t)
+print(json.dumps({{"wall": time.perf_counter() - start, "faces": faces, "latencies": latencies}}))
+"""
+    result = subprocess.run([str(PEER_PYTHON), "-c", script], capture_output=True, text=True, check=True)
+    data = json.loads(result.stdout.strip().splitlines()[-1])
+    return Throughput(
+        "`fer` library, Haar front end (same weights)",
+        requests,
+        data["faces"],
+        data["wall"],
+        data["latencies"],
+    )
+
+
+def throughput_rows(results: list[Throughput]) -> list[str]:
+    base = results[0].images_per_s
+    rows = [
+        "| what | images/s | faces/s | p50 ms | p95 ms | vs naive |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        rows.append(
+            f"| {r.name} | {r.images_per_s:.1f} | {r.faces / r.wall_s:.1f} | {r.percentile_ms(0.5):.0f} "
+            f"| {r.percentile_ms(0.95):.0f} | {r.images_per_s / base:.2f}x |"
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--requests", type=int, default=30, help="images per row of the throughput table")
+    parser.add_argument("--concurrency", default="1,4,16", help="comma-separated concurrency levels")
+    parser.add_argument("--skip-detector", action="store_true", help="only the throughput table")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    print(
+        f"# {platform.node()}: {os.cpu_count()} CPUs, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}"
+    )
+    if not args.skip_detector:
+        print("\n".join(bench_detector()), end="\n\n")
+    paths = photos()
+    results = [naive_loop(paths, args.requests)]
+    bodies = [p.read_bytes() for p in paths]
+    with service_process() as url:
+        for level in (int(c) for c in args.concurrency.split(",")):
+            results.append(asyncio.run(_service_level(url, bodies, args.requests, level)))
+    peer = peer_fer(paths, args.requests)
+    print("\n".join(throughput_rows([*results, *([peer] if peer else [])])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
