@@ -81,7 +81,22 @@ class ImageReads:
     haar_windows: list[Box] = field(default_factory=list)
 
 
-def front_ends() -> list[FrontEnd]:
+# Candidate geometries measured with --explore (window in ArcFace-112 units; cut size; TTA).
+FER_CROP_WINDOW = (55.3, 62.1, 116.8)  # fer's own crop, median over the photos (see --fit-window)
+HAAR_RECT_WINDOW = (55.3, 62.1, 98.8)  # the bare Haar rectangle
+
+
+def candidates(served: ModelConfig) -> list[FrontEnd]:
+    made = []
+    for window_name, window in (("fer crop", FER_CROP_WINDOW), ("Haar rect", HAAR_RECT_WINDOW)):
+        for cut in (0, 48):
+            for tta in ("none", "flip"):
+                config = replace(served, crop_window=window, crop_source_size=cut, tta=tta)
+                made.append(FrontEnd(f"candidate: {window_name}, cut {cut or 64}, tta {tta}", config))
+    return made
+
+
+def front_ends(explore: bool = False) -> list[FrontEnd]:
     served = fer_model_config()
     before = replace(served, crop_window=BEFORE_WINDOW, crop_color="rgb", crop_source_size=0, tta="none")
     rows = [
@@ -92,7 +107,7 @@ def front_ends() -> list[FrontEnd]:
     rows.append(FrontEnd(f"ours, after, tta={other}", replace(served, tta=other)))
     source = 0 if served.crop_source_size else 48
     rows.append(FrontEnd(f"ours, after, cut at {source or 64} px", replace(served, crop_source_size=source)))
-    return rows
+    return rows + (candidates(served) if explore else [])
 
 
 # ----------------------------------------------------------------------------- our front ends
@@ -326,13 +341,15 @@ def stability(tally: Tally, name: str) -> tuple[float, float, int]:
 # ----------------------------------------------------------------------------- the run
 
 
-def evaluate(limit: int | None) -> tuple[Tally, list[str], list[tuple[Reference, Box, Box]]]:
+def evaluate(
+    limit: int | None, explore: bool = False
+) -> tuple[Tally, list[str], list[tuple[Reference, Box, Box]]]:
     from facenet_pytorch import MTCNN
 
     # One intra-op thread: the peer runs in a second process on the same cores, and OpenMP threads that
     # outnumber the free cores make every small conv many times slower.
     torch.set_num_threads(1)
-    rows = front_ends()
+    rows = front_ends(explore)
     detectors = (
         CascadeDetector(thresholds=(0.6, 0.7, 0.7), min_face_size=20),
         MTCNNDetector(thresholds=(0.6, 0.7, 0.7), min_face_size=20, device="cpu"),
@@ -434,8 +451,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--limit", type=int, help="only the first N photos (a quick look)")
     parser.add_argument("--fit-window", action="store_true", help="print where fer's window sits")
+    parser.add_argument("--explore", action="store_true", help="add rows for candidate crop geometries")
     args = parser.parse_args(argv)
-    tally, names, fits = evaluate(args.limit)
+    tally, names, fits = evaluate(args.limit, args.explore)
     print_table(tally, names)
     if args.fit_window:
         print_fit(fits)

@@ -1,0 +1,107 @@
+"""The one face-cropping component: model geometry, face selection, and the same crops on both paths."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from fermodels.config import FER2013_LABELS, ModelConfig
+from service.augment import merged, with_views
+from service.inference.base import ImageOutputs
+from service.vision.clip_analysis import AnalysisOptions, analyse_clip
+from service.vision.cropping import CropGeometry, FaceCropper, FaceSelection
+from service.vision.tracking import TrackerConfig
+from service.vision.video import ClipReader, SamplingPlan, VideoLimits
+from tests.api.conftest import FakeDetector
+from tests.clips import encode
+
+GREY = ModelConfig(
+    name="g",
+    architecture="a",
+    input_size=64,
+    labels=FER2013_LABELS,
+    crop_window=(55.0, 62.0, 100.0),
+    crop_color="gray",
+    crop_source_size=48,
+)
+COLOUR = ModelConfig(name="c", architecture="a", input_size=32)
+
+
+def noisy_frames(count: int = 3) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (240, 320, 3), dtype=np.uint8) for _ in range(count)]
+
+
+def test_grey_geometry_gives_three_equal_channels_at_the_input_size() -> None:
+    frame = noisy_frames(1)[0]
+    crops = CropGeometry.of(GREY).crop(frame, FakeDetector().detect(frame).landmarks)
+    assert crops.shape == (3, 3, 64, 64) and crops.dtype == np.float32
+    np.testing.assert_array_equal(crops[:, 0], crops[:, 1])
+    np.testing.assert_array_equal(crops[:, 0], crops[:, 2])
+
+
+def test_a_48_px_source_is_cut_in_uint8_steps_then_upsampled() -> None:
+    frame = noisy_frames(1)[0]
+    landmarks = FakeDetector().detect(frame).landmarks
+    plain = CropGeometry.of(replace(GREY, crop_source_size=0)).crop(frame, landmarks)
+    from_48 = CropGeometry.of(GREY).crop(frame, landmarks)
+    assert plain.shape == from_48.shape
+    assert not np.allclose(plain, from_48)  # the 48-px detour loses detail, as FER2013's images did
+
+
+def test_windows_are_the_crop_square_in_image_pixels() -> None:
+    frame = noisy_frames(1)[0]
+    found = FakeDetector().detect(frame)
+    windows = CropGeometry.of(COLOUR).windows(found.landmarks)
+    assert windows.shape == (3, 4, 2)
+    sides = np.linalg.norm(windows[:, 1] - windows[:, 0], axis=1)
+    np.testing.assert_allclose(sides, np.linalg.norm(windows[:, 2] - windows[:, 1], axis=1))
+    assert np.all(windows[:, 0, 0] < found.landmarks[:, 0, 0])  # the window contains the eyes
+
+
+def test_selection_keeps_the_most_confident_faces_above_the_threshold() -> None:
+    frame = noisy_frames(1)[0]
+    found = FakeDetector().detect(frame)  # scores 0.99, 0.97, 0.95
+    cropped = FaceCropper(FaceSelection(max_faces=2, min_score=0.96), CropGeometry.of(COLOUR))(frame, found)
+    np.testing.assert_allclose(cropped.faces.scores, [0.99, 0.97])
+    assert cropped.crops[0].shape == (2, 3, 32, 32)
+
+
+def test_one_geometry_shared_by_two_models_is_cut_once() -> None:
+    frame = noisy_frames(1)[0]
+    geometry = CropGeometry.of(COLOUR)
+    cropped = FaceCropper(FaceSelection(8, 0.0), geometry, geometry)(frame, FakeDetector().detect(frame))
+    assert cropped.crops[0] is cropped.crops[1]
+
+
+def test_the_clip_path_cuts_exactly_what_the_image_path_cuts() -> None:
+    frames = noisy_frames()
+    data = encode(frames, fps=10, kind="avi-mjpeg")
+    plan = SamplingPlan(fps=None, stride=1, max_frames=8, max_duration_s=60)
+    limits = VideoLimits(60, 1920 * 1080, 100)
+    selection = FaceSelection(max_faces=8, min_score=0.0)
+    options = AnalysisOptions(plan, limits, TrackerConfig(), 8, selection)
+    analysis = analyse_clip(data, "avi", FakeDetector(), GREY, COLOUR, options)
+    decoded = [frame.rgb for frame in ClipReader(data, "avi", plan, limits)]
+    image_path = FaceCropper(selection, CropGeometry.of(GREY), CropGeometry.of(COLOUR))
+    expected = [image_path(rgb, FakeDetector().detect(rgb)) for rgb in decoded]
+    np.testing.assert_array_equal(
+        np.stack(analysis.image_crops), np.concatenate([e.crops[0] for e in expected])
+    )
+    np.testing.assert_array_equal(
+        np.stack(analysis.video_crops), np.concatenate([e.crops[1] for e in expected])
+    )
+
+
+def test_flip_tta_sends_every_view_and_merges_them_per_face() -> None:
+    crops = np.arange(2 * 3 * 4 * 4, dtype=np.float32).reshape(2, 3, 4, 4)
+    views = with_views(crops, "flip")
+    assert views.shape == (4, 3, 4, 4)
+    np.testing.assert_array_equal(views[2], crops[0, :, :, ::-1])
+    probabilities = np.array([[0.8, 0.2], [0.4, 0.6], [0.6, 0.4], [0.2, 0.8]], np.float32)
+    embeddings = np.array([[1, 0], [0, 1], [0, 1], [0, 1]], np.float32)
+    out = merged(ImageOutputs(probabilities, embeddings, np.zeros((4, 0), np.float32)), "flip")
+    np.testing.assert_allclose(out.probabilities, [[0.7, 0.3], [0.3, 0.7]])
+    np.testing.assert_allclose(out.embeddings[0], [2**-0.5, 2**-0.5], rtol=1e-6)
+    assert with_views(crops, "none") is crops
