@@ -12,6 +12,7 @@ import uvicorn
 
 from service.app import create_app
 from service.config import Settings
+from service.server import uvicorn_config
 
 logger = logging.getLogger("service")
 
@@ -58,7 +59,7 @@ def main() -> None:
     )
     with triton_for(settings) as effective:
         app = create_app(effective)
-        uvicorn.run(app, host=effective.host, port=effective.port, log_level=effective.log_level)
+        uvicorn.Server(uvicorn_config(app, effective)).run()
 
 
 if __name__ == "__main__":

@@ -54,6 +54,17 @@ class Settings(BaseSettings):
         gt=0,
         description="Largest decoded image (width x height); larger ones get 422 (decompression bombs).",
     )
+    body_read_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest a request may take to send its whole body; a slower or stalled upload gets "
+        "408 (it takes no admission slot while it sends).",
+    )
+    graceful_shutdown_timeout_s: int = Field(
+        30,
+        ge=1,
+        description="On SIGTERM/SIGINT, how long in-flight requests may run before they are cancelled.",
+    )
     max_in_flight: int = Field(
         32, ge=1, description="Requests processed at once; the next one gets 429 instead of queueing."
     )

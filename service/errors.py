@@ -21,6 +21,9 @@ class ServiceError(Exception):
     code: ClassVar[str] = "internal_error"
     status: ClassVar[int] = 500
 
+    # Response headers every error of the class carries.
+    headers: ClassVar[tuple[tuple[str, str], ...]] = ()
+
     def __init__(self, message: str, *, retry_after_s: int | None = None) -> None:
         super().__init__(message)
         self.message = message
@@ -33,6 +36,12 @@ class EmptyPayload(ServiceError):
 
 class InvalidMultipart(ServiceError):
     code, status = "invalid_multipart", 400
+
+
+class RequestTimeout(ServiceError):
+    code, status = "request_timeout", 408
+    # The rest of the body may still arrive: the connection cannot carry another request (RFC 9110 §15.5.9).
+    headers = (("Connection", "close"),)
 
 
 class PayloadTooLarge(ServiceError):
@@ -87,6 +96,7 @@ class InferenceFailed(ServiceError):
 ERROR_TABLE: tuple[type[ServiceError], ...] = (
     EmptyPayload,
     InvalidMultipart,
+    RequestTimeout,
     PayloadTooLarge,
     UnsupportedMediaType,
     InvalidImage,
@@ -109,7 +119,9 @@ def error_body(code: str, message: str) -> dict[str, Any]:
 
 
 def error_response(error: ServiceError) -> JSONResponse:
-    headers = {"Retry-After": str(error.retry_after_s)} if error.retry_after_s is not None else None
+    headers = dict(error.headers)
+    if error.retry_after_s is not None:
+        headers["Retry-After"] = str(error.retry_after_s)
     return JSONResponse(error_body(error.code, error.message), status_code=error.status, headers=headers)
 
 

@@ -60,9 +60,11 @@ async def predict(
     settings: SettingsDep,
     options: Annotated[PredictQuery, Query()],
 ) -> PredictResponse | VideoPredictResponse:
+    # The body is read before a slot is taken: a client that uploads slowly (or never finishes) must not
+    # hold capacity others need; its read is bounded by FER_BODY_READ_TIMEOUT_S instead.
+    data = await read_upload(request, settings.max_upload_bytes, settings.body_read_timeout_s)
+    container = media_container(data, options.media)
     async with admission.slot():
-        data = await read_upload(request, settings.max_upload_bytes)
-        container = media_container(data, options.media)
         if container is None:
             return await pipeline.predict(data, options.model)
         async with video_admission.slot():
