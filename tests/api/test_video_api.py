@@ -1,6 +1,7 @@
 import asyncio
 
 import numpy as np
+import pytest
 
 from tests import clips
 from tests.api.conftest import FakeInference, running_app
@@ -77,3 +78,18 @@ async def test_clip_timings_cover_every_stage() -> None:
     timings = response.json()["timings_ms"]
     assert {"video_analyse", "infer", "video_infer", "assemble", "total"} <= set(timings)
     assert timings["total"] >= timings["video_analyse"]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        clips.size_changing_mjpeg([(320, 120)] * 4 + [(640, 240)] * 4),
+        clips.with_unknown_codec(clips.encode([np.zeros((120, 320, 3), np.uint8)] * 4, kind="webm-vp8")),
+    ],
+    ids=["frame-size-changes", "unknown-codec-id"],
+)
+async def test_undecodable_clip_structures_are_422_invalid_video(data: bytes) -> None:
+    async with running_app() as client:
+        response = await client.post("/predict", content=data, headers={"Content-Type": "video/webm"})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "invalid_video"
