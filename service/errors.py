@@ -76,6 +76,10 @@ class ModelNotFound(ServiceError):
     code, status = "model_not_found", 404
 
 
+class ModelTaskMismatch(ServiceError):
+    code, status = "model_task_mismatch", 422
+
+
 class Overloaded(ServiceError):
     code, status = "overloaded", 429
 
@@ -105,6 +109,7 @@ ERROR_TABLE: tuple[type[ServiceError], ...] = (
     VideoTooLong,
     VideoTooLarge,
     ModelNotFound,
+    ModelTaskMismatch,
     Overloaded,
     InferenceUnavailable,
     InferenceTimeout,

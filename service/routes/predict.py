@@ -6,8 +6,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from service.dependencies import AdmissionDep, PipelineDep, SettingsDep, VideoAdmissionDep, VideoPipelineDep
-from service.errors import UnsupportedMediaType, openapi_error_responses
+from service.dependencies import (
+    AdmissionDep,
+    InferenceDep,
+    PipelineDep,
+    SettingsDep,
+    VideoAdmissionDep,
+    VideoPipelineDep,
+)
+from service.errors import ModelTaskMismatch, UnsupportedMediaType, openapi_error_responses
+from service.inference.base import InferenceBackend
 from service.schemas import PredictQuery, PredictResponse, VideoPredictResponse
 from service.uploads import read_upload
 from service.vision.video import sniff_video_format
@@ -58,6 +66,7 @@ async def predict(
     admission: AdmissionDep,
     video_admission: VideoAdmissionDep,
     settings: SettingsDep,
+    inference: InferenceDep,
     options: Annotated[PredictQuery, Query()],
 ) -> PredictResponse | VideoPredictResponse:
     # The body is read before a slot is taken: a client that uploads slowly (or never finishes) must not
@@ -65,10 +74,23 @@ async def predict(
     data = await read_upload(request, settings.max_upload_bytes, settings.body_read_timeout_s)
     container = media_container(data, options.media)
     async with admission.slot():
+        await ensure_image_model(inference, options.model)
         if container is None:
             return await pipeline.predict(data, options.model)
         async with video_admission.slot():
             return await video_pipeline.predict(data, container, options.video_options(), options.model)
+
+
+async def ensure_image_model(inference: InferenceBackend, name: str | None) -> None:
+    """``?model=`` picks the per-face image model, for stills and clips alike: a video model cannot be it
+    (Triton would refuse the crops' shape, a 502 for what is the client's mistake)."""
+    if name is None:
+        return
+    task = (await inference.served_model(name)).config.task
+    if task != "image":
+        raise ModelTaskMismatch(
+            f"model {name!r} is a {task} model; ?model= takes an image model (see GET /v1/models)"
+        )
 
 
 def media_container(data: bytes, media: str) -> str | None:

@@ -156,3 +156,15 @@ async def test_malformed_multipart_is_a_json_400(client: httpx.AsyncClient) -> N
     )
     assert response.status_code == 400
     assert response.json()["error"]["code"] in {"invalid_multipart", "empty_payload"}
+
+
+async def test_a_video_model_for_a_still_image_is_a_4xx(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/predict",
+        params={"model": "fake_stt"},
+        content=png_bytes(300),
+        headers={"Content-Type": "image/png"},
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "model_task_mismatch"
+    assert "fake_stt" in response.json()["error"]["message"]
