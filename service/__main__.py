@@ -7,6 +7,7 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -14,14 +15,17 @@ from service.app import create_app
 from service.config import Settings
 from service.server import uvicorn_config
 
+if TYPE_CHECKING:
+    from service.triton_local import LocalTriton
+
 logger = logging.getLogger("service")
 
 
 @contextmanager
-def triton_for(settings: Settings) -> Iterator[Settings]:
+def triton_for(settings: Settings) -> Iterator[tuple[Settings, LocalTriton | None]]:
     """Use the configured Triton, or start the embedded one and point the settings at it."""
     if settings.triton_url is not None:
-        yield settings
+        yield settings, None
         return
     from service.triton_local import LocalTriton
 
@@ -39,7 +43,7 @@ def triton_for(settings: Settings) -> Iterator[Settings]:
         endpoints.metrics_url,
     )
     try:
-        yield settings.model_copy(update={"triton_url": url})
+        yield settings.model_copy(update={"triton_url": url}), local
     finally:
         local.stop()  # after uvicorn has drained: in-flight requests finish before Triton goes
 
@@ -57,8 +61,8 @@ def main() -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    with triton_for(settings) as effective:
-        app = create_app(effective)
+    with triton_for(settings) as (effective, local):
+        app = create_app(effective, triton=local)
         uvicorn.Server(uvicorn_config(app, effective)).run()
 
 

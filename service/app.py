@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 import torch
 from fastapi import FastAPI
@@ -20,6 +21,7 @@ from service.middleware import BodySizeLimit, HttpMetrics
 from service.pipeline import ImagePipeline
 from service.routes import health, models, predict
 from service.state import Resources
+from service.supervisor import Restartable, RestartPolicy, TritonSupervisor
 from service.video_pipeline import VideoPipeline
 from service.vision.detection import FaceDetector, MTCNNDetector
 
@@ -97,13 +99,34 @@ async def close_resources(resources: Resources) -> None:
     resources.video_executor.shutdown(wait=True, cancel_futures=True)
 
 
+@asynccontextmanager
+async def supervising(resources: Resources, triton: Restartable | None) -> AsyncIterator[None]:
+    """Run the embedded Triton's supervisor for as long as the app serves."""
+    if triton is None:
+        yield
+        return
+    settings, metrics = resources.settings, resources.metrics
+    resources.supervisor = TritonSupervisor(
+        triton, RestartPolicy.from_settings(settings), metrics.triton_restarts
+    )
+    task = asyncio.create_task(resources.supervisor.run(), name="triton-supervisor")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+
 def create_app(
     settings: Settings,
     *,
     inference: InferenceFactory = triton_backend,
     detector: DetectorFactory = mtcnn_detector,
+    triton: Restartable | None = None,
 ) -> FastAPI:
-    """Build the gateway; tests pass their own settings and, for the API layer, fake factories."""
+    """Build the gateway; tests pass their own settings and, for the API layer, fake factories.
+    ``triton``: the embedded Triton this gateway started, which it then keeps running."""
     metrics = Metrics()
 
     @asynccontextmanager
@@ -111,7 +134,8 @@ def create_app(
         app.state.resources = open_resources(settings, metrics, inference, detector)
         logger.info("gateway ready: Triton %s over %s", settings.triton_url, settings.triton_protocol)
         try:
-            yield
+            async with supervising(app.state.resources, triton):
+                yield
         finally:
             await close_resources(app.state.resources)
 

@@ -41,6 +41,23 @@ class Settings(BaseSettings):
     triton_startup_timeout_s: float = Field(
         180.0, gt=0, description="How long the embedded Triton may take to become ready."
     )
+    triton_watch_interval_s: float = Field(
+        1.0, gt=0, description="How often `python -m service` checks that its embedded Triton still runs."
+    )
+    triton_restart_backoff_s: float = Field(
+        1.0,
+        gt=0,
+        description="Wait before restarting an embedded Triton that exited; doubles after each failed try.",
+    )
+    triton_restart_backoff_max_s: float = Field(
+        30.0, gt=0, description="Longest wait between two restart attempts of the embedded Triton."
+    )
+    triton_max_restart_failures: int = Field(
+        5,
+        ge=1,
+        description="Failed restarts in a row after which /healthz answers 503 (the embedded Triton cannot "
+        "come back: restart the process). Restarts go on.",
+    )
     default_model: str = Field(
         "mini_xception_fer2013",
         description="Image model used when a request names none (the trained one; fer_former is untrained).",

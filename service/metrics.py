@@ -81,6 +81,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.triton_restarts = Counter(
+            "fer_triton_restarts",
+            "Restarts of the embedded Triton after it exited, by outcome (ok, failed).",
+            ["outcome"],
+            registry=r,
+        )
         self.batch_size = Histogram(
             "fer_triton_batch_size",
             "Faces per Triton inference call.",
