@@ -7,8 +7,9 @@ from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from service.schemas import ErrorResponse
 
@@ -118,6 +119,9 @@ ERROR_TABLE: tuple[type[ServiceError], ...] = (
 
 _STARLETTE_CODES = {404: "not_found", 405: "method_not_allowed"}
 
+# nginx's "client closed request": never seen by the client, it labels the request in metrics and logs.
+CLIENT_CLOSED_REQUEST = 499
+
 
 def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
@@ -152,6 +156,12 @@ async def _http_error_handler(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
 
 
+async def _client_disconnect_handler(_: Request, exc: Exception) -> Response:
+    # The client went away while its body was read: nobody to answer and nothing wrong with the service.
+    logger.info("client disconnected before its request body was read")
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
 async def _unexpected_error_handler(_: Request, exc: Exception) -> JSONResponse:
     # Never echo the exception text: it can carry paths and internals.
     logger.exception("unexpected error", exc_info=exc)
@@ -162,6 +172,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_error_handler)
+    app.add_exception_handler(ClientDisconnect, _client_disconnect_handler)
     app.add_exception_handler(Exception, _unexpected_error_handler)
 
 

@@ -59,6 +59,11 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.client_disconnects = Counter(
+            "fer_client_disconnects",
+            "Requests whose client went away before its body was read (status 499 in fer_http_requests).",
+            registry=r,
+        )
         self.in_flight = Gauge("fer_in_flight_requests", "Prediction requests being processed.", registry=r)
         self.rejected = Counter(
             "fer_rejected_requests", "Requests refused before processing, by reason.", ["reason"], registry=r

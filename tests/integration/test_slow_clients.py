@@ -86,3 +86,15 @@ def test_shutdown_is_not_held_up_by_a_stalled_upload() -> None:
         gateway.thread.join(timeout=15)
         assert not gateway.thread.is_alive(), "shutdown waited for the stalled client"
         assert time.monotonic() - began < 10
+
+
+def test_a_client_dropping_mid_upload_is_a_499_in_the_metrics() -> None:
+    with fake_gateway() as gateway:
+        connect(gateway, STALLED_HEADERS).close()
+        for _ in range(100):
+            metrics = httpx.get(f"{gateway.url}/metrics").text
+            if "fer_client_disconnects_total 1.0" in metrics:
+                break
+            time.sleep(0.05)
+        assert "fer_client_disconnects_total 1.0" in metrics
+        assert 'route="/predict",status="499"' in metrics and 'status="500"' not in metrics
