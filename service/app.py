@@ -71,14 +71,16 @@ def open_resources(
         settings=settings, detector=face_detector, inference=backend, executor=executor, metrics=metrics
     )
     admission = AdmissionControl(
-        settings.max_in_flight, rejected=metrics.rejected, in_flight=metrics.in_flight
+        settings.max_in_flight, rejected=metrics.rejected, in_flight=metrics.in_flight, kind="image"
     )
-    # Clips get their own threads and limit: a long clip must not starve still images.
+    # Clips get their own threads and limit, independent of the images': neither can starve the other.
     video_executor = ThreadPoolExecutor(settings.video_workers, thread_name_prefix="fer-video")
     video_pipeline = VideoPipeline(
         settings=settings, detector=face_detector, inference=backend, executor=video_executor, metrics=metrics
     )
-    video_admission = AdmissionControl(settings.video_max_in_flight, rejected=metrics.rejected, kind="video")
+    video_admission = AdmissionControl(
+        settings.video_max_in_flight, rejected=metrics.rejected, in_flight=metrics.in_flight, kind="video"
+    )
     return Resources(
         settings,
         metrics,

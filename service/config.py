@@ -83,7 +83,10 @@ class Settings(BaseSettings):
         description="On SIGTERM/SIGINT, how long in-flight requests may run before they are cancelled.",
     )
     max_in_flight: int = Field(
-        32, ge=1, description="Requests processed at once; the next one gets 429 instead of queueing."
+        32,
+        ge=1,
+        description="Still images processed at once (clips have their own FER_VIDEO_MAX_IN_FLIGHT); the next "
+        "image gets 429 instead of queueing.",
     )
     max_faces: int = Field(64, ge=1, description="Faces analysed per image (highest detection scores first).")
 
@@ -123,7 +126,10 @@ class Settings(BaseSettings):
         description="Frames analysed per second of clip when a request gives neither fps nor stride.",
     )
     video_max_in_flight: int = Field(
-        2, ge=1, description="Clips analysed at once (separate from images); the next one gets 429."
+        2,
+        ge=1,
+        description="Clips analysed at once, reserved for clips (images cannot take them); the next clip "
+        "gets 429.",
     )
     video_workers: int = Field(
         1, ge=1, description="Threads decoding and detecting clips, apart from the image pool."

@@ -73,12 +73,15 @@ async def predict(
     # hold capacity others need; its read is bounded by FER_BODY_READ_TIMEOUT_S instead.
     data = await read_upload(request, settings.max_upload_bytes, settings.body_read_timeout_s)
     container = media_container(data, options.media)
-    async with admission.slot():
-        await ensure_image_model(inference, options.model)
-        if container is None:
+    if container is None:
+        async with admission.slot():
+            await ensure_image_model(inference, options.model)
             return await pipeline.predict(data, options.model)
-        async with video_admission.slot():
-            return await video_pipeline.predict(data, container, options.video_options(), options.model)
+    # A clip takes only a clip slot: images and clips have independent limits, so a flood of images can
+    # never take the capacity clips are guaranteed (nor clips the images').
+    async with video_admission.slot():
+        await ensure_image_model(inference, options.model)
+        return await video_pipeline.predict(data, container, options.video_options(), options.model)
 
 
 async def ensure_image_model(inference: InferenceBackend, name: str | None) -> None:
