@@ -69,6 +69,17 @@ def with_unknown_codec(webm_vp8: bytes) -> bytes:
     return webm_vp8.replace(b"V_VP8", b"V_QQQ")
 
 
+def avi_without_frames(avi: bytes) -> bytes:
+    """An AVI whose headers promise frames but whose ``movi`` list ends before the first one."""
+    return avi[: avi.index(b"movi") + 4]
+
+
+def noise_frames(count: int, width: int = 320, height: int = 120) -> list[Frame]:
+    """Incompressible frames: a WebM of them has one big first cluster, so a cut keeps no whole frame."""
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 255, (height, width, 3), dtype=np.uint8) for _ in range(count)]
+
+
 def encode_gif(frames: list[Frame], fps: int) -> bytes:
     images = [Image.fromarray(frame) for frame in frames]
     buffer = io.BytesIO()

@@ -14,7 +14,7 @@ from service.dependencies import (
     VideoAdmissionDep,
     VideoPipelineDep,
 )
-from service.errors import ModelTaskMismatch, UnsupportedMediaType, openapi_error_responses
+from service.errors import InvalidVideo, ModelTaskMismatch, UnsupportedMediaType, openapi_error_responses
 from service.inference.base import InferenceBackend
 from service.schemas import PredictQuery, PredictResponse, VideoPredictResponse
 from service.uploads import read_upload
@@ -81,7 +81,17 @@ async def predict(
     # never take the capacity clips are guaranteed (nor clips the images').
     async with video_admission.slot():
         await ensure_image_model(inference, options.model)
-        return await video_pipeline.predict(data, container, options.video_options(), options.model)
+        response = await video_pipeline.predict(data, container, options.video_options(), options.model)
+    return with_decoded_frames(response)
+
+
+def with_decoded_frames(response: VideoPredictResponse) -> VideoPredictResponse:
+    """Refuse a clip of which no frame decoded. Some containers (a WebM cut inside its first cluster, an
+    AVI whose movi list is empty) open cleanly and end without a frame or an FFmpeg error, where MP4/MKV cut
+    the same way fail to open: either way the clip is unusable, and every container must say so alike."""
+    if response.video.frames_decoded == 0:
+        raise InvalidVideo("no frame of the clip could be decoded: it is cut short or empty")
+    return response
 
 
 async def ensure_image_model(inference: InferenceBackend, name: str | None) -> None:

@@ -116,3 +116,20 @@ async def test_an_image_flood_leaves_clips_their_own_slots() -> None:
     assert [response.status_code for response in answered] == [200, 200]
     assert refused.status_code == 429
     assert video.status_code == 200, video.text  # was 429: the images held every request slot
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type"),
+    [
+        (clips.encode(clips.noise_frames(10), kind="webm-vp8")[:12_000], "video/webm"),  # cut at ~30 %
+        (clips.avi_without_frames(clips.encode(clips.noise_frames(4), kind="avi-mjpeg")), "video/x-msvideo"),
+    ],
+    ids=["webm-cut-at-30-percent", "avi-with-no-frames"],
+)
+async def test_a_clip_with_no_decodable_frame_is_422_like_in_every_container(
+    data: bytes, content_type: str
+) -> None:
+    async with running_app() as client:
+        response = await client.post("/predict", content=data, headers={"Content-Type": content_type})
+    assert response.status_code == 422, response.text  # was 200 with frames_decoded 0
+    assert response.json()["error"]["code"] == "invalid_video"
