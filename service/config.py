@@ -71,6 +71,11 @@ class Settings(BaseSettings):
         gt=0,
         description="Largest decoded image (width x height); larger ones get 422 (decompression bombs).",
     )
+    max_request_head_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="Largest request line plus headers; larger requests get 400 malformed_request.",
+    )
     body_read_timeout_s: float = Field(
         30.0,
         gt=0,

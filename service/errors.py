@@ -39,6 +39,12 @@ class InvalidMultipart(ServiceError):
     code, status = "invalid_multipart", 400
 
 
+class MalformedRequest(ServiceError):
+    """Answered by the HTTP server itself (service.server) when a request cannot be parsed as HTTP."""
+
+    code, status = "malformed_request", 400
+
+
 class RequestTimeout(ServiceError):
     code, status = "request_timeout", 408
     # The rest of the body may still arrive: the connection cannot carry another request (RFC 9110 §15.5.9).
@@ -101,6 +107,7 @@ class InferenceFailed(ServiceError):
 ERROR_TABLE: tuple[type[ServiceError], ...] = (
     EmptyPayload,
     InvalidMultipart,
+    MalformedRequest,
     RequestTimeout,
     PayloadTooLarge,
     UnsupportedMediaType,

@@ -10,6 +10,7 @@ from contextlib import ExitStack, contextmanager
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 
 from service.app import create_app
 from service.config import Settings
@@ -98,3 +99,38 @@ def test_a_client_dropping_mid_upload_is_a_499_in_the_metrics() -> None:
             time.sleep(0.05)
         assert "fer_client_disconnects_total 1.0" in metrics
         assert 'route="/predict",status="499"' in metrics and 'status="500"' not in metrics
+
+
+MALFORMED = (400, "malformed_request")
+
+
+@pytest.mark.parametrize(
+    ("raw", "answer"),
+    [
+        (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", MALFORMED),
+        (
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc",
+            MALFORMED,
+        ),
+        (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n", MALFORMED),  # TLS hello, plain port
+        # Over FER_MAX_REQUEST_HEAD_BYTES (64 KiB; h11 checks it on what is still incomplete, so well over).
+        (b"GET /" + b"a" * 1_000_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", MALFORMED),
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 1_000_000 + b"\r\n\r\n", MALFORMED),
+        (b"GET /" + b"a" * 80_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", (404, "not_found")),
+        (b"BREW /predict HTTP/1.1\r\nHost: x\r\n\r\n", (405, "method_not_allowed")),
+    ],
+    ids=[
+        "bad-content-length",
+        "two-content-lengths",
+        "tls-hello",
+        "1mb-url",
+        "1mb-header",
+        "80kb-url",
+        "brew",
+    ],
+)
+def test_protocol_errors_are_json(raw: bytes, answer: tuple[int, str]) -> None:
+    with fake_gateway() as gateway, connect(gateway, raw) as sock:
+        status, headers, body = read_response(sock)
+    assert (status, json.loads(body)["error"]["code"]) == answer
+    assert headers["content-type"] == "application/json"
