@@ -141,7 +141,15 @@ def create_app(
         finally:
             await close_resources(app.state.resources)
 
-    app = FastAPI(title="FER service", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="FER service",
+        version="0.1.0",
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+        # Starlette builds the trailing-slash redirect's Location from the client's Host header (an open
+        # redirect); paths are exact instead, and `/predict/` gets the JSON 404.
+        redirect_slashes=False,
+    )
     app.state.metrics = metrics
     install_error_handlers(app)
     for router in (predict.router, health.router, models.router):
