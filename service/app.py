@@ -12,6 +12,7 @@ import torch
 from fastapi import FastAPI
 
 from service.admission import AdmissionControl
+from service.auth import ApiKeyAuth
 from service.config import Settings
 from service.errors import install_error_handlers
 from service.inference.base import InferenceBackend
@@ -155,5 +156,6 @@ def create_app(
     for router in (predict.router, health.router, models.router):
         app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(ApiKeyAuth, key_sha256=settings.api_key_sha256)  # outside the body limit, so first
     app.add_middleware(HttpMetrics, metrics=metrics)
     return app

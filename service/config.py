@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -9,17 +10,27 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class Settings(BaseSettings):
     """Gateway settings. ``FER_TRITON_URL`` unset means: start the embedded local Triton."""
 
-    model_config = SettingsConfigDict(env_prefix="FER_", env_file=None, extra="ignore", frozen=True)
+    # hide_input_in_errors: a key pasted into FER_API_KEY_SHA256 by mistake must not reach a log or traceback.
+    model_config = SettingsConfigDict(
+        env_prefix="FER_", env_file=None, extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
     port: int = Field(8080, ge=0, le=65535, description="Port the HTTP server binds to.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
 
+    api_key_sha256: tuple[str, ...] = Field(
+        (),
+        description="SHA-256 hex digests of the accepted API keys (a JSON list; keys go in "
+        "`Authorization: Bearer KEY` or `X-API-Key`); empty: no key needed. /healthz, /readyz and /metrics "
+        "are always open.",
+    )
     triton_url: str | None = Field(
         None,
         description="Triton address host:port for the chosen protocol. Unset: `python -m service` starts "
@@ -148,6 +159,14 @@ class Settings(BaseSettings):
         ge=0,
         description="How long a lost track can be re-joined by appearance (leaving and re-entering).",
     )
+
+    @field_validator("api_key_sha256")
+    @classmethod
+    def _hashes_are_sha256_hex(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        hashes = tuple(digest.strip().lower() for digest in value)
+        if not all(_SHA256_HEX.fullmatch(digest) for digest in hashes):
+            raise ValueError("each entry must be the 64-hex-digit SHA-256 of a key, not the key itself")
+        return hashes
 
     @field_validator("detector_thresholds")
     @classmethod

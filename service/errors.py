@@ -45,6 +45,15 @@ class MalformedRequest(ServiceError):
     code, status = "malformed_request", 400
 
 
+class Unauthorized(ServiceError):
+    code, status = "unauthorized", 401
+    headers = (("WWW-Authenticate", "Bearer"),)  # RFC 9110 §15.5.2: a 401 names its scheme
+
+
+class Forbidden(ServiceError):
+    code, status = "forbidden", 403
+
+
 class RequestTimeout(ServiceError):
     code, status = "request_timeout", 408
     # The rest of the body may still arrive: the connection cannot carry another request (RFC 9110 §15.5.9).
@@ -108,6 +117,8 @@ ERROR_TABLE: tuple[type[ServiceError], ...] = (
     EmptyPayload,
     InvalidMultipart,
     MalformedRequest,
+    Unauthorized,
+    Forbidden,
     RequestTimeout,
     PayloadTooLarge,
     UnsupportedMediaType,
