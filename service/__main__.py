@@ -13,6 +13,7 @@ import uvicorn
 
 from service.app import create_app
 from service.config import Settings
+from service.logs import configure_logging
 from service.server import uvicorn_config
 
 if TYPE_CHECKING:
@@ -58,9 +59,7 @@ def main() -> None:
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, _exit_cleanly)
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     with triton_for(settings) as (effective, local):
         app = create_app(effective, triton=local)
         uvicorn.Server(uvicorn_config(app, effective)).run()

@@ -17,6 +17,7 @@ from service.config import Settings
 from service.errors import install_error_handlers
 from service.inference.base import InferenceBackend
 from service.inference.triton import TritonBackend
+from service.logs import RequestId
 from service.metrics import Metrics
 from service.middleware import BodySizeLimit, HttpMetrics
 from service.pipeline import ImagePipeline
@@ -158,4 +159,5 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(ApiKeyAuth, key_sha256=settings.api_key_sha256)  # outside the body limit, so first
     app.add_middleware(HttpMetrics, metrics=metrics)
+    app.add_middleware(RequestId)  # outermost: every line logged for a request, uvicorn's too, carries its id
     return app

@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
     port: int = Field(8080, ge=0, le=65535, description="Port the HTTP server binds to.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    log_format: Literal["json", "text"] = Field(
+        "json",
+        description="`json`: one JSON object per line, with the request id (X-Request-ID); `text`: for a "
+        "terminal.",
+    )
 
     api_key_sha256: tuple[str, ...] = Field(
         (),

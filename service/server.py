@@ -43,6 +43,7 @@ def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=None,  # uvicorn's lines go through the root handler: same format, with the request id
         http=JsonErrorsH11Protocol,
         h11_max_incomplete_event_size=settings.max_request_head_bytes,
         # Without a bound, one client that never finishes its request keeps SIGTERM from ever completing.
