@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -79,6 +80,12 @@ class Metrics:
             "fer_faces_per_image", "Faces detected per image.", buckets=COUNT_BUCKETS, registry=r
         )
         self.faces = Counter("fer_faces", "Faces analysed.", registry=r)
+        self.expressions = Counter(
+            "fer_expressions",
+            "Faces by predicted (top) expression label, images and clip frames alike.",
+            ["label"],
+            registry=r,
+        )
         self.triton_seconds = Histogram(
             "fer_triton_request_duration_seconds",
             "Latency of one Triton inference call.",
@@ -118,6 +125,15 @@ class Metrics:
             buckets=(0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0),
             registry=r,
         )
+
+    def observe_expressions(self, labels: list[str]) -> None:
+        """Count each face's top expression label; called where face results are built.
+
+        Labels come from the served model's config (a bounded set), never from a request, so the label
+        values of this counter cannot grow without bound.
+        """
+        for label, count in collections.Counter(labels).items():
+            self.expressions.labels(label).inc(count)
 
     @contextmanager
     def time_stage(self, stage: str, timings_ms: dict[str, float]) -> Iterator[None]:
