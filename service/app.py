@@ -22,6 +22,7 @@ from service.metrics import Metrics
 from service.middleware import BodySizeLimit, HttpMetrics
 from service.pipeline import ImagePipeline
 from service.routes import health, models, predict
+from service.serving import PredictService
 from service.state import Resources
 from service.supervisor import Restartable, RestartPolicy, TritonSupervisor
 from service.video_pipeline import VideoPipeline
@@ -83,6 +84,7 @@ def open_resources(
     video_admission = AdmissionControl(
         settings.video_max_in_flight, rejected=metrics.rejected, in_flight=metrics.in_flight, kind="video"
     )
+    serving = PredictService(settings, backend, admission, video_admission, pipeline, video_pipeline)
     return Resources(
         settings,
         metrics,
@@ -94,6 +96,7 @@ def open_resources(
         video_executor,
         video_admission,
         video_pipeline,
+        serving,
     )
 
 
