@@ -176,6 +176,10 @@ def test_gateway_settings_are_real_settings_and_reach_triton(objects: list[Manif
     gateway = container(by_kind(objects, "Deployment")["fer-gateway"], "gateway")
     assert gateway["envFrom"] == [{"configMapRef": {"name": configmap["metadata"]["name"]}}]
     assert gateway["ports"][0]["containerPort"] == settings.port and settings.host == "0.0.0.0"
+    grace_s = by_kind(objects, "Deployment")["fer-gateway"]["spec"]["template"]["spec"][
+        "terminationGracePeriodSeconds"
+    ]
+    assert settings.graceful_shutdown_timeout_s < grace_s  # requests drain before the kubelet's SIGKILL
 
 
 def settings_from_env(env: dict[str, str]) -> Settings:
