@@ -30,6 +30,19 @@ def tritonservers() -> set[int]:
     return found
 
 
+def children(parent: int, pids: set[int]) -> set[int]:
+    """The PIDs among ``pids`` whose parent is ``parent`` (other test runs may start Tritons meanwhile)."""
+    found = set()
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        if f"\nPPid:\t{parent}\n" in status:
+            found.add(pid)
+    return found
+
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
 def test_run_serves_and_stops_cleanly(
     model_repository: Path, media: Path, tmp_path: Path, stop_signal: signal.Signals
@@ -59,7 +72,6 @@ def test_run_serves_and_stops_cleanly(
 
 def test_run_restarts_its_triton_when_it_dies(model_repository: Path, media: Path, tmp_path: Path) -> None:
     port = free_port()
-    before = tritonservers()
     env = {**os.environ, "FER_PORT": str(port), "FER_MODEL_REPOSITORY": str(model_repository)}
     log_path = tmp_path / "service.log"
     log = log_path.open("wb")
@@ -67,13 +79,13 @@ def test_run_restarts_its_triton_when_it_dies(model_repository: Path, media: Pat
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until_ready(url, process, within_s=180)
-        (first,) = tritonservers() - before
+        (first,) = children(process.pid, tritonservers())
         os.kill(first, signal.SIGKILL)
         deadline = time.monotonic() + 30
         while first in tritonservers() and time.monotonic() < deadline:  # until it has been reaped
             time.sleep(0.1)
         wait_until_ready(url, process, within_s=180)  # /readyz is 503 until the restarted one is up
-        (second,) = tritonservers() - before
+        (second,) = children(process.pid, tritonservers())
         assert second != first
         response = httpx.post(
             f"{url}/predict", files={"file": ("m.jpg", (media / "messi5.jpg").read_bytes())}, timeout=60
