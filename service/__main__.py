@@ -7,20 +7,26 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from service.app import create_app
 from service.config import Settings
+from service.logs import configure_logging
+from service.server import uvicorn_config
+
+if TYPE_CHECKING:
+    from service.triton_local import LocalTriton
 
 logger = logging.getLogger("service")
 
 
 @contextmanager
-def triton_for(settings: Settings) -> Iterator[Settings]:
+def triton_for(settings: Settings) -> Iterator[tuple[Settings, LocalTriton | None]]:
     """Use the configured Triton, or start the embedded one and point the settings at it."""
     if settings.triton_url is not None:
-        yield settings
+        yield settings, None
         return
     from service.triton_local import LocalTriton
 
@@ -38,7 +44,7 @@ def triton_for(settings: Settings) -> Iterator[Settings]:
         endpoints.metrics_url,
     )
     try:
-        yield settings.model_copy(update={"triton_url": url})
+        yield settings.model_copy(update={"triton_url": url}), local
     finally:
         local.stop()  # after uvicorn has drained: in-flight requests finish before Triton goes
 
@@ -53,12 +59,10 @@ def main() -> None:
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, _exit_cleanly)
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    with triton_for(settings) as effective:
-        app = create_app(effective)
-        uvicorn.run(app, host=effective.host, port=effective.port, log_level=effective.log_level)
+    configure_logging(settings.log_level, settings.log_format)
+    with triton_for(settings) as (effective, local):
+        app = create_app(effective, triton=local)
+        uvicorn.Server(uvicorn_config(app, effective)).run()
 
 
 if __name__ == "__main__":

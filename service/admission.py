@@ -13,13 +13,11 @@ from service.errors import Overloaded
 class AdmissionControl:
     """Counts work in progress; the event loop is single-threaded, so no lock is needed.
 
-    ``in_flight`` is the gauge this control keeps, if any: a clip holds a request slot and a clip slot, and
-    only the request-level control reports to ``fer_in_flight_requests`` so a clip is not counted twice.
+    Images and clips each have their own control (a request holds exactly one slot, of its kind); both
+    report to the same ``in_flight`` gauge, ``fer_in_flight_requests``.
     """
 
-    def __init__(
-        self, limit: int, *, rejected: Counter, in_flight: Gauge | None = None, kind: str = "request"
-    ) -> None:
+    def __init__(self, limit: int, *, rejected: Counter, in_flight: Gauge, kind: str) -> None:
         self._limit = limit
         self._kind = kind
         self._count = 0
@@ -34,11 +32,9 @@ class AdmissionControl:
                 f"{self._limit} {self._kind}s are already in progress; retry later", retry_after_s=1
             )
         self._count += 1
-        if self._gauge is not None:
-            self._gauge.inc()
+        self._gauge.inc()
         try:
             yield
         finally:
             self._count -= 1
-            if self._gauge is not None:
-                self._gauge.dec()
+            self._gauge.dec()

@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 import torch
 from fastapi import FastAPI
 
 from service.admission import AdmissionControl
+from service.auth import ApiKeyAuth
 from service.config import Settings
 from service.errors import install_error_handlers
 from service.inference.base import InferenceBackend
 from service.inference.triton import TritonBackend
+from service.logs import RequestId
 from service.metrics import Metrics
 from service.middleware import BodySizeLimit, HttpMetrics
 from service.pipeline import ImagePipeline
 from service.routes import health, models, predict
+from service.serving import PredictService
 from service.state import Resources
+from service.supervisor import Restartable, RestartPolicy, TritonSupervisor
 from service.video_pipeline import VideoPipeline
 from service.vision.batched_detection import AnalysisSize, BatchedDetector
 from service.vision.detection import FaceDetector
@@ -75,14 +80,17 @@ def open_resources(
         settings=settings, detector=face_detector, inference=backend, executor=executor, metrics=metrics
     )
     admission = AdmissionControl(
-        settings.max_in_flight, rejected=metrics.rejected, in_flight=metrics.in_flight
+        settings.max_in_flight, rejected=metrics.rejected, in_flight=metrics.in_flight, kind="image"
     )
-    # Clips get their own threads and limit: a long clip must not starve still images.
+    # Clips get their own threads and limit, independent of the images': neither can starve the other.
     video_executor = ThreadPoolExecutor(settings.video_workers, thread_name_prefix="fer-video")
     video_pipeline = VideoPipeline(
         settings=settings, detector=face_detector, inference=backend, executor=video_executor, metrics=metrics
     )
-    video_admission = AdmissionControl(settings.video_max_in_flight, rejected=metrics.rejected, kind="video")
+    video_admission = AdmissionControl(
+        settings.video_max_in_flight, rejected=metrics.rejected, in_flight=metrics.in_flight, kind="video"
+    )
+    serving = PredictService(settings, backend, admission, video_admission, pipeline, video_pipeline)
     return Resources(
         settings,
         metrics,
@@ -94,6 +102,7 @@ def open_resources(
         video_executor,
         video_admission,
         video_pipeline,
+        serving,
     )
 
 
@@ -104,13 +113,34 @@ async def close_resources(resources: Resources) -> None:
     resources.detector.close()  # after the pools: no worker is left waiting on a detection
 
 
+@asynccontextmanager
+async def supervising(resources: Resources, triton: Restartable | None) -> AsyncIterator[None]:
+    """Run the embedded Triton's supervisor for as long as the app serves."""
+    if triton is None:
+        yield
+        return
+    settings, metrics = resources.settings, resources.metrics
+    resources.supervisor = TritonSupervisor(
+        triton, RestartPolicy.from_settings(settings), metrics.triton_restarts
+    )
+    task = asyncio.create_task(resources.supervisor.run(), name="triton-supervisor")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+
 def create_app(
     settings: Settings,
     *,
     inference: InferenceFactory = triton_backend,
     detector: DetectorFactory = mtcnn_detector,
+    triton: Restartable | None = None,
 ) -> FastAPI:
-    """Build the gateway; tests pass their own settings and, for the API layer, fake factories."""
+    """Build the gateway; tests pass their own settings and, for the API layer, fake factories.
+    ``triton``: the embedded Triton this gateway started, which it then keeps running."""
     metrics = Metrics()
 
     @asynccontextmanager
@@ -118,15 +148,26 @@ def create_app(
         app.state.resources = open_resources(settings, metrics, inference, detector)
         logger.info("gateway ready: Triton %s over %s", settings.triton_url, settings.triton_protocol)
         try:
-            yield
+            async with supervising(app.state.resources, triton):
+                yield
         finally:
             await close_resources(app.state.resources)
 
-    app = FastAPI(title="FER service", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="FER service",
+        version="0.1.0",
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+        # Starlette builds the trailing-slash redirect's Location from the client's Host header (an open
+        # redirect); paths are exact instead, and `/predict/` gets the JSON 404.
+        redirect_slashes=False,
+    )
     app.state.metrics = metrics
     install_error_handlers(app)
     for router in (predict.router, health.router, models.router):
         app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(ApiKeyAuth, key_sha256=settings.api_key_sha256)  # outside the body limit, so first
     app.add_middleware(HttpMetrics, metrics=metrics)
+    app.add_middleware(RequestId)  # outermost: every line logged for a request, uvicorn's too, carries its id
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -9,17 +10,32 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class Settings(BaseSettings):
     """Gateway settings. ``FER_TRITON_URL`` unset means: start the embedded local Triton."""
 
-    model_config = SettingsConfigDict(env_prefix="FER_", env_file=None, extra="ignore", frozen=True)
+    # hide_input_in_errors: a key pasted into FER_API_KEY_SHA256 by mistake must not reach a log or traceback.
+    model_config = SettingsConfigDict(
+        env_prefix="FER_", env_file=None, extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
     port: int = Field(8080, ge=0, le=65535, description="Port the HTTP server binds to.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    log_format: Literal["json", "text"] = Field(
+        "json",
+        description="`json`: one JSON object per line, with the request id (X-Request-ID); `text`: for a "
+        "terminal.",
+    )
 
+    api_key_sha256: tuple[str, ...] = Field(
+        (),
+        description="SHA-256 hex digests of the accepted API keys (a JSON list; keys go in "
+        "`Authorization: Bearer KEY` or `X-API-Key`); empty: no key needed. /healthz, /readyz and /metrics "
+        "are always open.",
+    )
     triton_url: str | None = Field(
         None,
         description="Triton address host:port for the chosen protocol. Unset: `python -m service` starts "
@@ -41,6 +57,23 @@ class Settings(BaseSettings):
     triton_startup_timeout_s: float = Field(
         180.0, gt=0, description="How long the embedded Triton may take to become ready."
     )
+    triton_watch_interval_s: float = Field(
+        1.0, gt=0, description="How often `python -m service` checks that its embedded Triton still runs."
+    )
+    triton_restart_backoff_s: float = Field(
+        1.0,
+        gt=0,
+        description="Wait before restarting an embedded Triton that exited; doubles after each failed try.",
+    )
+    triton_restart_backoff_max_s: float = Field(
+        30.0, gt=0, description="Longest wait between two restart attempts of the embedded Triton."
+    )
+    triton_max_restart_failures: int = Field(
+        5,
+        ge=1,
+        description="Failed restarts in a row after which /healthz answers 503 (the embedded Triton cannot "
+        "come back: restart the process). Restarts go on.",
+    )
     default_model: str = Field(
         "mini_xception_fer2013",
         description="Image model used when a request names none (the trained one; fer_former is untrained).",
@@ -54,8 +87,27 @@ class Settings(BaseSettings):
         gt=0,
         description="Largest decoded image (width x height); larger ones get 422 (decompression bombs).",
     )
+    max_request_head_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="Largest request line plus headers; larger requests get 400 malformed_request.",
+    )
+    body_read_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest a request may take to send its whole body; a slower or stalled upload gets "
+        "408 (it takes no admission slot while it sends).",
+    )
+    graceful_shutdown_timeout_s: int = Field(
+        30,
+        ge=1,
+        description="On SIGTERM/SIGINT, how long in-flight requests may run before they are cancelled.",
+    )
     max_in_flight: int = Field(
-        32, ge=1, description="Requests processed at once; the next one gets 429 instead of queueing."
+        32,
+        ge=1,
+        description="Still images processed at once (clips have their own FER_VIDEO_MAX_IN_FLIGHT); the next "
+        "image gets 429 instead of queueing.",
     )
     max_faces: int = Field(64, ge=1, description="Faces analysed per image (highest detection scores first).")
 
@@ -118,7 +170,10 @@ class Settings(BaseSettings):
         description="Frames analysed per second of clip when a request gives neither fps nor stride.",
     )
     video_max_in_flight: int = Field(
-        2, ge=1, description="Clips analysed at once (separate from images); the next one gets 429."
+        2,
+        ge=1,
+        description="Clips analysed at once, reserved for clips (images cannot take them); the next clip "
+        "gets 429.",
     )
     video_workers: int = Field(
         1, ge=1, description="Threads decoding and detecting clips, apart from the image pool."
@@ -132,6 +187,14 @@ class Settings(BaseSettings):
         ge=0,
         description="How long a lost track can be re-joined by appearance (leaving and re-entering).",
     )
+
+    @field_validator("api_key_sha256")
+    @classmethod
+    def _hashes_are_sha256_hex(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        hashes = tuple(digest.strip().lower() for digest in value)
+        if not all(_SHA256_HEX.fullmatch(digest) for digest in hashes):
+            raise ValueError("each entry must be the 64-hex-digit SHA-256 of a key, not the key itself")
+        return hashes
 
     @field_validator("detector_thresholds")
     @classmethod

@@ -11,6 +11,7 @@ from service.config import Settings
 from service.inference.base import InferenceBackend
 from service.metrics import Metrics
 from service.pipeline import ImagePipeline
+from service.serving import PredictService
 from service.state import Resources
 from service.video_pipeline import VideoPipeline
 
@@ -47,6 +48,10 @@ def get_video_admission(resources: ResourcesDep) -> AdmissionControl:
     return resources.video_admission
 
 
+def get_serving(resources: ResourcesDep) -> PredictService:
+    return resources.serving
+
+
 def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
@@ -59,3 +64,4 @@ AdmissionDep = Annotated[AdmissionControl, Depends(get_admission)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 VideoPipelineDep = Annotated[VideoPipeline, Depends(get_video_pipeline)]
 VideoAdmissionDep = Annotated[AdmissionControl, Depends(get_video_admission)]
+ServingDep = Annotated[PredictService, Depends(get_serving)]

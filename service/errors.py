@@ -7,8 +7,9 @@ from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from service.schemas import ErrorResponse
 
@@ -20,6 +21,9 @@ class ServiceError(Exception):
 
     code: ClassVar[str] = "internal_error"
     status: ClassVar[int] = 500
+
+    # Response headers every error of the class carries.
+    headers: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def __init__(self, message: str, *, retry_after_s: int | None = None) -> None:
         super().__init__(message)
@@ -33,6 +37,27 @@ class EmptyPayload(ServiceError):
 
 class InvalidMultipart(ServiceError):
     code, status = "invalid_multipart", 400
+
+
+class MalformedRequest(ServiceError):
+    """Answered by the HTTP server itself (service.server) when a request cannot be parsed as HTTP."""
+
+    code, status = "malformed_request", 400
+
+
+class Unauthorized(ServiceError):
+    code, status = "unauthorized", 401
+    headers = (("WWW-Authenticate", "Bearer"),)  # RFC 9110 §15.5.2: a 401 names its scheme
+
+
+class Forbidden(ServiceError):
+    code, status = "forbidden", 403
+
+
+class RequestTimeout(ServiceError):
+    code, status = "request_timeout", 408
+    # The rest of the body may still arrive: the connection cannot carry another request (RFC 9110 §15.5.9).
+    headers = (("Connection", "close"),)
 
 
 class PayloadTooLarge(ServiceError):
@@ -67,6 +92,10 @@ class ModelNotFound(ServiceError):
     code, status = "model_not_found", 404
 
 
+class ModelTaskMismatch(ServiceError):
+    code, status = "model_task_mismatch", 422
+
+
 class Overloaded(ServiceError):
     code, status = "overloaded", 429
 
@@ -87,6 +116,10 @@ class InferenceFailed(ServiceError):
 ERROR_TABLE: tuple[type[ServiceError], ...] = (
     EmptyPayload,
     InvalidMultipart,
+    MalformedRequest,
+    Unauthorized,
+    Forbidden,
+    RequestTimeout,
     PayloadTooLarge,
     UnsupportedMediaType,
     InvalidImage,
@@ -95,6 +128,7 @@ ERROR_TABLE: tuple[type[ServiceError], ...] = (
     VideoTooLong,
     VideoTooLarge,
     ModelNotFound,
+    ModelTaskMismatch,
     Overloaded,
     InferenceUnavailable,
     InferenceTimeout,
@@ -103,13 +137,18 @@ ERROR_TABLE: tuple[type[ServiceError], ...] = (
 
 _STARLETTE_CODES = {404: "not_found", 405: "method_not_allowed"}
 
+# nginx's "client closed request": never seen by the client, it labels the request in metrics and logs.
+CLIENT_CLOSED_REQUEST = 499
+
 
 def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
 def error_response(error: ServiceError) -> JSONResponse:
-    headers = {"Retry-After": str(error.retry_after_s)} if error.retry_after_s is not None else None
+    headers = dict(error.headers)
+    if error.retry_after_s is not None:
+        headers["Retry-After"] = str(error.retry_after_s)
     return JSONResponse(error_body(error.code, error.message), status_code=error.status, headers=headers)
 
 
@@ -135,6 +174,12 @@ async def _http_error_handler(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
 
 
+async def _client_disconnect_handler(_: Request, exc: Exception) -> Response:
+    # The client went away while its body was read: nobody to answer and nothing wrong with the service.
+    logger.info("client disconnected before its request body was read")
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
 async def _unexpected_error_handler(_: Request, exc: Exception) -> JSONResponse:
     # Never echo the exception text: it can carry paths and internals.
     logger.exception("unexpected error", exc_info=exc)
@@ -145,6 +190,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_error_handler)
+    app.add_exception_handler(ClientDisconnect, _client_disconnect_handler)
     app.add_exception_handler(Exception, _unexpected_error_handler)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,6 +60,11 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.client_disconnects = Counter(
+            "fer_client_disconnects",
+            "Requests whose client went away before its body was read (status 499 in fer_http_requests).",
+            registry=r,
+        )
         self.in_flight = Gauge("fer_in_flight_requests", "Prediction requests being processed.", registry=r)
         self.rejected = Counter(
             "fer_rejected_requests", "Requests refused before processing, by reason.", ["reason"], registry=r
@@ -74,11 +80,23 @@ class Metrics:
             "fer_faces_per_image", "Faces detected per image.", buckets=COUNT_BUCKETS, registry=r
         )
         self.faces = Counter("fer_faces", "Faces analysed.", registry=r)
+        self.expressions = Counter(
+            "fer_expressions",
+            "Faces by predicted (top) expression label, images and clip frames alike.",
+            ["label"],
+            registry=r,
+        )
         self.triton_seconds = Histogram(
             "fer_triton_request_duration_seconds",
             "Latency of one Triton inference call.",
             ["model", "outcome"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.triton_restarts = Counter(
+            "fer_triton_restarts",
+            "Restarts of the embedded Triton after it exited, by outcome (ok, failed).",
+            ["outcome"],
             registry=r,
         )
         self.batch_size = Histogram(
@@ -107,6 +125,15 @@ class Metrics:
             buckets=(0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0),
             registry=r,
         )
+
+    def observe_expressions(self, labels: list[str]) -> None:
+        """Count each face's top expression label; called where face results are built.
+
+        Labels come from the served model's config (a bounded set), never from a request, so the label
+        values of this counter cannot grow without bound.
+        """
+        for label, count in collections.Counter(labels).items():
+            self.expressions.labels(label).inc(count)
 
     @contextmanager
     def time_stage(self, stage: str, timings_ms: dict[str, float]) -> Iterator[None]:

@@ -6,7 +6,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PayloadTooLarge, error_response
+from service.errors import CLIENT_CLOSED_REQUEST, PayloadTooLarge, error_response
 from service.metrics import Metrics
 
 
@@ -83,3 +83,5 @@ class HttpMetrics:
         method = scope.get("method", "")
         self.metrics.requests.labels(route, method, str(status)).inc()
         self.metrics.request_seconds.labels(route, method).observe(seconds)
+        if status == CLIENT_CLOSED_REQUEST:
+            self.metrics.client_disconnects.inc()

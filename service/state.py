@@ -10,6 +10,8 @@ from service.config import Settings
 from service.inference.base import InferenceBackend
 from service.metrics import Metrics
 from service.pipeline import ImagePipeline
+from service.serving import PredictService
+from service.supervisor import TritonSupervisor
 from service.video_pipeline import VideoPipeline
 from service.vision.detection import FaceDetector
 
@@ -26,3 +28,5 @@ class Resources:
     video_executor: ThreadPoolExecutor
     video_admission: AdmissionControl
     video_pipeline: VideoPipeline
+    serving: PredictService
+    supervisor: TritonSupervisor | None = None  # only when the gateway runs its own Triton

@@ -7,19 +7,29 @@ the body limit, which BodySizeLimit has already enforced, so memory stays bounde
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
-from service.errors import EmptyPayload, InvalidMultipart, UnsupportedMediaType
+from service.errors import EmptyPayload, InvalidMultipart, RequestTimeout, UnsupportedMediaType
 
 # Raw bodies must declare a media type; anything image-like, video-like or opaque binary is sniffed.
 _RAW_TYPES = ("image/", "video/", "application/octet-stream")
 
 
-async def read_upload(request: Request, max_bytes: int) -> bytes:
-    """The media bytes, however they arrived; the format is sniffed from them later, never taken from
-    the declared type or file name."""
+async def read_upload(request: Request, max_bytes: int, timeout_s: float) -> bytes:
+    """The media bytes, however they arrived, within ``timeout_s``; the format is sniffed from them later,
+    never taken from the declared type or file name."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_body(request, max_bytes)
+    except TimeoutError as exc:
+        raise RequestTimeout(f"the request body was not received within {timeout_s:g} s") from exc
+
+
+async def _read_body(request: Request, max_bytes: int) -> bytes:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
         return await _read_multipart(request, max_bytes)

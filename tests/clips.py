@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -43,6 +44,40 @@ def encode(frames: list[Frame], fps: int = 10, kind: str = "mp4-h264") -> bytes:
             output.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         output.mux(stream.encode())
     return buffer.getvalue()
+
+
+def size_changing_mjpeg(sizes: list[tuple[int, int]]) -> bytes:
+    """An MKV of MJPEG frames whose size changes mid-stream (each packet is its own JPEG, so it can)."""
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="matroska") as output:
+        stream = output.add_stream("mjpeg", rate=10)
+        stream.time_base = Fraction(1, 10)
+        stream.width, stream.height = sizes[0]
+        stream.pix_fmt = "yuvj420p"
+        for index, (width, height) in enumerate(sizes):
+            jpeg = io.BytesIO()
+            Image.new("RGB", (width, height), (120, 90, 60)).save(jpeg, format="JPEG")
+            packet = av.Packet(jpeg.getvalue())
+            packet.stream, packet.pts, packet.dts = stream, index, index
+            output.mux(packet)
+    return buffer.getvalue()
+
+
+def with_unknown_codec(webm_vp8: bytes) -> bytes:
+    """A WebM whose track names a codec id nobody knows (same length, so the EBML sizes stay valid)."""
+    assert webm_vp8.count(b"V_VP8") == 1
+    return webm_vp8.replace(b"V_VP8", b"V_QQQ")
+
+
+def avi_without_frames(avi: bytes) -> bytes:
+    """An AVI whose headers promise frames but whose ``movi`` list ends before the first one."""
+    return avi[: avi.index(b"movi") + 4]
+
+
+def noise_frames(count: int, width: int = 320, height: int = 120) -> list[Frame]:
+    """Incompressible frames: a WebM of them has one big first cluster, so a cut keeps no whole frame."""
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 255, (height, width, 3), dtype=np.uint8) for _ in range(count)]
 
 
 def encode_gif(frames: list[Frame], fps: int) -> bytes:

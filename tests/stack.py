@@ -11,10 +11,12 @@ from dataclasses import dataclass
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 from PIL import Image
 
 from service.app import create_app
 from service.config import Settings
+from service.server import uvicorn_config
 from service.triton_local import LocalTriton
 from tests.media import ROOT
 
@@ -41,8 +43,15 @@ class Gateway:
 
 def start_gateway(settings: Settings) -> Gateway:
     """The real app behind real uvicorn on a loopback port, in a thread of the test process."""
+    return serve(create_app(settings), settings)
+
+
+def serve(app: FastAPI, settings: Settings) -> Gateway:
+    """``app`` under uvicorn configured exactly as ``python -m service`` configures it, on a free port."""
     port = free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn_config(
+        app, settings.model_copy(update={"host": "127.0.0.1", "port": port, "log_level": "warning"})
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="gateway", daemon=True)
     thread.start()

@@ -7,8 +7,10 @@ dropped and rebuilt on the next call, so a restarted Triton is picked up without
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -23,6 +25,7 @@ from service.errors import (
     ServiceError,
 )
 from service.inference.base import ClipOutputs, FloatArray, ImageOutputs, ModelStatus, ServedModel
+from service.inference.connection import SharedClient
 from service.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -49,14 +52,14 @@ class TritonBackend:
         self._url, self._protocol = url, protocol
         self._timeout_s, self._retry_after_s = timeout_s, retry_after_s
         self._metrics = metrics
-        self._client: Any = None
+        self._client: SharedClient | None = None
         self._module = _client_module(protocol)
         self._models: dict[str, ServedModel] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
-    def _connection(self) -> Any:
+    def _connection(self) -> SharedClient:
         if self._client is None:
-            self._client = self._new_client()
+            self._client = SharedClient(self._new_client())
         return self._client
 
     def _new_client(self) -> Any:
@@ -64,27 +67,26 @@ class TritonBackend:
             return self._module.InferenceServerClient(self._url, channel_args=_GRPC_CHANNEL_ARGS)
         return self._module.InferenceServerClient(self._url, conn_timeout=self._timeout_s)
 
-    async def _drop_connection(self) -> None:
-        client, self._client = self._client, None
-        self._models.clear()  # a restarted server may serve other versions
-        if client is not None:
-            try:
-                await client.close()
-            except Exception:  # closing a broken channel may itself fail; nothing to do about it
-                logger.debug("closing the Triton client failed", exc_info=True)
+    async def _drop_connection(self, shared: SharedClient) -> None:
+        """Retire ``shared``; a newer client, made after it broke, is left alone."""
+        if self._client is shared:
+            self._client = None
+            self._models.clear()  # a restarted server may serve other versions
+        await shared.retire()
 
     async def close(self) -> None:
-        await self._drop_connection()
+        if self._client is not None:
+            await self._drop_connection(self._client)
 
     # -- health and model configs ----------------------------------------------------------------
     async def server_ready(self) -> bool:
         try:
-            return bool(await self._call(self._connection().is_server_ready()))
+            return bool(await self._call(lambda client: client.is_server_ready()))
         except ServiceError:
             return False
 
     async def model_statuses(self) -> list[ModelStatus]:
-        index = await self._call(self._repository_index())
+        index = await self._call(self._repository_index)
         return [
             ModelStatus(
                 name=entry["name"], version=str(entry.get("version", "")), state=entry.get("state", "")
@@ -92,8 +94,7 @@ class TritonBackend:
             for entry in index
         ]
 
-    async def _repository_index(self) -> list[dict[str, Any]]:
-        client = self._connection()
+    async def _repository_index(self, client: Any) -> list[dict[str, Any]]:
         if self._protocol == "grpc":
             index: dict[str, Any] = await client.get_model_repository_index(as_json=True)
             return list(index.get("models", []))
@@ -101,11 +102,10 @@ class TritonBackend:
 
     async def served_model(self, name: str) -> ServedModel:
         if name not in self._models:
-            self._models[name] = await self._call(self._load_served_model(name))
+            self._models[name] = await self._call(functools.partial(self._load_served_model, name))
         return self._models[name]
 
-    async def _load_served_model(self, name: str) -> ServedModel:
-        client = self._connection()
+    async def _load_served_model(self, name: str, client: Any) -> ServedModel:
         if not await client.is_model_ready(name):
             raise ModelNotFound(f"model {name!r} is not served or not ready")
         if self._protocol == "grpc":
@@ -140,37 +140,52 @@ class TritonBackend:
         self._metrics.batch_size.labels(model.name).observe(len(batch))
         start, outcome = time.perf_counter(), "error"
         try:
-            result = await self._call(self._send(model, np.ascontiguousarray(batch, dtype=np.float32)))
+            contiguous = np.ascontiguousarray(batch, dtype=np.float32)
+            result = await self._call(functools.partial(self._send, model, contiguous))
             outcome = "ok"
         finally:
             self._metrics.triton_seconds.labels(model.name, outcome).observe(time.perf_counter() - start)
         return result
 
-    async def _send(self, model: ServedModel, batch: FloatArray) -> Any:
+    async def _send(self, model: ServedModel, batch: FloatArray, client: Any) -> Any:
         module = self._module
         infer_input = module.InferInput("INPUT__0", list(batch.shape), "FP32")
         infer_input.set_data_from_numpy(batch)
         outputs = [module.InferRequestedOutput(name) for name in _output_names(model)]
-        return await self._connection().infer(model.name, [infer_input], outputs=outputs)
+        return await client.infer(model.name, [infer_input], outputs=outputs)
 
     # -- error mapping ---------------------------------------------------------------------------
-    async def _call(self, operation: Any) -> Any:
-        """Await one Triton operation under the deadline, translating failures to service errors."""
+    async def _call(self, operation: Callable[[Any], Awaitable[Any]]) -> Any:
+        """Run one Triton operation on the shared client under the deadline; failures become service
+        errors, and every connection-level failure a 503 (never a 500)."""
+        shared = self._connection()
         try:
-            return await asyncio.wait_for(operation, timeout=self._timeout_s)
+            async with shared.use() as client:
+                return await asyncio.wait_for(operation(client), timeout=self._timeout_s)
         except ServiceError:
             raise
         except TimeoutError as exc:
             raise InferenceTimeout(f"Triton did not answer within {self._timeout_s:g} s") from exc
+        except asyncio.CancelledError as exc:
+            if _cancelled_from_outside():
+                raise  # the request itself is being cancelled (client gone, shutdown): let it go
+            # grpc.aio cancels the calls of a channel that was closed under them: the connection is gone.
+            lost = ConnectionAbortedError("the Triton call was cancelled by its client library")
+            raise await self._translate(lost, shared) from exc
         except Exception as exc:
-            raise await self._translate(exc) from exc
+            raise await self._translate(exc, shared) from exc
 
-    async def _translate(self, exc: Exception) -> ServiceError:
+    async def _translate(self, exc: Exception, shared: SharedClient) -> ServiceError:
         error = classify_triton_error(exc, self._retry_after_s)
         if isinstance(error, InferenceUnavailable):
             logger.warning("Triton at %s unavailable (%s); reconnecting on the next call", self._url, exc)
-            await self._drop_connection()
+            await self._drop_connection(shared)
         return error
+
+
+def _cancelled_from_outside() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _client_module(protocol: str) -> Any:
@@ -206,10 +221,17 @@ def classify_triton_error(exc: Exception, retry_after_s: int) -> ServiceError:
 
 
 def _looks_like_connection_error(exc: Exception, status: str, lowered: str) -> bool:
-    if "UNAVAILABLE" in status or isinstance(exc, ConnectionError | OSError):
+    if any(code in status for code in ("UNAVAILABLE", "CANCELLED", "ABORTED")):
         return True
-    markers = ("connect", "unavailable", "socket closed", "connection", "server disconnected")
-    return any(marker in lowered for marker in markers) or "ClientConnector" in type(exc).__name__
+    # Anything the transport libraries raise themselves (not wrapped by tritonclient into a server answer)
+    # is about the connection: aiohttp's ClientError family, grpc.aio's "channel closed" UsageError, ...
+    if isinstance(exc, ConnectionError | OSError) or type(exc).__module__.split(".")[0] in _TRANSPORTS:
+        return True
+    markers = ("connect", "unavailable", "socket closed", "connection", "server disconnected", "closed")
+    return any(marker in lowered for marker in markers)
+
+
+_TRANSPORTS = frozenset({"aiohttp", "grpc"})
 
 
 def parse_served_model(config: dict[str, Any], metadata: dict[str, Any]) -> ServedModel:

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.dependencies import InferenceDep, MetricsDep
+from service.dependencies import InferenceDep, MetricsDep, ResourcesDep
 from service.errors import ServiceError
 from service.inference.base import InferenceBackend
 from service.schemas import HealthResponse
@@ -14,9 +14,19 @@ from service.schemas import HealthResponse
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=HealthResponse, summary="The process is alive")
-async def healthz() -> HealthResponse:
-    return HealthResponse(status="ok")
+@router.get(
+    "/healthz",
+    response_model=HealthResponse,
+    responses={503: {"model": HealthResponse, "description": "The embedded Triton cannot be restarted"}},
+    summary="The process is alive (and, with an embedded Triton, can keep it running)",
+)
+async def healthz(resources: ResourcesDep) -> JSONResponse:
+    # Triton being down for a while is readiness (/readyz); a Triton that cannot come back is liveness.
+    if resources.supervisor is None:
+        return JSONResponse(HealthResponse(status="ok").model_dump())
+    alive = resources.supervisor.healthy
+    body = HealthResponse(status="ok" if alive else "unavailable", checks={"embedded_triton": alive})
+    return JSONResponse(body.model_dump(), status_code=200 if alive else 503)
 
 
 @router.get(

@@ -1,4 +1,4 @@
-"""POST /predict: parse the upload, run the pipeline, return the response model."""
+"""POST /predict: thin; the serving object reads, admits and dispatches (service/serving.py)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from service.dependencies import AdmissionDep, PipelineDep, SettingsDep, VideoAdmissionDep, VideoPipelineDep
-from service.errors import UnsupportedMediaType, openapi_error_responses
+from service.dependencies import ServingDep
+from service.errors import openapi_error_responses
 from service.schemas import PredictQuery, PredictResponse, VideoPredictResponse
-from service.uploads import read_upload
-from service.vision.video import sniff_video_format
 
 router = APIRouter(tags=["predict"])
 
@@ -52,30 +50,6 @@ _REQUEST_BODY: dict[str, Any] = {
     "from the spatio-temporal model, and a summary.",
 )
 async def predict(
-    request: Request,
-    pipeline: PipelineDep,
-    video_pipeline: VideoPipelineDep,
-    admission: AdmissionDep,
-    video_admission: VideoAdmissionDep,
-    settings: SettingsDep,
-    options: Annotated[PredictQuery, Query()],
+    request: Request, serving: ServingDep, options: Annotated[PredictQuery, Query()]
 ) -> PredictResponse | VideoPredictResponse:
-    async with admission.slot():
-        data = await read_upload(request, settings.max_upload_bytes)
-        container = media_container(data, options.media)
-        if container is None:
-            return await pipeline.predict(data, options.model)
-        async with video_admission.slot():
-            return await video_pipeline.predict(data, container, options.video_options(), options.model)
-
-
-def media_container(data: bytes, media: str) -> str | None:
-    """The clip container when the upload is to be analysed as a clip, None for a still image."""
-    if media == "image":
-        return None
-    container = sniff_video_format(data)
-    if container is None and media == "video":
-        raise UnsupportedMediaType(
-            "media=video, but the upload is not a supported clip (MP4, WebM, AVI, GIF)"
-        )
-    return container
+    return await serving.predict(request, options)

@@ -101,6 +101,9 @@ def open_clip(data: bytes, container: str, limits: VideoLimits) -> tuple[Any, An
         handle.close()
         raise InvalidVideo("the container holds no video stream")
     stream = handle.streams.video[0]
+    if stream.codec_context is None:  # the container names a codec FFmpeg does not know
+        handle.close()
+        raise InvalidVideo("the clip's video codec is unknown or unsupported")
     stream.thread_type = "AUTO"  # FFmpeg's own frame/slice threads; the GIL is released while decoding
     info = _clip_info(handle, stream, container)
     try:
@@ -142,6 +145,7 @@ class ClipReader:
         self._handle, self._stream, self.info = open_clip(data, container, limits)
         self._plan, self._limits = plan, limits
         self._next_sample_s = 0.0
+        self._frame_size: tuple[int, int] | None = None
 
     def __iter__(self) -> Iterator[VideoFrame]:
         import av
@@ -175,12 +179,22 @@ class ClipReader:
             raise VideoTooLong(f"clip has more than {self._limits.max_decoded_frames} frames")
         if frame.width * frame.height > self._limits.max_pixels:
             raise VideoTooLarge(f"a frame is {frame.width}x{frame.height}, over the pixel limit")
+        self._check_frame_size(frame)
         past_window = (
             timestamp > self._plan.max_duration_s or self.info.frames_sampled >= self._plan.max_frames
         )
         if past_window:
             self.info.truncated = True
         return past_window
+
+    def _check_frame_size(self, frame: Any) -> None:
+        # Frames are batched and tracked in one coordinate system: a clip must keep its size throughout.
+        size = (int(frame.width), int(frame.height))
+        if self._frame_size is None:
+            self._frame_size = size
+        elif size != self._frame_size:
+            (w0, h0), (w1, h1) = self._frame_size, size
+            raise InvalidVideo(f"the frame size changes mid-clip ({w0}x{h0}, then {w1}x{h1})")
 
     def _wanted(self, timestamp: float) -> bool:
         position = self.info.frames_decoded

@@ -156,3 +156,25 @@ async def test_malformed_multipart_is_a_json_400(client: httpx.AsyncClient) -> N
     )
     assert response.status_code == 400
     assert response.json()["error"]["code"] in {"invalid_multipart", "empty_payload"}
+
+
+async def test_a_video_model_for_a_still_image_is_a_4xx(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/predict",
+        params={"model": "fake_stt"},
+        content=png_bytes(300),
+        headers={"Content-Type": "image/png"},
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "model_task_mismatch"
+    assert "fake_stt" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("path", ["/predict/", "/healthz/", "/v1/models/"])
+async def test_a_trailing_slash_is_a_json_404_not_a_redirect_built_from_the_host_header(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    response = await client.post(path, headers={"Host": "evil.example"}, content=b"")
+    assert "location" not in response.headers
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"

@@ -1,9 +1,10 @@
 import asyncio
 
 import numpy as np
+import pytest
 
 from tests import clips
-from tests.api.conftest import FakeInference, running_app
+from tests.api.conftest import FakeInference, png_bytes, running_app
 
 
 def clip(width: int = 200, count: int = 6) -> bytes:
@@ -77,3 +78,58 @@ async def test_clip_timings_cover_every_stage() -> None:
     timings = response.json()["timings_ms"]
     assert {"video_analyse", "infer", "video_infer", "assemble", "total"} <= set(timings)
     assert timings["total"] >= timings["video_analyse"]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        clips.size_changing_mjpeg([(320, 120)] * 4 + [(640, 240)] * 4),
+        clips.with_unknown_codec(clips.encode([np.zeros((120, 320, 3), np.uint8)] * 4, kind="webm-vp8")),
+    ],
+    ids=["frame-size-changes", "unknown-codec-id"],
+)
+async def test_undecodable_clip_structures_are_422_invalid_video(data: bytes) -> None:
+    async with running_app() as client:
+        response = await client.post("/predict", content=data, headers={"Content-Type": "video/webm"})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "invalid_video"
+
+
+async def test_an_image_flood_leaves_clips_their_own_slots() -> None:
+    gate = asyncio.Event()
+    fake = FakeInference(gate=gate)
+    async with running_app(fake, max_in_flight=2, video_max_in_flight=1) as client:
+        images = [
+            asyncio.create_task(
+                client.post("/predict", content=png_bytes(300), headers={"Content-Type": "image/png"})
+            )
+            for _ in range(2)
+        ]
+        for _ in images:  # both image slots are held, waiting on inference
+            await asyncio.wait_for(fake.arrived.acquire(), timeout=30)
+        refused = await client.post("/predict", content=png_bytes(300), headers={"Content-Type": "image/png"})
+        # Frames 60 px wide hold no face for the fake detector: the clip needs no (gated) inference.
+        faceless_clip = clip(width=60)
+        video = await client.post("/predict", content=faceless_clip, headers={"Content-Type": "video/mp4"})
+        gate.set()
+        answered = [await image for image in images]
+    assert [response.status_code for response in answered] == [200, 200]
+    assert refused.status_code == 429
+    assert video.status_code == 200, video.text  # was 429: the images held every request slot
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type"),
+    [
+        (clips.encode(clips.noise_frames(10), kind="webm-vp8")[:12_000], "video/webm"),  # cut at ~30 %
+        (clips.avi_without_frames(clips.encode(clips.noise_frames(4), kind="avi-mjpeg")), "video/x-msvideo"),
+    ],
+    ids=["webm-cut-at-30-percent", "avi-with-no-frames"],
+)
+async def test_a_clip_with_no_decodable_frame_is_422_like_in_every_container(
+    data: bytes, content_type: str
+) -> None:
+    async with running_app() as client:
+        response = await client.post("/predict", content=data, headers={"Content-Type": content_type})
+    assert response.status_code == 422, response.text  # was 200 with frames_decoded 0
+    assert response.json()["error"]["code"] == "invalid_video"

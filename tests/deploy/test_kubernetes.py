@@ -70,6 +70,8 @@ def test_overlay_renders_the_whole_deployment(rendered: dict[str, list[Manifest]
             "PodDisruptionBudget",
             "HorizontalPodAutoscaler",
             "HorizontalPodAutoscaler",
+            "NetworkPolicy",
+            "NetworkPolicy",
             "ServiceMonitor",
             "PodMonitor",
             "PrometheusRule",
@@ -174,6 +176,10 @@ def test_gateway_settings_are_real_settings_and_reach_triton(objects: list[Manif
     gateway = container(by_kind(objects, "Deployment")["fer-gateway"], "gateway")
     assert gateway["envFrom"] == [{"configMapRef": {"name": configmap["metadata"]["name"]}}]
     assert gateway["ports"][0]["containerPort"] == settings.port and settings.host == "0.0.0.0"
+    grace_s = by_kind(objects, "Deployment")["fer-gateway"]["spec"]["template"]["spec"][
+        "terminationGracePeriodSeconds"
+    ]
+    assert settings.graceful_shutdown_timeout_s < grace_s  # requests drain before the kubelet's SIGKILL
 
 
 def settings_from_env(env: dict[str, str]) -> Settings:
@@ -211,6 +217,30 @@ def test_services_pdbs_hpas_and_monitors_select_the_pods(objects: list[Manifest]
 
 def _selects(deployment: Manifest, selector: dict[str, str]) -> bool:
     return bool(selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items())
+
+
+def test_network_policies_let_only_the_gateway_reach_triton(objects: list[Manifest]) -> None:
+    deployments, policies = by_kind(objects, "Deployment"), by_kind(objects, "NetworkPolicy")
+    for name, policy in policies.items():
+        assert _selects(deployments[name], policy["spec"]["podSelector"]["matchLabels"]), name
+        assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    triton = policies["fer-triton"]["spec"]
+    inference, metrics = triton["ingress"]
+    assert _selects(deployments["fer-gateway"], inference["from"][0]["podSelector"]["matchLabels"])
+    assert {port["port"] for port in inference["ports"]} == {"grpc", "http"}
+    assert [port["port"] for port in metrics["ports"]] == ["metrics"]
+    assert triton["egress"] == []
+    named = {port["name"] for port in container(deployments["fer-triton"], "triton")["ports"]}
+    assert named >= {"grpc", "http", "metrics"}
+    gateway = policies["fer-gateway"]["spec"]
+    assert [port["port"] for port in gateway["ingress"][0]["ports"]] == ["http"]
+    to_triton = gateway["egress"][0]
+    assert _selects(deployments["fer-triton"], to_triton["to"][0]["podSelector"]["matchLabels"])
+    configmap = next(
+        c for n, c in by_kind(objects, "ConfigMap").items() if n.startswith("fer-gateway-settings")
+    )
+    settings = settings_from_env(configmap["data"])
+    assert int(str(settings.triton_url).rsplit(":", 1)[1]) in {port["port"] for port in to_triton["ports"]}
 
 
 def test_triton_hpa_uses_the_metric_the_adapter_serves(objects: list[Manifest]) -> None:

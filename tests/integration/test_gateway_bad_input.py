@@ -39,6 +39,11 @@ def bad_requests(media: Path) -> dict[str, tuple[dict[str, object], int, str]]:
             415,
             "unsupported_media_type",
         ),
+        "video model on a still image": (
+            {"files": {"file": ("m.jpg", messi, "image/jpeg")}, "params": {"model": "stt"}},
+            422,
+            "model_task_mismatch",
+        ),
     }
 
 
@@ -51,6 +56,7 @@ def bad_requests(media: Path) -> dict[str, tuple[dict[str, object], int, str]]:
         "text named .jpg",
         "20000x20000 png bomb",
         "wrong content type",
+        "video model on a still image",
     ],
 )
 def test_bad_input_then_good_input(client: httpx.Client, media: Path, case: str) -> None:

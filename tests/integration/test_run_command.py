@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -26,6 +27,19 @@ def tritonservers() -> set[int]:
                 found.add(int(entry.name))
         except OSError:  # the process ended while we looked
             continue
+    return found
+
+
+def children(parent: int, pids: set[int]) -> set[int]:
+    """The PIDs among ``pids`` whose parent is ``parent`` (other test runs may start Tritons meanwhile)."""
+    found = set()
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        if f"\nPPid:\t{parent}\n" in status:
+            found.add(pid)
     return found
 
 
@@ -50,6 +64,39 @@ def test_run_serves_and_stops_cleanly(
         process.send_signal(stop_signal)
         assert process.wait(timeout=60) == 0
         assert not (ours & tritonservers()), "the embedded Triton outlived the service"
+    finally:
+        if process.poll() is None:
+            process.kill()
+        log.close()
+
+
+def test_run_restarts_its_triton_when_it_dies(model_repository: Path, media: Path, tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "FER_PORT": str(port), "FER_MODEL_REPOSITORY": str(model_repository)}
+    log_path = tmp_path / "service.log"
+    log = log_path.open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env, stdout=log, stderr=log)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_ready(url, process, within_s=180)
+        (first,) = children(process.pid, tritonservers())
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while first in tritonservers() and time.monotonic() < deadline:  # until it has been reaped
+            time.sleep(0.1)
+        wait_until_ready(url, process, within_s=180)  # /readyz is 503 until the restarted one is up
+        (second,) = children(process.pid, tritonservers())
+        assert second != first
+        response = httpx.post(
+            f"{url}/predict", files={"file": ("m.jpg", (media / "messi5.jpg").read_bytes())}, timeout=60
+        )
+        assert response.status_code == 200, response.text
+        assert httpx.get(f"{url}/healthz").status_code == 200
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'fer_triton_restarts_total{outcome="ok"} 1.0' in metrics
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+        assert "restarted" in log_path.read_text()
     finally:
         if process.poll() is None:
             process.kill()

@@ -109,3 +109,15 @@ def test_resample_indices() -> None:
     assert resample_indices(4, 4) == [0, 1, 2, 3]
     assert resample_indices(32, 4) == [0, 10, 21, 31]
     assert resample_indices(3, 6) == [0, 0, 1, 1, 2, 2]
+
+
+def test_a_frame_size_change_mid_clip_is_invalid() -> None:
+    data = clips.size_changing_mjpeg([(64, 48)] * 3 + [(128, 96)] * 3)
+    with pytest.raises(InvalidVideo, match="frame size changes"):
+        read(data, "Matroska/WebM")
+
+
+def test_an_unknown_codec_id_is_invalid() -> None:
+    data = clips.with_unknown_codec(clips.encode(frames(4), kind="webm-vp8"))
+    with pytest.raises(InvalidVideo, match="codec"):
+        read(data, "Matroska/WebM")
