@@ -73,6 +73,7 @@ class ImagePipeline(PipelineBase):
             outputs = await self._infer_images(model, cropped.crops[0])
         with self._metrics.time_stage("assemble", timings):
             results = face_results(cropped.faces, outputs, model.config)
+            self._metrics.observe_expressions([face.expression.label for face in results])
         timings["total"] = round((time.perf_counter() - start) * 1000.0, 3)
         return PredictResponse(
             image=ImageInfo(width=image.width, height=image.height, format=image.format),

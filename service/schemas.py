@@ -120,7 +120,9 @@ class CropInfo(_Schema):
 
     method: str = Field(
         description="The cropping steps, in words.",
-        examples=["5-point similarity warp (rotation removed), anti-aliased, grey, cut at 48 px, resized to 64"],
+        examples=[
+            "5-point similarity warp (rotation removed), anti-aliased, grey (OpenCV BT.601), cut at 64 px"
+        ],
     )
     window: list[float] = Field(
         description="Crop window around the 5 landmarks: centre x, centre y, side, in ArcFace-112 template "

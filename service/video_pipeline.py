@@ -66,6 +66,9 @@ class VideoPipeline(PipelineBase):
         elapsed = time.perf_counter() - start
         timings["total"] = round(elapsed * 1000.0, 3)
         self._observe_clip(analysis, elapsed)
+        self._metrics.observe_expressions(
+            _top_labels(results, list(range(analysis.face_count)), image_model.config)
+        )
         return response.model_copy(update={"timings_ms": timings})
 
     def _analysis_options(self, options: VideoOptions) -> AnalysisOptions:
