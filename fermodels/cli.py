@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fermodels", description="FER model tooling")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_export(subparsers)
+    _add_export_detector(subparsers)
     _add_train(subparsers)
     _add_evaluate(subparsers)
     return parser
@@ -71,6 +72,29 @@ def _run_export(args: argparse.Namespace) -> int:
     written = (model_dir / str(args.version) / MODEL_FILENAME, model_dir / CONFIG_FILENAME)
     for path in (*written, model_dir / LABELS_FILENAME, model_dir / README_FILENAME):
         print(f"wrote {path}")
+    return 0
+
+
+def _add_export_detector(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "export-detector", help="script MTCNN's P/R/O-Nets into the repository (FER_DETECTOR_BACKEND=triton)"
+    )
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="repository root")
+    parser.add_argument("--version", type=int, default=1, help="Triton model version (integer >= 1)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing version")
+    parser.set_defaults(handler=_run_export_detector)
+
+
+def _run_export_detector(args: argparse.Namespace) -> int:
+    from fermodels.detector_export import export_detector
+
+    try:
+        folders = export_detector(args.repository, args.version, force=args.force)
+    except FileExistsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for folder in folders:
+        print(f"wrote {folder / str(args.version) / MODEL_FILENAME}, {folder / CONFIG_FILENAME}")
     return 0
 
 

@@ -17,6 +17,7 @@ from service.config import Settings
 from service.errors import install_error_handlers
 from service.inference.base import InferenceBackend
 from service.inference.triton import TritonBackend
+from service.inference.triton_detector import triton_nets
 from service.logs import RequestId
 from service.metrics import Metrics
 from service.middleware import BodySizeLimit, HttpMetrics
@@ -28,7 +29,7 @@ from service.supervisor import Restartable, RestartPolicy, TritonSupervisor
 from service.video_pipeline import VideoPipeline
 from service.vision.batched_detection import AnalysisSize, BatchedDetector
 from service.vision.detection import FaceDetector
-from service.vision.mtcnn import CascadeDetector
+from service.vision.mtcnn import CascadeDetector, CascadeNets, local_nets
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +59,24 @@ def triton_backend(settings: Settings, metrics: Metrics) -> InferenceBackend:
     )
 
 
+def cascade_nets(settings: Settings) -> CascadeNets:
+    if settings.detector_backend == "local":
+        return local_nets(settings.device)
+    if settings.triton_url is None:
+        raise ValueError("FER_DETECTOR_BACKEND=triton needs a Triton: FER_TRITON_URL is not set")
+    return triton_nets(
+        settings.triton_url,
+        protocol=settings.triton_protocol,
+        timeout_s=settings.triton_timeout_s,
+        retry_after_s=settings.triton_retry_after_s,
+    )
+
+
 def mtcnn_detector(settings: Settings) -> FaceDetector:
     cascade = CascadeDetector(
         thresholds=settings.detector_thresholds,
         min_face_size=settings.detector_min_face_size,
-        device=settings.device,
+        nets=cascade_nets(settings),
     )
     size = AnalysisSize(
         settings.detector_max_side, settings.detector_min_face_size, settings.detector_min_face_ratio

@@ -115,6 +115,12 @@ class Settings(BaseSettings):
         (0.6, 0.7, 0.7), description="MTCNN P-Net, R-Net, O-Net score thresholds."
     )
     detector_min_face_size: int = Field(20, ge=8, description="Smallest face MTCNN looks for, in pixels.")
+    detector_backend: Literal["local", "triton"] = Field(
+        "local",
+        description="Where MTCNN's nets run: 'local' in the gateway (CPU, or FER_DEVICE), 'triton' as the "
+        "mtcnn_pnet/rnet/onet models of the Triton repository (`python -m fermodels export-detector`), "
+        "e.g. on the GPU next to the FER models; the cascade's logic stays in the gateway either way.",
+    )
     detector_max_side: int = Field(
         1280,
         ge=0,

@@ -232,7 +232,10 @@ class ModelState(_Schema):
     name: str
     version: str
     state: str = Field(description="Triton's state of the model, e.g. READY or UNAVAILABLE.")
-    info: ModelInfo | None = Field(None, description="Config of a ready model.")
+    kind: Literal["expression", "detector"] = Field(
+        "expression", description="'detector': one of MTCNN's nets, served for FER_DETECTOR_BACKEND=triton."
+    )
+    info: ModelInfo | None = Field(None, description="Config of a ready expression model.")
 
 
 class ModelsResponse(_Schema):

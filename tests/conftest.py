@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from service.triton_local import LocalTriton
+from service.vision.mtcnn import TRITON_STAGES
 from tests.media import ROOT, ensure_media
 from tests.stack import MODEL_REPOSITORY, SERVED_MODELS, Gateway, gateway_settings, start_gateway
 
@@ -42,6 +43,9 @@ def model_repository() -> Path:
                 check=True,
                 cwd=ROOT,
             )
+    if not all((MODEL_REPOSITORY / name / "1" / "model.pt").exists() for name in TRITON_STAGES):
+        export = [sys.executable, "-m", "fermodels", "export-detector", "--repository", str(MODEL_REPOSITORY)]
+        subprocess.run([*export, "--force"], check=True, cwd=ROOT)
     return MODEL_REPOSITORY
 
 

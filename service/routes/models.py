@@ -9,6 +9,7 @@ from service.errors import InferenceUnavailable, openapi_error_responses
 from service.inference.base import InferenceBackend, ModelStatus
 from service.inference.postprocess import model_info
 from service.schemas import ModelsResponse, ModelState
+from service.vision.mtcnn import TRITON_STAGES
 
 router = APIRouter(tags=["models"])
 
@@ -28,6 +29,8 @@ async def list_models(inference: InferenceDep, settings: SettingsDep) -> ModelsR
 
 
 async def _model_state(inference: InferenceBackend, status: ModelStatus) -> ModelState:
+    if status.name in TRITON_STAGES:  # MTCNN's nets (FER_DETECTOR_BACKEND=triton): no expression config
+        return ModelState(name=status.name, version=status.version, state=status.state, kind="detector")
     if not status.ready:
         return ModelState(name=status.name, version=status.version, state=status.state)
     served = await inference.served_model(status.name)

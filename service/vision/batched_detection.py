@@ -35,6 +35,8 @@ class ManyImageDetector(Protocol):
         self, images: Sequence[RGB], min_face_sizes: Sequence[int] | None = None
     ) -> list[Detections]: ...
 
+    def close(self) -> None: ...
+
 
 @dataclass(frozen=True)
 class AnalysisSize:
@@ -94,6 +96,7 @@ class BatchedDetector:
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=30)
+        self._cascade.close()
 
     def _submit(self, images: list[RGB]) -> list[Detections]:
         future: Future[list[Detections]] = Future()

@@ -18,7 +18,7 @@ facenet-pytorch's own (its helper functions are called directly), so results mat
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +48,23 @@ class Candidates:
         return Candidates(self.boxes[keep], self.image[keep])
 
 
+# The three stages as Triton models (fermodels/detector_export.py writes them into model_repository/).
+TRITON_STAGES = ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet")
+Net = Callable[[Tensor], tuple[Tensor, ...]]
+CPU = torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class CascadeNets:
+    """Where the three nets run: in this process (``local_nets``) or on Triton (service/inference)."""
+
+    pnet: Net  # N x 3 x H x W -> (regression N x 4 x h x w, probabilities N x 2 x h x w)
+    rnet: Net  # N x 3 x 24 x 24 -> (regression N x 4, probabilities N x 2)
+    onet: Net  # N x 3 x 48 x 48 -> (regression N x 4, landmarks N x 10, probabilities N x 2)
+    device: torch.device = CPU
+    close: Callable[[], None] = lambda: None
+
+
 def load_nets() -> tuple[nn.Module, nn.Module, nn.Module]:
     """facenet-pytorch's trained nets (weights inside its wheel), in eval mode and channels-last."""
     from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
@@ -56,17 +73,30 @@ def load_nets() -> tuple[nn.Module, nn.Module, nn.Module]:
     return pnet, rnet, onet
 
 
+def local_nets(device: str = "cpu") -> CascadeNets:
+    where = torch.device(device)
+    pnet, rnet, onet = (net.to(where) for net in load_nets())
+    return CascadeNets(pnet, rnet, onet, where)
+
+
 class CascadeDetector:
     """Finds faces with 5 landmarks; ``detect_many`` runs several images through one cascade."""
 
     def __init__(
-        self, *, thresholds: tuple[float, float, float], min_face_size: int, device: str = "cpu"
+        self,
+        *,
+        thresholds: tuple[float, float, float],
+        min_face_size: int,
+        device: str = "cpu",
+        nets: CascadeNets | None = None,
     ) -> None:
-        self._device = torch.device(device)
-        self._pnet, self._rnet, self._onet = (net.to(self._device) for net in load_nets())
+        nets = nets or local_nets(device)
+        self._device = nets.device
+        self._pnet, self._rnet, self._onet = nets.pnet, nets.rnet, nets.onet
+        self.close = nets.close
         self._thresholds = thresholds
         self._min_face_size = min_face_size
-        logger.info("MTCNN cascade ready on %s (thresholds=%s)", device, thresholds)
+        logger.info("MTCNN cascade ready on %s (thresholds=%s)", self._device, thresholds)
 
     def detect(self, rgb: npt.NDArray[np.uint8]) -> Detections:
         return self.detect_many([rgb])[0]

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from fermodels import registry
+from service.vision.mtcnn import TRITON_STAGES
 from tests.deploy.tools import run, run_unchecked, tool
 from tests.media import ROOT
 from tests.stack import Gateway, free_port
@@ -132,11 +133,15 @@ def test_gateway_needs_only_the_fermodels_files_the_image_copies() -> None:
 
 
 def test_model_repository_image_exports_every_served_model() -> None:
-    served = sorted(path.parent.name for path in (ROOT / "model_repository").glob("*/config.pbtxt"))
-    match = re.search(r'^ARG MODELS="([^"]+)"$', REPOSITORY_DOCKERFILE.read_text(), re.MULTILINE)
+    configs = {path.parent.name for path in (ROOT / "model_repository").glob("*/config.pbtxt")}
+    served = sorted(configs - set(TRITON_STAGES))
+    dockerfile = REPOSITORY_DOCKERFILE.read_text()
+    match = re.search(r'^ARG MODELS="([^"]+)"$', dockerfile, re.MULTILINE)
     assert match
     assert sorted(match.group(1).split()) == served
     assert set(served) <= set(registry.available())
+    # MTCNN's nets (FER_DETECTOR_BACKEND=triton) come from their own export command.
+    assert set(TRITON_STAGES) <= configs and "python -m fermodels export-detector" in dockerfile
 
 
 def test_healthcheck_script_reports_the_real_gateway(gateway: Gateway) -> None:

@@ -18,6 +18,10 @@ class RecordingCascade:
     def __init__(self, hold: threading.Event | None = None) -> None:
         self.calls: list[tuple[list[tuple[int, int]], list[int]]] = []
         self.hold = hold
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
 
     def detect_many(
         self, images: Sequence[np.ndarray], min_face_sizes: Sequence[int] | None = None
@@ -87,6 +91,7 @@ def test_concurrent_callers_share_one_cascade_call() -> None:
         detector.close()
     assert len(results) == 5 and sorted(r.boxes[0, 2] for r in results) == [59.0, 69.0, 79.0, 89.0, 99.0]
     assert len(cascade.calls) == 2 and len(cascade.calls[1][0]) == 4  # 1 alone, then 4 merged
+    assert cascade.closed  # closing the detector closes its nets (a Triton client, say)
 
 
 def test_a_failing_cascade_fails_every_waiting_caller_and_keeps_serving() -> None:

@@ -1,0 +1,137 @@
+"""Export MTCNN's three nets (facenet-pytorch's trained weights) into Triton's repository, for GPU detection.
+
+    python -m fermodels export-detector --repository model_repository
+
+Writes ``mtcnn_pnet``, ``mtcnn_rnet`` and ``mtcnn_onet`` (``config.pbtxt`` + ``1/model.pt``), each scripted,
+reloaded and compared with the eager net before it is moved into place. With ``FER_DETECTOR_BACKEND=triton``
+the gateway runs the cascade's logic (pyramid, crops, NMS) and Triton runs the nets, next to the FER models
+on the same GPU. The contract, per net (``INPUT__0`` FP32, pixels normalised as MTCNN wants, (x-127.5)/128):
+
+- P-Net: ``[N, 3, H, W]`` (any size: one pyramid level) -> ``OUTPUT__0`` regression ``[N, 4, h, w]``,
+  ``OUTPUT__1`` face probability ``[N, 2, h, w]``;
+- R-Net: ``[N, 3, 24, 24]`` -> regression ``[N, 4]``, probability ``[N, 2]``;
+- O-Net: ``[N, 3, 48, 48]`` -> regression ``[N, 4]``, landmarks ``[N, 10]``, probability ``[N, 2]``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import torch
+from torch import nn
+
+from fermodels.export import (
+    CONFIG_FILENAME,
+    MODEL_FILENAME,
+    _check_version,
+    _save_verified,
+    _torchscript_deprecation_silenced,
+    pbtxt_escape,
+)
+
+DETECTOR_PARAMETER_KEY: Final = "fer_detector"
+WEIGHTS: Final = "facenet-pytorch 2.6.0 wheel, facenet_pytorch/data/{}.pt (MIT)"
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # the Triton model name
+    weights: str  # facenet-pytorch's file stem
+    input_dims: tuple[int, int, int]  # -1: any size
+    output_dims: tuple[tuple[int, ...], ...]
+    max_batch_size: int
+    dynamic_batching: bool  # candidates of concurrent requests share one execution
+    sample_size: int  # spatial size of the verification / warm-up input
+
+
+STAGES: Final = (
+    # Pyramid levels differ in size, so P-Net requests rarely share a batch: no dynamic batching.
+    Stage("mtcnn_pnet", "pnet", (3, -1, -1), ((4, -1, -1), (2, -1, -1)), 16, False, 64),
+    Stage("mtcnn_rnet", "rnet", (3, 24, 24), ((4,), (2,)), 1024, True, 24),
+    Stage("mtcnn_onet", "onet", (3, 48, 48), ((4,), (10,), (2,)), 512, True, 48),
+)
+
+
+def _net(stage: Stage) -> nn.Module:
+    from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+
+    build: type[nn.Module] = {"pnet": PNet, "rnet": RNet, "onet": ONet}[stage.weights]
+    net: nn.Module = build().eval()
+    return net
+
+
+def export_detector(repository: Path, version: int = 1, *, force: bool = False) -> list[Path]:
+    """Script, verify and write the three nets; returns their model folders."""
+    folders = []
+    for stage in STAGES:
+        folder = Path(repository) / stage.name
+        target = folder / str(_check_version(version)) / MODEL_FILENAME
+        if target.exists() and not force:
+            raise FileExistsError(f"{target} already exists; pass force=True (CLI: --force) to overwrite it")
+        net = _net(stage)
+        sample = torch.rand(
+            2, 3, stage.sample_size, stage.sample_size, generator=torch.Generator().manual_seed(0)
+        )
+        with torch.no_grad():
+            expected = tuple(net(sample))
+        with _torchscript_deprecation_silenced():
+            _save_verified(torch.jit.script(net), target, sample, expected)
+        (folder / CONFIG_FILENAME).write_text(render_stage_config(stage), encoding="utf-8")
+        folders.append(folder)
+    return folders
+
+
+def render_stage_config(stage: Stage) -> str:
+    outputs = ",\n".join(_tensor(f"OUTPUT__{i}", dims) for i, dims in enumerate(stage.output_dims))
+    provenance = json.dumps(
+        {"stage": stage.weights, "weights": WEIGHTS.format(stage.weights)}, sort_keys=True
+    )
+    lines = [
+        "# Written by `python -m fermodels export-detector`: re-export rather than edit by hand.",
+        f'name: "{stage.name}"',
+        'platform: "pytorch_libtorch"',
+        f"max_batch_size: {stage.max_batch_size}",
+        f"input [\n{_tensor('INPUT__0', stage.input_dims)}\n]",
+        f"output [\n{outputs}\n]",
+    ]
+    if stage.dynamic_batching:
+        # No queue delay: the gateway already sends each stage's candidates of several images in one call.
+        lines.append("dynamic_batching { max_queue_delay_microseconds: 0 }")
+    lines += [
+        "instance_group [ { count: 1 } ]",
+        "version_policy: { latest: { num_versions: 1 } }",
+        _warmup(stage),
+        _parameter(DETECTOR_PARAMETER_KEY, provenance),
+        'parameters { key: "INFERENCE_MODE" value { string_value: "true" } }',
+        'parameters { key: "DISABLE_OPTIMIZED_EXECUTION" value { string_value: "true" } }',
+        # See fermodels/export.py: on a CPU host extra OpenMP threads fight the gateway for the cores.
+        'parameters { key: "INTRA_OP_THREAD_COUNT" value { string_value: "1" } }',
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _parameter(key: str, value: str) -> str:
+    return f'parameters {{ key: "{key}" value {{ string_value: "{pbtxt_escape(value)}" }} }}'
+
+
+def _tensor(name: str, dims: tuple[int, ...]) -> str:
+    shown = ", ".join(str(d) for d in dims)
+    return f'  {{\n    name: "{name}"\n    data_type: TYPE_FP32\n    dims: [ {shown} ]\n  }}'
+
+
+def _warmup(stage: Stage) -> str:
+    dims = ", ".join(str(stage.sample_size if d < 0 else d) for d in stage.input_dims)
+    return f"""model_warmup [
+  {{
+    name: "zeros_batch_1"
+    batch_size: 1
+    inputs {{
+      key: "INPUT__0"
+      value {{ data_type: TYPE_FP32, dims: [ {dims} ], zero_data: true }}
+    }}
+  }}
+]"""
