@@ -61,6 +61,7 @@ class FrontEnd:
     name: str
     config: ModelConfig
     antialias: bool = True
+    scales: tuple[float, ...] = (1.0,)  # multi-crop: the window at each scale, probabilities averaged
     reference_detector: bool = False  # facenet-pytorch's own detect (the gateway's detector before issue 10)
 
 
@@ -87,12 +88,18 @@ HAAR_RECT_WINDOW = (55.3, 62.1, 98.8)  # the bare Haar rectangle
 
 
 def candidates(served: ModelConfig) -> list[FrontEnd]:
-    made = []
-    for window_name, window in (("fer crop", FER_CROP_WINDOW), ("Haar rect", HAAR_RECT_WINDOW)):
-        for cut in (0, 48):
-            for tta in ("none", "flip"):
-                config = replace(served, crop_window=window, crop_source_size=cut, tta=tta)
-                made.append(FrontEnd(f"candidate: {window_name}, cut {cut or 64}, tta {tta}", config))
+    base = replace(served, crop_window=FER_CROP_WINDOW, crop_source_size=0, tta="none")
+    cx, cy, side = FER_CROP_WINDOW
+    made = [
+        FrontEnd("candidate: fer crop, bilinear without anti-aliasing (as cv2.resize)", base, antialias=False)
+    ]
+    for scale in (0.9, 0.95, 1.05, 1.1):
+        config = replace(base, crop_window=(cx, cy, side * scale))
+        made.append(FrontEnd(f"candidate: fer crop x{scale}", config))
+    for scales in ((0.95, 1.0, 1.05), (0.9, 1.0, 1.1)):
+        for tta in ("none", "flip"):
+            name = f"candidate: multi-crop {'/'.join(map(str, scales))}, tta {tta}"
+            made.append(FrontEnd(name, replace(base, tta=tta), scales=scales))
     return made
 
 
@@ -119,13 +126,24 @@ class Classifier:
     def __init__(self, path: Path) -> None:
         self._model = torch.jit.load(str(path)).eval()
 
-    def labels(self, crops: np.ndarray, config: ModelConfig) -> list[str]:
+    def probabilities(self, crops: np.ndarray, config: ModelConfig) -> np.ndarray:
         views = with_views(crops, config.tta)
         with torch.inference_mode():
             probabilities = self._model(torch.from_numpy(np.ascontiguousarray(views)))[0].numpy()
         empty = np.zeros((len(probabilities), 0), np.float32)
-        outputs = merged(ImageOutputs(probabilities, empty, empty), config.tta)
-        return [config.labels[int(i)] for i in outputs.probabilities.argmax(axis=1)]
+        return merged(ImageOutputs(probabilities, empty, empty), config.tta).probabilities
+
+
+def _row_labels(
+    row: FrontEnd, rgb: np.ndarray, landmarks: np.ndarray, classifier: Classifier
+) -> tuple[list[str], np.ndarray]:
+    """Top labels (the mean over the row's window scales) and the crop windows at scale 1."""
+    cx, cy, side = row.config.crop_window
+    scaled = [replace(row.config, crop_window=(cx, cy, side * scale)) for scale in row.scales]
+    geometries = [CropGeometry.of(config, antialias=row.antialias) for config in scaled]
+    mean = np.mean([classifier.probabilities(g.crop(rgb, landmarks), row.config) for g in geometries], axis=0)
+    labels = [row.config.labels[int(i)] for i in mean.argmax(axis=1)]
+    return labels, CropGeometry.of(row.config).windows(landmarks)
 
 
 def _timed_detect(detector: FaceDetector, rgb: np.ndarray) -> tuple[Detections, float]:
@@ -146,10 +164,8 @@ def read_ours(
     for row in rows:
         found, detect_ms = reference if row.reference_detector else current
         start = time.perf_counter()
-        geometry = CropGeometry.of(row.config, antialias=row.antialias)
-        labels = classifier.labels(geometry.crop(rgb, found.landmarks), row.config) if len(found) else []
+        labels, windows = _row_labels(row, rgb, found.landmarks, classifier) if len(found) else ([], [])
         reads.ms[row.name] = detect_ms + (time.perf_counter() - start) * 1000.0
-        windows = geometry.windows(found.landmarks) if len(found) else np.zeros((0, 4, 2))
         reads.faces[row.name] = [
             FaceRead(_centre(tuple(box)), label, window)
             for box, label, window in zip(found.boxes, labels, windows, strict=True)
