@@ -16,12 +16,12 @@ PYTEST_ARGS ?=
 KERAS_VENV := .cache/keras-venv
 KERAS_STAMP := $(KERAS_VENV)/.installed-$(shell cat requirements-keras.txt requirements-keras-nodeps.txt | sha1sum | cut -c1-12)
 
-.PHONY: run test venv keras-venv models media deploy-tools lint typecheck check clean
+.PHONY: run test venv keras-venv models media deploy-tools browser lint typecheck check clean
 
 run: $(STAMP) $(MODELS)
 	$(PY) -m service
 
-test: $(STAMP) $(MODELS) media $(KERAS_STAMP) deploy-tools
+test: $(STAMP) $(MODELS) media $(KERAS_STAMP) deploy-tools browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 venv: $(STAMP)
@@ -56,6 +56,10 @@ model_repository/mini_xception_fer2013/1/model.pt: $(STAMP) $(MODEL_SOURCES) $(w
 # kubectl/kustomize, kubernetes-validate, hadolint, promtool + prometheus, docker-compose (deploy proofs).
 deploy-tools:
 	bash deploy/tools/install-tools.sh
+
+# Debian's chromium + chromium-driver (the web page's Selenium test) and node (the page's JS unit tests).
+browser:
+	bash scripts/install-browser.sh
 
 media: $(STAMP)
 	$(PY) -m tests.media

@@ -18,7 +18,7 @@ from service.inference.triton import TritonBackend
 from service.metrics import Metrics
 from service.middleware import BodySizeLimit, HttpMetrics
 from service.pipeline import ImagePipeline
-from service.routes import health, models, predict
+from service.routes import annotate, health, models, predict, web
 from service.state import Resources
 from service.video_pipeline import VideoPipeline
 from service.vision.detection import FaceDetector, MTCNNDetector
@@ -118,7 +118,7 @@ def create_app(
     app = FastAPI(title="FER service", version="0.1.0", description=API_DESCRIPTION, lifespan=lifespan)
     app.state.metrics = metrics
     install_error_handlers(app)
-    for router in (predict.router, health.router, models.router):
+    for router in (predict.router, annotate.router, health.router, models.router, web.router):
         app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(HttpMetrics, metrics=metrics)
