@@ -65,8 +65,8 @@ media: $(STAMP)
 	$(PY) -m tests.media
 
 lint: $(STAMP)
-	$(PY) -m ruff check service fermodels tests load_tests
-	$(PY) -m ruff format --check service fermodels tests load_tests
+	$(PY) -m ruff check service fermodels fer_client tests load_tests
+	$(PY) -m ruff format --check service fermodels fer_client tests load_tests
 
 typecheck: $(STAMP)
 	$(PY) -m mypy
