@@ -216,7 +216,7 @@ function showNoPlayback(body) {
   panel.hidden = false;
   panel.style.aspectRatio = `${body.video.width} / ${body.video.height}`;
   panel.style.width = `min(100%, ${body.video.width}px)`;
-  panel.textContent = `This browser cannot play a ${body.video.container} (${body.video.codec}) clip; the boxes of the frame you pick are drawn on this ${body.video.width}×${body.video.height} frame outline.`;
+  panel.textContent = `This browser cannot play this clip (${body.video.container}, ${body.video.codec}): the boxes of the frame you pick are drawn on this ${body.video.width}×${body.video.height} outline of it, and the contact sheet below shows the frames themselves.`;
 }
 
 function renderSummary(body) {
