@@ -1,11 +1,13 @@
 """`python -m fer_client` against the real gateway, Triton and MTCNN, on real photos and a real clip.
 
-The table it prints is kept in .cache/test-artifacts/cli/table.txt (the README quotes such a run)."""
+The table it prints is kept in .cache/test-artifacts/cli/table.txt, its stderr (progress, warnings) in
+progress.txt next to it; the README quotes such a run."""
 
 from __future__ import annotations
 
 import csv
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,17 +23,19 @@ pytestmark = pytest.mark.integration
 ARTIFACTS = ROOT / ".cache" / "test-artifacts" / "cli"
 
 
-def fer_client(gateway: Gateway, *args: str) -> subprocess.CompletedProcess[str]:
+def fer_client(gateway: Gateway, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "fer_client", "--url", gateway.url, *args]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # run from any folder, as an installed client would be
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
 def test_table_from_real_photos_and_a_clip(gateway: Gateway, media: Path) -> None:
-    files = [media / name for name in ("messi5.jpg", "astronaut.png", "fruits.jpg", "Megamind.avi")]
-    run = fer_client(gateway, "predict", *map(str, files), "--concurrency", "2")
+    files = ("messi5.jpg", "astronaut.png", "fruits.jpg", "Megamind.avi")
+    run = fer_client(gateway, "predict", *files, "--concurrency", "2", cwd=media)
     assert run.returncode == 0, run.stderr
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "table.txt").write_text(run.stdout, encoding="utf-8")
+    (ARTIFACTS / "progress.txt").write_text(run.stderr, encoding="utf-8")
     header, _, *lines = run.stdout.splitlines()
     assert header.split()[:3] == ["file", "media", "face"]
     by_file: dict[str, list[str]] = {}

@@ -22,6 +22,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
+from tests import clips
 from tests.integration.test_gateway_images import MESSI_FACE
 from tests.media import ROOT
 from tests.stack import Gateway
@@ -168,3 +169,26 @@ def test_a_webcam_snapshot_is_analysed(browser: WebDriver, gateway: Gateway) -> 
     WebDriverWait(browser, 60).until(lambda _: status.text == "Done: webcam.jpg.")
     # Chromium's synthetic camera shows no face: the page says so instead of drawing boxes.
     assert browser.find_element(By.ID, "stage-caption").text == "No face found in this picture."
+
+
+def test_a_playable_clip_seeks_to_the_clicked_frame(
+    browser: WebDriver, gateway: Gateway, media: Path, tmp_path: Path
+) -> None:
+    """A WebM the browser can play: clicking a point pauses the clip on that frame, under its boxes."""
+    clip = tmp_path / "moving.webm"
+    clip.write_bytes(clips.encode(clips.moving_face(media), fps=10, kind="webm-vp8"))
+    open_page(browser, gateway)
+    upload(browser, clip)
+    (chart,) = wait_for(browser, "[data-testid=track-chart]", timeout_s=120)
+    video = browser.find_element(By.ID, "clip")
+    WebDriverWait(browser, 30).until(lambda d: d.execute_script("return arguments[0].readyState", video) > 0)
+    points = chart.find_elements(By.CSS_SELECTOR, "[data-testid=track-point]")
+    points[-1].click()
+    caption = browser.find_element(By.ID, "stage-caption")
+    WebDriverWait(browser, 10).until(lambda _: caption.get_attribute("data-frame-time"))
+    wanted = float(caption.get_attribute("data-frame-time") or "nan")
+    assert video.is_displayed() and wanted > 1.0
+    WebDriverWait(browser, 10).until(
+        lambda d: abs(d.execute_script("return arguments[0].currentTime", video) - wanted) < 0.05
+    )
+    assert len(browser.find_elements(By.CSS_SELECTOR, "[data-testid=face-box]")) == 1
