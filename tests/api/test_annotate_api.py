@@ -103,7 +103,10 @@ async def test_the_page_and_its_assets_are_served(client: httpx.AsyncClient) -> 
     for asset, kind in (("app.js", "javascript"), ("fer.js", "javascript"), ("app.css", "text/css")):
         response = await client.get(f"/static/{asset}")
         assert response.status_code == 200 and kind in response.headers["content-type"]
-    assert (await client.get("/static/../config.py")).status_code == 404
+    for outside in ("/static/../config.py", "/static/..%2Fconfig.py", "/static/.hidden.js", "/static/x.py"):
+        assert (await client.get(outside)).status_code == 404, outside
+    metrics = (await client.get("/metrics")).text
+    assert 'route="/static/{name}",status="200"' in metrics  # one label for every asset, not per path
 
 
 async def test_annotate_is_in_the_openapi_contract(client: httpx.AsyncClient) -> None:
