@@ -5,12 +5,14 @@ import { test } from "node:test";
 
 import {
   LINE_STYLES,
+  authHeaders,
   boxStyle,
   chartScale,
   errorMessage,
   faceCaption,
   imageModels,
   lineStyle,
+  needsKey,
   nextPoint,
   parsePrompts,
   percent,
@@ -135,4 +137,13 @@ test("the model picker lists ready image models, trained first", () => {
     { name: "mini", trained: true, isDefault: true },
     { name: "fer_former", trained: false, isDefault: false },
   ]);
+});
+
+test("an API key typed into the page becomes a bearer header; a blank one sends nothing", () => {
+  assert.deepEqual(authHeaders("  k3y "), { Authorization: "Bearer k3y" });
+  assert.deepEqual(authHeaders(""), {});
+  assert.deepEqual(authHeaders(undefined), {});
+  assert.equal(needsKey(401), true);
+  assert.equal(needsKey(403), true);
+  assert.equal(needsKey(422), false);
 });

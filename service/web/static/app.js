@@ -2,6 +2,7 @@
 // beyond this gateway. Every value from the response is inserted as text, never as HTML.
 import {
   BOX_COLOURS,
+  authHeaders,
   boxStyle,
   chartScale,
   errorMessage,
@@ -9,6 +10,7 @@ import {
   imageModels,
   lineStyle,
   modelLine,
+  needsKey,
   nextPoint,
   parsePrompts,
   percent,
@@ -52,7 +54,18 @@ async function post(path, file, prompts) {
   const form = new FormData();
   form.append("file", file, file.name || "upload");
   const model = $("model-select").value;
-  return fetch(predictUrl(path, { model, prompts }), { method: "POST", body: form });
+  const headers = authHeaders($("key-input").value);
+  return fetch(predictUrl(path, { model, prompts }), { method: "POST", body: form, headers });
+}
+
+function showFailure(status, text) {
+  setStatus("");
+  showError(errorMessage(status, text));
+  if (needsKey(status)) {
+    // The key field is tucked away until a server asks for one.
+    $("key-details").open = true;
+    $("key-input").focus();
+  }
 }
 
 async function analyse(file) {
@@ -70,8 +83,7 @@ async function analyse(file) {
     text = await response.text();
   }
   if (!response.ok) {
-    setStatus("");
-    showError(errorMessage(response.status, text));
+    showFailure(response.status, text);
     return;
   }
   render(JSON.parse(text), notes);
@@ -369,8 +381,7 @@ async function showContactSheet() {
   setStatus("Drawing the contact sheet on the server …");
   const response = await post("/annotate", page.file, []);
   if (!response.ok) {
-    showError(errorMessage(response.status, await response.text()));
-    setStatus("");
+    showFailure(response.status, await response.text());
     return;
   }
   $("sheet").src = URL.createObjectURL(await response.blob());
@@ -431,12 +442,14 @@ function wireWebcam() {
 
 async function loadModels() {
   try {
-    const response = await fetch("/v1/models");
+    const response = await fetch("/v1/models", { headers: authHeaders($("key-input").value) });
     if (!response.ok) return;
-    for (const model of imageModels(await response.json())) {
+    const select = $("model-select");
+    const options = imageModels(await response.json()).map((model) => {
       const text = `${model.name} (${model.trained ? "trained" : "untrained"}${model.isDefault ? ", default" : ""})`;
-      $("model-select").append(element("option", { value: model.name }, text));
-    }
+      return element("option", { value: model.name }, text);
+    });
+    select.replaceChildren(select.options[0], ...options); // keep "Server default", refresh the rest
   } catch {
     // The page still works with the server's default model.
   }
@@ -450,6 +463,8 @@ function main() {
     else showError("choose a picture or a clip first");
   });
   $("sheet-button").addEventListener("click", () => showContactSheet().catch((error) => showError(error.message)));
+  // A key typed after a 401 also unlocks the model list.
+  $("key-input").addEventListener("change", loadModels);
   wireDropZone();
   wireWebcam();
   loadModels();

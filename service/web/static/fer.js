@@ -165,3 +165,14 @@ export function imageModels(listing) {
     .map((entry) => ({ name: entry.name, trained: entry.info.trained, isDefault: entry.name === listing.default_model }))
     .sort((a, b) => Number(b.trained) - Number(a.trained) || a.name.localeCompare(b.name));
 }
+
+/** Request headers for an API key typed into the page; none when it is blank. */
+export function authHeaders(key) {
+  const trimmed = (key || "").trim();
+  return trimmed ? { Authorization: `Bearer ${trimmed}` } : {};
+}
+
+/** True for the answers that mean "send (another) API key": 401 unauthorized, 403 forbidden. */
+export function needsKey(status) {
+  return status === 401 || status === 403;
+}
