@@ -16,6 +16,7 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -192,3 +193,51 @@ def test_a_playable_clip_seeks_to_the_clicked_frame(
         lambda d: abs(d.execute_script("return arguments[0].currentTime", video) - wanted) < 0.05
     )
     assert len(browser.find_elements(By.CSS_SELECTOR, "[data-testid=face-box]")) == 1
+
+
+# Every form control's accessible name, and the text contrast of the page's text styles (WCAG AA: 4.5:1),
+# computed in the browser from the styles it actually applied.
+_AUDIT = """
+const unnamed = [...document.querySelectorAll("input, select, textarea, button, [role=button]")]
+  .filter((el) => !(el.labels && el.labels.length))
+  .filter((el) => !el.getAttribute("aria-label") && !el.textContent.trim())
+  .map((el) => el.id || el.outerHTML.slice(0, 60));
+const rgb = (text) => text.match(/[0-9.]+/g).slice(0, 3).map(Number);
+const luminance = (c) => {
+  const linear = (v) => (v / 255 <= 0.03928 ? v / 255 / 12.92 : ((v / 255 + 0.055) / 1.055) ** 2.4);
+  const [r, g, b] = c.map(linear);
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+};
+const background = (el) => {
+  for (let node = el; node; node = node.parentElement) {
+    const colour = getComputedStyle(node).backgroundColor;
+    if (colour !== "rgba(0, 0, 0, 0)" && colour !== "transparent") return rgb(colour);
+  }
+  return [255, 255, 255];
+};
+const contrast = [...document.querySelectorAll(arguments[0])].map((el) => {
+  const [a, b] = [luminance(rgb(getComputedStyle(el).color)), luminance(background(el))];
+  return [el.className || el.tagName, (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05)];
+});
+return { unnamed, contrast };
+"""
+
+
+def test_controls_are_labelled_reachable_and_text_has_contrast(
+    browser: WebDriver, gateway: Gateway, media: Path
+) -> None:
+    open_page(browser, gateway)
+    upload(browser, media / "messi5.jpg")
+    wait_for(browser, "[data-testid=face-box]")
+    styles = "label, p, .hint, .warnings li, .badge, .face-label, .bars li span, h1, h2, h4, button"
+    audit = browser.execute_script(_AUDIT, styles)
+    assert audit["unnamed"] == [] and len(audit["contrast"]) > 20  # the audit saw the rendered result
+    low = [(name, round(ratio, 2)) for name, ratio in audit["contrast"] if ratio < 4.5]
+    assert not low, low
+    # The drop zone is a keyboard stop (Enter opens the file chooser) a few Tabs from the top of the page.
+    browser.execute_script("document.activeElement.blur(); window.scrollTo(0, 0)")
+    reached = []
+    for _ in range(6):
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        reached.append(browser.switch_to.active_element.get_attribute("id"))
+    assert "drop-zone" in reached, reached
