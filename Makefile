@@ -21,12 +21,12 @@ KERAS_STAMP := $(KERAS_VENV)/.installed-$(shell cat requirements-keras.txt requi
 PEER_VENV := .cache/peer-venv
 PEER_STAMP := $(PEER_VENV)/.installed-$(shell cat requirements-peer.txt requirements-peer-nodeps.txt | sha1sum | cut -c1-12)
 
-.PHONY: run test venv keras-venv peer-venv eval-frontend bench models media deploy-tools lint typecheck check clean
+.PHONY: run test venv keras-venv peer-venv eval-frontend bench models media deploy-tools browser lint typecheck check clean
 
 run: $(STAMP) $(MODELS)
 	$(PY) -m service
 
-test: $(STAMP) $(MODELS) media $(KERAS_STAMP) deploy-tools
+test: $(STAMP) $(MODELS) media $(KERAS_STAMP) deploy-tools browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 venv: $(STAMP)
@@ -82,12 +82,16 @@ $(DETECTOR_MODELS) &: $(STAMP) fermodels/detector_export.py fermodels/export.py
 deploy-tools:
 	bash deploy/tools/install-tools.sh
 
+# Debian's chromium + chromium-driver (the web page's Selenium test) and node (the page's JS unit tests).
+browser:
+	bash scripts/install-browser.sh
+
 media: $(STAMP)
 	$(PY) -m tests.media
 
 lint: $(STAMP)
-	$(PY) -m ruff check service fermodels tests load_tests
-	$(PY) -m ruff format --check service fermodels tests load_tests
+	$(PY) -m ruff check service fermodels fer_client tests load_tests
+	$(PY) -m ruff format --check service fermodels fer_client tests load_tests
 
 typecheck: $(STAMP)
 	$(PY) -m mypy

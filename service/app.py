@@ -22,7 +22,7 @@ from service.logs import RequestId
 from service.metrics import Metrics
 from service.middleware import BodySizeLimit, HttpMetrics
 from service.pipeline import ImagePipeline
-from service.routes import health, models, predict
+from service.routes import annotate, health, models, predict, web
 from service.serving import PredictService
 from service.state import Resources
 from service.supervisor import Restartable, RestartPolicy, TritonSupervisor
@@ -178,7 +178,7 @@ def create_app(
     )
     app.state.metrics = metrics
     install_error_handlers(app)
-    for router in (predict.router, health.router, models.router):
+    for router in (predict.router, annotate.router, health.router, models.router, web.router):
         app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(ApiKeyAuth, key_sha256=settings.api_key_sha256)  # outside the body limit, so first

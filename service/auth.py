@@ -1,8 +1,9 @@
 """API keys: the gateway stores only their SHA-256 hashes and compares in constant time.
 
 A key comes as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``. Probes and /metrics stay open: the
-kubelet and Prometheus carry no key, and neither endpoint reveals anything a client sent. Keys are never
-logged: nothing here logs a header.
+kubelet and Prometheus carry no key, and neither endpoint reveals anything a client sent. The demo page
+(``/`` and its ``/static/`` files) stays open too: a browser cannot send a header to load it, and the page
+itself only sends the key the user types to /predict. Keys are never logged: nothing here logs a header.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.errors import Forbidden, ServiceError, Unauthorized, error_response
 
-EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/"})
+EXEMPT_PREFIXES = ("/static/",)  # the page's own files: static, no request data
 
 
 class ApiKeyAuth:
@@ -32,7 +34,7 @@ class ApiKeyAuth:
             await error_response(refusal)(scope, receive, send)
 
     def _refusal(self, scope: Scope) -> ServiceError | None:
-        if scope["path"] in EXEMPT_PATHS:
+        if scope["path"] in EXEMPT_PATHS or scope["path"].startswith(EXEMPT_PREFIXES):
             return None
         key = presented_key(scope)
         if key is None:

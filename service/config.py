@@ -194,6 +194,13 @@ class Settings(BaseSettings):
         description="How long a lost track can be re-joined by appearance (leaving and re-entering).",
     )
 
+    annotate_max_frames: int = Field(
+        24, ge=1, description="Most analysed frames on a clip's /annotate contact sheet (evenly spaced)."
+    )
+    annotate_tile_width: int = Field(
+        320, ge=64, le=1920, description="Width in pixels of one frame on a clip's /annotate contact sheet."
+    )
+
     @field_validator("api_key_sha256")
     @classmethod
     def _hashes_are_sha256_hex(cls, value: tuple[str, ...]) -> tuple[str, ...]:

@@ -6,7 +6,7 @@ the body is read before any admission slot is taken, and images and clips take o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from starlette.requests import Request
 
@@ -35,26 +35,38 @@ class PredictService:
     ) -> PredictResponse | VideoPredictResponse:
         # Read before admission: a client that uploads slowly (or never finishes) must not hold capacity
         # others need; its read is bounded by FER_BODY_READ_TIMEOUT_S instead.
+        return await self.respond(await self.read(request), options)
+
+    async def read(self, request: Request) -> bytes:
         settings = self.settings
-        data = await read_upload(request, settings.max_upload_bytes, settings.body_read_timeout_s)
+        return await read_upload(request, settings.max_upload_bytes, settings.body_read_timeout_s)
+
+    async def respond(
+        self, data: bytes, options: PredictQuery, *, timeline: bool = False
+    ) -> PredictResponse | VideoPredictResponse:
+        """An upload already read → its response (``timeline``: a clip's timeline whatever ``include`` says,
+        for /annotate's contact sheet)."""
         container = media_container(data, options.media)
         if container is None:
             return await self._predict_image(data, options)
-        return await self._predict_clip(data, container, options)
+        return await self._predict_clip(data, container, options, timeline)
 
     async def _predict_image(self, data: bytes, options: PredictQuery) -> PredictResponse:
         async with self.image_admission.slot():
             await ensure_image_model(self.inference, options.model)
             return await self.pipeline.predict(data, options.model)
 
-    async def _predict_clip(self, data: bytes, container: str, options: PredictQuery) -> VideoPredictResponse:
+    async def _predict_clip(
+        self, data: bytes, container: str, options: PredictQuery, timeline: bool
+    ) -> VideoPredictResponse:
         # Only a clip slot: images and clips have independent limits, so a flood of images can never take
         # the capacity clips are guaranteed (nor clips the images').
+        video_options = options.video_options()
+        if timeline:
+            video_options = replace(video_options, include_timeline=True)
         async with self.video_admission.slot():
             await ensure_image_model(self.inference, options.model)
-            response = await self.video_pipeline.predict(
-                data, container, options.video_options(), options.model
-            )
+            response = await self.video_pipeline.predict(data, container, video_options, options.model)
         return with_decoded_frames(response)
 
 

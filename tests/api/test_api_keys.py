@@ -45,6 +45,15 @@ async def test_probes_and_metrics_need_no_key() -> None:
             assert (await client.get(path)).status_code == 200, path
 
 
+async def test_the_demo_page_loads_without_a_key_but_its_api_calls_need_one() -> None:
+    async with running_app(api_key_sha256=(KEY_SHA256,)) as client:
+        page = await client.get("/")
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        assert (await client.get("/static/fer.js")).status_code == 200
+        assert (await client.post("/annotate", content=b"x")).status_code == 401
+        assert (await client.get("/staticfer.js")).status_code == 401  # the prefix, not a lookalike
+
+
 async def test_no_configured_key_means_an_open_api(client: httpx.AsyncClient) -> None:
     assert (await post_image(client, {})).status_code == 200
 

@@ -1,0 +1,5 @@
+"""`python -m fer_client ...`: see fer_client.cli."""
+
+from fer_client.cli import main
+
+raise SystemExit(main())

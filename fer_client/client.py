@@ -1,0 +1,168 @@
+"""FerClient (sync) and AsyncFerClient: one method per endpoint, returning the service's own models."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+from fer_client.config import ClientSettings
+from fer_client.errors import FerTimeout, FerUnreachable
+from fer_client.protocol import PredictOptions, RetryState, Upload, checked, headers, prediction, timeout
+from service.schemas import HealthResponse, ModelsResponse, PredictResponse, VideoPredictResponse
+
+Source = bytes | Path | str
+Result = PredictResponse | VideoPredictResponse
+
+
+def _settings(base_url: str | None, api_key: str | None, settings: ClientSettings | None) -> ClientSettings:
+    chosen = settings or ClientSettings()
+    overrides: dict[str, Any] = {}
+    if base_url is not None:
+        overrides["url"] = base_url
+    if api_key is not None:
+        overrides["api_key"] = api_key
+    return ClientSettings.model_validate({**chosen.model_dump(), **overrides}) if overrides else chosen
+
+
+class FerClient:
+    """Blocking client. ``transport`` lets tests answer with httpx.MockTransport."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        settings: ClientSettings | None = None,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = _settings(base_url, api_key, settings)
+        self._sleep = sleep
+        self._http = httpx.Client(
+            base_url=self.settings.url,
+            headers=headers(self.settings),
+            timeout=timeout(self.settings),
+            transport=transport,
+        )
+
+    def predict(self, source: Source, options: PredictOptions | None = None) -> Result:
+        upload, params = Upload.of(source), (options or PredictOptions()).params()
+        return prediction(self._send("POST", "/predict", params=params, files=upload.files()))
+
+    def annotate(self, source: Source, options: PredictOptions | None = None, *, png: bool = False) -> bytes:
+        upload, params = Upload.of(source), (options or PredictOptions()).params()
+        accept = {"Accept": "image/png" if png else "image/jpeg"}
+        response = self._send("POST", "/annotate", params=params, files=upload.files(), headers=accept)
+        return checked(response).content
+
+    def models(self) -> ModelsResponse:
+        return ModelsResponse.model_validate_json(checked(self._send("GET", "/v1/models")).content)
+
+    def health(self) -> HealthResponse:
+        """Readiness: a 503 still carries the failing checks, so it is returned rather than raised."""
+        response = self._send("GET", "/readyz")
+        return HealthResponse.model_validate_json(
+            response.content if response.status_code == 503 else checked(response).content
+        )
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        retry = RetryState(self.settings)
+        while True:
+            response = _guarded(lambda: self._http.request(method, url, **kwargs))
+            wait = retry.delay(response)
+            if wait is None:
+                return response
+            self._sleep(wait)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+
+class AsyncFerClient:
+    """The same client for asyncio; share one instance across concurrent tasks."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        settings: ClientSettings | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.settings = _settings(base_url, api_key, settings)
+        self._sleep = sleep
+        self._http = httpx.AsyncClient(
+            base_url=self.settings.url,
+            headers=headers(self.settings),
+            timeout=timeout(self.settings),
+            transport=transport,
+        )
+
+    async def predict(self, source: Source, options: PredictOptions | None = None) -> Result:
+        upload, params = Upload.of(source), (options or PredictOptions()).params()
+        return prediction(await self._send("POST", "/predict", params=params, files=upload.files()))
+
+    async def annotate(
+        self, source: Source, options: PredictOptions | None = None, *, png: bool = False
+    ) -> bytes:
+        upload, params = Upload.of(source), (options or PredictOptions()).params()
+        accept = {"Accept": "image/png" if png else "image/jpeg"}
+        response = await self._send("POST", "/annotate", params=params, files=upload.files(), headers=accept)
+        return checked(response).content
+
+    async def models(self) -> ModelsResponse:
+        return ModelsResponse.model_validate_json(checked(await self._send("GET", "/v1/models")).content)
+
+    async def health(self) -> HealthResponse:
+        response = await self._send("GET", "/readyz")
+        return HealthResponse.model_validate_json(
+            response.content if response.status_code == 503 else checked(response).content
+        )
+
+    async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        retry = RetryState(self.settings)
+        while True:
+            try:
+                response = await self._http.request(method, url, **kwargs)
+            except httpx.TransportError as exc:
+                raise _translated(exc) from exc
+            wait = retry.delay(response)
+            if wait is None:
+                return response
+            await self._sleep(wait)
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *_: type[BaseException] | BaseException | TracebackType | None) -> None:
+        await self.close()
+
+
+def _guarded(call: Callable[[], httpx.Response]) -> httpx.Response:
+    try:
+        return call()
+    except httpx.TransportError as exc:
+        raise _translated(exc) from exc
+
+
+def _translated(exc: httpx.TransportError) -> FerTimeout | FerUnreachable:
+    """httpx's transport errors as the client's own: a timeout is not retried (the work may be running)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return FerTimeout(f"no answer within the timeout ({type(exc).__name__})")
+    return FerUnreachable(f"cannot reach the service: {exc}")

@@ -1,0 +1,107 @@
+"""The serving side of POST /annotate: the same admission, upload parsing and pipelines as /predict, then
+the answer drawn onto the picture (or onto a contact sheet of a clip's analysed frames)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from starlette.requests import Request
+
+from service.annotate import (
+    OutputFormat,
+    SheetTile,
+    annotated_image,
+    contact_sheet,
+    encode,
+    evenly_spaced,
+    thumbnail,
+)
+from service.config import Settings
+from service.schemas import FaceResult, PredictQuery, PredictResponse, TimelineFrame, VideoPredictResponse
+from service.serving import media_container
+from service.state import Resources
+from service.vision.decode import decode_image
+from service.vision.video import ClipReader, SamplingPlan, VideoLimits
+
+T = TypeVar("T")
+
+
+class Annotator:
+    """Runs one upload through the pipelines and returns the annotated picture's bytes."""
+
+    def __init__(self, resources: Resources) -> None:
+        self._resources = resources
+
+    async def annotate(self, request: Request, options: PredictQuery, fmt: OutputFormat) -> bytes:
+        # The same reading, admission and pipelines as /predict (the body is read before any slot is
+        # taken); the clip's sheet is drawn from its timeline, so that is always asked for.
+        serving = self._resources.serving
+        data = await serving.read(request)
+        response = await serving.respond(data, options, timeline=True)
+        if isinstance(response, PredictResponse):
+            return await self._image(data, response, fmt)
+        return await self._clip(data, media_container(data, options.media) or "", response, fmt)
+
+    async def _image(self, data: bytes, response: PredictResponse, fmt: OutputFormat) -> bytes:
+        max_pixels = self._resources.settings.max_image_pixels
+        trained = response.model.trained
+        return await _offload(
+            self._resources.executor, render_image, data, response.faces, max_pixels, trained, fmt
+        )
+
+    async def _clip(
+        self, data: bytes, container: str, response: VideoPredictResponse, fmt: OutputFormat
+    ) -> bytes:
+        frames = evenly_spaced(response.timeline or [], self._resources.settings.annotate_max_frames)
+        settings, trained = self._resources.settings, response.model.trained
+        executor = self._resources.video_executor
+        return await _offload(executor, render_clip, data, container, frames, settings, trained, fmt)
+
+
+async def _offload(executor: ThreadPoolExecutor, function: Callable[..., T], *args: object) -> T:
+    """Decoding and drawing are CPU-bound: keep them off the event loop, on the pool of their kind."""
+    return await asyncio.get_running_loop().run_in_executor(executor, lambda: function(*args))
+
+
+def render_image(
+    data: bytes, faces: Sequence[FaceResult], max_pixels: int, trained: bool, fmt: OutputFormat
+) -> bytes:
+    # Decoded again (cheap next to detection) with the pipeline's own decoder, so EXIF rotation matches.
+    image = decode_image(data, max_pixels=max_pixels)
+    return encode(annotated_image(image.rgb, faces, trained=trained), fmt)
+
+
+def render_clip(
+    data: bytes,
+    container: str,
+    frames: Sequence[TimelineFrame],
+    settings: Settings,
+    trained: bool,
+    fmt: OutputFormat,
+) -> bytes:
+    tiles = clip_tiles(data, container, frames, settings)
+    return encode(contact_sheet(tiles, trained=trained), fmt)
+
+
+def clip_tiles(
+    data: bytes, container: str, frames: Sequence[TimelineFrame], settings: Settings
+) -> list[SheetTile]:
+    """Decode the clip again and keep, shrunk, only the frames the sheet shows (memory stays bounded)."""
+    wanted = {frame.frame_index: frame for frame in frames}
+    limits = VideoLimits(
+        settings.video_max_duration_s, settings.video_max_pixels, settings.video_max_decoded_frames
+    )
+    every_frame = SamplingPlan(
+        fps=None, stride=1, max_frames=settings.video_max_decoded_frames, max_duration_s=limits.max_duration_s
+    )
+    tiles: list[SheetTile] = []
+    for decoded in ClipReader(data, container, every_frame, limits):
+        if decoded.index in wanted:
+            image, scale = thumbnail(decoded.rgb, settings.annotate_tile_width)
+            tiles.append(SheetTile(image, scale, wanted.pop(decoded.index)))
+        if not wanted:
+            break
+    return tiles

@@ -1,0 +1,50 @@
+"""POST /annotate: the /predict answer drawn onto the picture (a contact sheet for clips)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from service.annotate import MEDIA_TYPES, output_format
+from service.annotating import Annotator
+from service.dependencies import ResourcesDep
+from service.errors import openapi_error_responses
+from service.routes.predict import _REQUEST_BODY
+from service.schemas import PredictQuery
+
+router = APIRouter(tags=["predict"])
+
+
+def get_annotator(resources: ResourcesDep) -> Annotator:
+    return Annotator(resources)
+
+
+AnnotatorDep = Annotated[Annotator, Depends(get_annotator)]
+
+_PICTURES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The picture with every face's box, top expression and probability bars; for a clip, "
+        "a contact sheet of the analysed frames.",
+        "content": {"image/jpeg": {}, "image/png": {}},
+    }
+}
+
+
+@router.post(
+    "/annotate",
+    response_class=Response,
+    responses={**_PICTURES, **openapi_error_responses()},
+    openapi_extra=_REQUEST_BODY,
+    summary="The picture with boxes, labels and probabilities drawn on it",
+    description="Same inputs and query parameters as `/predict`. `Accept: image/png` gives PNG, anything "
+    "else JPEG. Clips give a contact sheet of up to `FER_ANNOTATE_MAX_FRAMES` analysed frames (evenly "
+    "spaced), each `FER_ANNOTATE_TILE_WIDTH` pixels wide. An untrained image model is flagged on the "
+    "picture.",
+)
+async def annotate(
+    request: Request, annotator: AnnotatorDep, options: Annotated[PredictQuery, Query()]
+) -> Response:
+    fmt = output_format(request.headers.get("accept"))
+    picture = await annotator.annotate(request, options, fmt)
+    return Response(picture, media_type=MEDIA_TYPES[fmt])

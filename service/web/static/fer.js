@@ -1,0 +1,178 @@
+// Pure functions behind the demo page: no DOM, no fetch, so node's test runner checks them
+// (tests/web/fer.test.mjs) and the page (app.js) only wires them to elements.
+
+/** Box colours: Okabe-Ito, distinguishable with common colour-vision deficiencies; black text reads on all. */
+export const BOX_COLOURS = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#CC79A7", "#D55E00", "#0072B2"];
+
+/** Line colours for the charts: each at least 3:1 against white (WCAG 1.4.11), with a dash pattern too. */
+export const LINE_STYLES = [
+  { colour: "#4D4D4D", dash: "" },
+  { colour: "#B35900", dash: "6 3" },
+  { colour: "#0072B2", dash: "2 3" },
+  { colour: "#7B3294", dash: "8 3 2 3" },
+  { colour: "#00785A", dash: "4 4" },
+  { colour: "#5A7A1A", dash: "1 2" },
+  { colour: "#C0392B", dash: "10 2" },
+];
+
+/** Custom prompts typed one per line: trimmed, blanks and repeats dropped, order kept. */
+export function parsePrompts(text) {
+  const seen = new Set();
+  for (const line of (text || "").split(/\r?\n/)) {
+    const prompt = line.trim();
+    if (prompt) seen.add(prompt);
+  }
+  return [...seen];
+}
+
+/** The /predict (or /annotate) URL: model, repeatable `prompts=`, and both clip outputs. */
+export function predictUrl(path, { model = "", prompts = [] } = {}) {
+  const query = new URLSearchParams();
+  if (model) query.append("model", model);
+  for (const prompt of prompts) query.append("prompts", prompt);
+  // Ignored for still images; for clips the page needs the timeline (charts) and the tracks (summaries).
+  query.append("include", "timeline");
+  query.append("include", "tracks");
+  return `${path}?${query.toString()}`;
+}
+
+/** The API's error envelope message, or a plain description when the body is not the envelope. */
+export function errorMessage(status, text) {
+  try {
+    const body = JSON.parse(text);
+    if (body && body.error && typeof body.error.message === "string") return body.error.message;
+  } catch {
+    // not JSON: a proxy's HTML page, say
+  }
+  return `the server answered HTTP ${status}`;
+}
+
+/** True when a server that does not know `prompts=` yet refused the request because of it. */
+export function rejectsPrompts(status, text) {
+  if (status !== 422) return false;
+  try {
+    const error = JSON.parse(text).error;
+    return error.code === "invalid_request" && /prompts/.test(error.message);
+  } catch {
+    return false;
+  }
+}
+
+export function percent(probability) {
+  return `${Math.round(probability * 100)}%`;
+}
+
+export function seconds(value) {
+  return `${value.toFixed(2)} s`;
+}
+
+/** A face's expressions, most probable first (the API lists them in canonical label order). */
+export function ranked(expressions) {
+  return [...expressions].sort((a, b) => b.probability - a.probability);
+}
+
+/** A box as CSS percentages of the picture, so the overlay follows the picture at any displayed size. */
+export function boxStyle(box, width, height) {
+  const pct = (value, total) => `${((100 * value) / total).toFixed(3)}%`;
+  return {
+    left: pct(box.x1, width),
+    top: pct(box.y1, height),
+    width: pct(box.x2 - box.x1, width),
+    height: pct(box.y2 - box.y1, height),
+  };
+}
+
+/** The caption drawn on a face's box: its number (or track), top expression and probability. */
+export function faceCaption(face, index) {
+  const who = face.track_id === undefined ? `${index + 1}` : `#${face.track_id}`;
+  return `${who} ${face.expression.label} ${percent(face.expression.probability)}`;
+}
+
+/** One point per analysed frame in which the track's face appears: time, frame, distribution, top. */
+export function trackSeries(timeline, trackId) {
+  const points = [];
+  for (const frame of timeline || []) {
+    const face = frame.faces.find((candidate) => candidate.track_id === trackId);
+    if (!face) continue;
+    const probabilities = Object.fromEntries(face.expressions.map((e) => [e.label, e.probability]));
+    points.push({
+      t: frame.timestamp_s,
+      frameIndex: frame.frame_index,
+      probabilities,
+      top: face.expression,
+    });
+  }
+  return points;
+}
+
+/** Chart geometry: maps time to x and probability to y inside the padded plot area. */
+export function chartScale({ width, height, pad, t0, t1 }) {
+  const span = t1 > t0 ? t1 - t0 : 1;
+  return {
+    x: (t) => pad + ((t - t0) / span) * (width - 2 * pad),
+    y: (p) => height - pad - p * (height - 2 * pad),
+  };
+}
+
+/** An SVG polyline `points` attribute per label, over the track's points. */
+export function seriesLines(points, labels, scale) {
+  const lines = {};
+  for (const label of labels) {
+    lines[label] = points
+      .map((point) => `${scale.x(point.t).toFixed(1)},${scale.y(point.probabilities[label] ?? 0).toFixed(1)}`)
+      .join(" ");
+  }
+  return lines;
+}
+
+/** A track's segments when the response has them, as {label, start, end}; [] when it has none. */
+export function segmentsOf(track) {
+  if (!Array.isArray(track.segments)) return [];
+  return track.segments
+    .map((segment) => ({
+      label: segment.label ?? (segment.expression && segment.expression.label) ?? "?",
+      start: segment.start_s ?? segment.first_s ?? segment.start ?? 0,
+      end: segment.end_s ?? segment.last_s ?? segment.end ?? 0,
+    }))
+    .filter((segment) => segment.end >= segment.start);
+}
+
+/** Line style of a label: by its position in the model's label order, so charts agree with each other. */
+export function lineStyle(label, labels) {
+  const index = Math.max(0, labels.indexOf(label));
+  return LINE_STYLES[index % LINE_STYLES.length];
+}
+
+/** The index to select after a key press on a chart's points (arrows, Home, End), or null. */
+export function nextPoint(key, current, count) {
+  const moves = { ArrowRight: current + 1, ArrowUp: current + 1, ArrowLeft: current - 1, ArrowDown: current - 1 };
+  if (key === "Home") return 0;
+  if (key === "End") return count - 1;
+  if (!(key in moves)) return null;
+  return Math.min(count - 1, Math.max(0, moves[key]));
+}
+
+/** One sentence for the model: name, version and, most importantly, whether its weights are trained. */
+export function modelLine(model) {
+  const state = model.trained ? "trained weights" : "UNTRAINED weights: outputs are not predictions";
+  return `${model.name} v${model.version} (${model.architecture}), ${state}`;
+}
+
+/** Image models a person can pick, from /v1/models: ready ones only, trained ones first. */
+export function imageModels(listing) {
+  return (listing.models || [])
+    .filter((entry) => entry.info && entry.info.task === "image" && entry.state === "READY")
+    .map((entry) => ({ name: entry.name, trained: entry.info.trained, isDefault: entry.name === listing.default_model }))
+    .sort((a, b) => Number(b.trained) - Number(a.trained) || a.name.localeCompare(b.name));
+}
+
+/** Request headers for an API key typed into the page; none when it is blank. */
+export function authHeaders(key) {
+  const trimmed = (key || "").trim();
+  return trimmed ? { Authorization: `Bearer ${trimmed}` } : {};
+}
+
+/** True for the answers that mean "send (another) API key": 401 unauthorized, 403 forbidden. */
+export function needsKey(status) {
+  return status === 401 || status === 403;
+}
