@@ -55,7 +55,7 @@ def test_run_serves_and_stops_cleanly(
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until_ready(url, process, within_s=180)
-        ours = tritonservers() - before
+        ours = children(process.pid, tritonservers() - before)
         assert len(ours) == 1, "the service should start exactly one embedded Triton"
         response = httpx.post(
             f"{url}/predict", files={"file": ("m.jpg", (media / "messi5.jpg").read_bytes())}, timeout=60
