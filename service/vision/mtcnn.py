@@ -112,21 +112,21 @@ class CascadeDetector:
             return []
         sizes = list(min_face_sizes or [self._min_face_size] * len(images))
         with torch.inference_mode():
-            tensors = [_as_tensor(image).to(self._device) for image in images]
-            candidates = self._proposals(tensors, sizes)
-            candidates = self._refine(tensors, candidates)
-            boxes, landmarks = self._output(tensors, candidates)
+            tables = [SummedArea(_as_tensor(image).to(self._device)) for image in images]
+            candidates = self._proposals(tables, sizes)
+            candidates = self._refine(tables, candidates)
+            boxes, landmarks = self._output(tables, candidates)
         return _split(boxes, landmarks, len(images))
 
     # --- stage 1: P-Net over each image's pyramid
 
-    def _proposals(self, images: list[Tensor], min_face_sizes: list[int]) -> Candidates:
+    def _proposals(self, images: list[SummedArea], min_face_sizes: list[int]) -> Candidates:
         from facenet_pytorch.models.utils.detect_face import generateBoundingBox
         from torchvision.ops import batched_nms
 
         found, groups, owners = [], [], []
         for index, image in enumerate(images):
-            for level, scale in enumerate(pyramid(image.shape[-2:], min_face_sizes[index])):
+            for level, scale in enumerate(pyramid((image.height, image.width), min_face_sizes[index])):
                 boxes, _ = generateBoundingBox(*self._pnet_on(image, scale), scale, self._thresholds[0])
                 found.append(boxes)
                 groups.append(torch.full_like(boxes[:, 0], index * 1000 + level, dtype=torch.int64))
@@ -139,17 +139,17 @@ class CascadeDetector:
         keep = batched_nms(boxes[:, :4], boxes[:, 4], owner, 0.7)  # then across levels, per image
         return _regressed_square(Candidates(boxes[keep], owner[keep]))
 
-    def _pnet_on(self, image: Tensor, scale: float) -> tuple[Tensor, Tensor]:
-        height, width = image.shape[-2:]
-        size = (int(height * scale + 1), int(width * scale + 1))
-        level = torch.nn.functional.interpolate(image, size=size, mode="area")
+    def _pnet_on(self, image: SummedArea, scale: float) -> tuple[Tensor, Tensor]:
+        # facenet-pytorch's level: interpolate(image, (int(h s + 1), int(w s + 1)), mode="area"), read
+        # from the summed-area table instead of a pass over the full image per level.
+        level = image.level((int(image.height * scale + 1), int(image.width * scale + 1)))
         level = ((level - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
         regression, probabilities = self._pnet(level)
         return regression, probabilities[:, 1]
 
     # --- stage 2: R-Net on every candidate of every image at once
 
-    def _refine(self, images: list[Tensor], candidates: Candidates) -> Candidates:
+    def _refine(self, images: list[SummedArea], candidates: Candidates) -> Candidates:
         from facenet_pytorch.models.utils.detect_face import bbreg, rerec
         from torchvision.ops import batched_nms
 
@@ -166,7 +166,7 @@ class CascadeDetector:
 
     # --- stage 3: O-Net, landmarks, final boxes
 
-    def _output(self, images: list[Tensor], candidates: Candidates) -> tuple[Candidates, Tensor]:
+    def _output(self, images: list[SummedArea], candidates: Candidates) -> tuple[Candidates, Tensor]:
         from facenet_pytorch.models.utils.detect_face import batched_nms_numpy, bbreg
 
         if not len(candidates):
@@ -218,7 +218,7 @@ def _regressed_square(candidates: Candidates) -> Candidates:
     return Candidates(rerec(regressed), candidates.image)
 
 
-def crops(images: list[Tensor], candidates: Candidates, size: int) -> Tensor:
+def crops(images: list[SummedArea], candidates: Candidates, size: int) -> Tensor:
     """Every candidate, clipped to its image, area-resampled to size x size: N x 3 x S x S, normalised.
 
     Equal to facenet-pytorch's per-box ``interpolate(image[:, :, y0:y1, x0:x1], size, mode="area")``
@@ -229,24 +229,51 @@ def crops(images: list[Tensor], candidates: Candidates, size: int) -> Tensor:
     for index, image in enumerate(images):
         mine = (candidates.image == index).nonzero().flatten()
         if len(mine):
-            out[mine] = _area_crops(image, candidates.boxes[mine], size)
+            out[mine] = image.crops(candidates.boxes[mine], size)
     return ((out - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
 
 
-def _area_crops(image: Tensor, boxes: Tensor, size: int) -> Tensor:
-    height, width = image.shape[-2:]
-    # facenet-pytorch's pad(): truncate to int, clip to [1, size], then read rows y-1 .. ey-1.
-    b = boxes[:, :4].trunc().to(torch.int64)
-    x0, y0 = b[:, 0].clamp(min=1) - 1, b[:, 1].clamp(min=1) - 1
-    x1, y1 = b[:, 2].clamp(max=width), b[:, 3].clamp(max=height)
-    rows0, rows1 = _bins(y0, y1, size)
-    cols0, cols1 = _bins(x0, x1, size)
-    table = _summed_area(image[0])  # 3 x (H+1) x (W+1), float64: exact sums of integer pixels
-    r0, r1 = rows0[:, :, None], rows1[:, :, None]
-    c0, c1 = cols0[:, None, :], cols1[:, None, :]
-    sums = table[:, r1, c1] - table[:, r0, c1] - table[:, r1, c0] + table[:, r0, c0]  # 3 x N x S x S
-    area = ((r1 - r0) * (c1 - c0)).to(torch.float64)
-    return (sums / area).permute(1, 0, 2, 3).to(torch.float32)
+class SummedArea:
+    """One image's summed-area table: the mean of any integer box of pixels in four lookups. Sums of
+    integer pixels in float64 are exact, so a box mean equals what area resampling computes."""
+
+    def __init__(self, image: Tensor) -> None:
+        channels, self.height, self.width = image.shape[1], image.shape[2], image.shape[3]
+        table = torch.zeros(
+            (channels, self.height + 1, self.width + 1), dtype=torch.float64, device=image.device
+        )
+        table[:, 1:, 1:] = image[0].to(torch.float64).cumsum(1).cumsum(2)
+        self._flat = table.reshape(channels, -1)
+        self._stride = self.width + 1
+
+    def means(self, r0: Tensor, r1: Tensor, c0: Tensor, c1: Tensor) -> Tensor:
+        """Means of the boxes rows [r0, r1) x cols [c0, c1) (broadcast together): C x shape, float32."""
+        shape = (r0 + c0).shape  # the boxes' broadcast shape (index tensors are small)
+
+        def at(rows: Tensor, cols: Tensor) -> Tensor:
+            return self._flat[:, (rows * self._stride + cols).expand(shape).reshape(-1)]
+
+        sums = at(r1, c1) - at(r0, c1) - at(r1, c0) + at(r0, c0)
+        area = ((r1 - r0) * (c1 - c0)).expand(shape).reshape(-1)
+        return (sums / area).reshape(-1, *shape).to(torch.float32)
+
+    def level(self, size: tuple[int, int]) -> Tensor:
+        """The whole image area-resampled to ``size`` (h, w): 1 x C x h x w."""
+        zero = torch.zeros(1, dtype=torch.int64, device=self._flat.device)
+        rows0, rows1 = _bins(zero, zero + self.height, size[0])
+        cols0, cols1 = _bins(zero, zero + self.width, size[1])
+        return self.means(rows0[0][:, None], rows1[0][:, None], cols0[0][None, :], cols1[0][None, :])[None]
+
+    def crops(self, boxes: Tensor, size: int) -> Tensor:
+        """Each box (x1, y1, x2, y2), clipped as facenet-pytorch's pad() does, at S x S: N x C x S x S."""
+        b = boxes[:, :4].trunc().to(torch.int64)
+        # pad(): truncate to int, clip to [1, size], then read rows y-1 .. ey-1 (columns alike).
+        x0, y0 = b[:, 0].clamp(min=1) - 1, b[:, 1].clamp(min=1) - 1
+        x1, y1 = b[:, 2].clamp(max=self.width), b[:, 3].clamp(max=self.height)
+        rows0, rows1 = _bins(y0, y1, size)
+        cols0, cols1 = _bins(x0, x1, size)
+        means = self.means(rows0[:, :, None], rows1[:, :, None], cols0[:, None, :], cols1[:, None, :])
+        return means.permute(1, 0, 2, 3)
 
 
 def _bins(start: Tensor, stop: Tensor, size: int) -> tuple[Tensor, Tensor]:
@@ -256,13 +283,6 @@ def _bins(start: Tensor, stop: Tensor, size: int) -> tuple[Tensor, Tensor]:
     first = start[:, None] + torch.div(i * length, size, rounding_mode="floor")
     last = start[:, None] - torch.div(-(i + 1) * length, size, rounding_mode="floor")
     return first, last
-
-
-def _summed_area(image: Tensor) -> Tensor:
-    shape = (image.shape[0], image.shape[1] + 1, image.shape[2] + 1)
-    table = torch.zeros(shape, dtype=torch.float64, device=image.device)
-    table[:, 1:, 1:] = image.to(torch.float64).cumsum(1).cumsum(2)
-    return table
 
 
 def _split(candidates: Candidates, landmarks: Tensor, count: int) -> list[Detections]:
