@@ -21,7 +21,7 @@ KERAS_STAMP := $(KERAS_VENV)/.installed-$(shell cat requirements-keras.txt requi
 PEER_VENV := .cache/peer-venv
 PEER_STAMP := $(PEER_VENV)/.installed-$(shell cat requirements-peer.txt requirements-peer-nodeps.txt | sha1sum | cut -c1-12)
 
-.PHONY: run test venv keras-venv peer-venv eval-frontend bench models media deploy-tools browser lint typecheck check clean
+.PHONY: run test venv keras-venv peer-venv eval-frontend bench locust soak models media deploy-tools browser lint typecheck check clean
 
 run: $(STAMP) $(MODELS)
 	$(PY) -m service
@@ -48,6 +48,17 @@ eval-frontend: $(STAMP) $(MODELS) media $(PEER_STAMP)
 # Detection + /predict benchmark against facenet-pytorch, the naive loop and the fer library (README table).
 bench: $(STAMP) $(MODELS) media $(PEER_STAMP)
 	$(PY) -m load_tests.bench_detect
+
+# Locust, 9 image users : 1 clip user, headless against a local Triton + gateway it starts itself;
+# exits 1 when the error rate or a p95 is over its threshold (LOCUST_ARGS: e.g. --seconds 600 --users 12).
+LOCUST_ARGS ?= --seconds 60
+locust: $(STAMP) $(MODELS) media
+	$(PY) -m load_tests.locust_run $(LOCUST_ARGS)
+
+# Steady mixed load for 10 minutes: gateway RSS and p99 every 30 s (SOAK_ARGS: e.g. --minutes 60).
+SOAK_ARGS ?=
+soak: $(STAMP) $(MODELS) media
+	$(PY) -m load_tests.soak $(SOAK_ARGS)
 
 $(KERAS_STAMP): requirements-keras.txt requirements-keras-nodeps.txt
 	test -x $(KERAS_VENV)/bin/python || $(PYTHON) -m venv $(KERAS_VENV)

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import io
+import os
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import uvicorn
@@ -76,6 +82,38 @@ def wait_until_ready(url: str, process: subprocess.Popen[bytes], within_s: float
             pass
         time.sleep(0.5)
     raise RuntimeError("the service never became ready")
+
+
+@contextmanager
+def gateway_process(triton_url: str, log: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``python -m service`` as its own process (its memory and signals are its own) against ``triton_url``;
+    ``env`` adds ``FER_*`` variables. Yields its URL and process; SIGTERM (then SIGKILL) on the way out."""
+    port = free_port()
+    variables = {**os.environ, "FER_TRITON_URL": triton_url, "FER_PORT": str(port), **env}
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service"], cwd=ROOT, env=variables, stdout=out, stderr=out
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_until_ready(url, process, within_s=180)
+            yield url, process
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+def memory_mib(pid: int, field: str = "VmHWM") -> float:
+    """A memory figure of a process from /proc/<pid>/status: VmHWM (peak resident) or VmRSS (now), MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/{pid}/status has no {field}")
 
 
 def gateway_settings(triton: LocalTriton, **overrides: object) -> Settings:

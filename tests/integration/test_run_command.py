@@ -1,19 +1,24 @@
-"""`python -m service` (what `make run` runs): embedded Triton, real request, clean stop on Ctrl-C/SIGTERM."""
+"""`python -m service` (what `make run` runs): embedded Triton, real request, clean stop on Ctrl-C/SIGTERM,
+and within the graceful-shutdown bound when a client stalls."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from service.triton_local import LocalTriton
+from tests.integration.test_slow_clients import STALLED_HEADERS
 from tests.media import ROOT
-from tests.stack import free_port, wait_until_ready
+from tests.stack import free_port, gateway_process, wait_until_ready
 
 pytestmark = pytest.mark.integration
 
@@ -101,3 +106,20 @@ def test_run_restarts_its_triton_when_it_dies(model_repository: Path, media: Pat
         if process.poll() is None:
             process.kill()
         log.close()
+
+
+def test_sigterm_with_a_stalled_client_exits_within_the_grace(triton: LocalTriton, tmp_path: Path) -> None:
+    """A client that sent its headers and then nothing must not hold SIGTERM past
+    FER_GRACEFUL_SHUTDOWN_TIMEOUT_S (its body timeout here is far longer than the grace)."""
+    grace_s = 2
+    env = {"FER_GRACEFUL_SHUTDOWN_TIMEOUT_S": str(grace_s), "FER_BODY_READ_TIMEOUT_S": "120"}
+    with gateway_process(triton.endpoints.grpc_url, tmp_path / "gateway.log", **env) as (url, process):
+        address = urlsplit(url)
+        with socket.create_connection((address.hostname, address.port)) as stalled:
+            stalled.sendall(STALLED_HEADERS)
+            time.sleep(0.5)  # the request has reached the route and waits for its body
+            began = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=grace_s + 20) == 0
+            took = time.monotonic() - began
+    assert took < grace_s + 5, f"exited {took:.1f} s after SIGTERM (grace {grace_s} s)"
