@@ -84,6 +84,7 @@ class ImageReads:
 
 # Candidate geometries measured with --explore (window in ArcFace-112 units; cut size; TTA).
 FER_CROP_WINDOW = (55.3, 62.1, 116.8)  # fer's own crop, median over the photos (see --fit-window)
+SERVED_SIDE = 122.6  # the served window: fer's crop x1.05, the best of the scales measured with --explore
 HAAR_RECT_WINDOW = (55.3, 62.1, 98.8)  # the bare Haar rectangle
 
 
@@ -332,11 +333,18 @@ def _tally_overlap(
     tally.iou_window.setdefault(name, []).append(polygon_iou(face.window, haar.window))
 
 
-def agreement(tally: Tally, name: str, other: str, originals_only: bool) -> tuple[float, int]:
+def agreement(
+    tally: Tally, name: str, other: str, originals_only: bool, common: tuple[str, ...] = ()
+) -> tuple[float, int]:
+    """Share of images where both found the face and named the same expression; ``common``: only the
+    faces every front end listed there found too (so rows are compared on the very same faces)."""
     pairs = [
         (labels[name], labels[other])
         for (_, _, kind), labels in tally.labels.items()
-        if (kind == "original" or not originals_only) and labels[name] and labels[other]
+        if (kind == "original" or not originals_only)
+        and labels[name]
+        and labels[other]
+        and all(labels[c] for c in common)
     ]
     return (sum(a == b for a, b in pairs) / len(pairs) if pairs else float("nan")), len(pairs)
 
@@ -443,13 +451,15 @@ def print_fit(fits: list[tuple[Reference, Box, Box]]) -> None:
 def print_table(tally: Tally, names: list[str]) -> None:
     print(
         "| front end | agrees with fer + Haar (originals) | agrees with fer + Haar (all images) "
-        "| stable under variants | face kept in variants | crop IoU with Haar rect / fer window "
-        "| ms per face |"
+        "| same, on faces all three found | stable under variants | face kept in variants "
+        "| crop IoU with Haar rect / fer window | ms per face |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
+    peers = ("fer + Haar", "fer + MTCNN", names[1])  # names[1]: the served front end
     for name in names:
         agree_o, n_o = agreement(tally, name, "fer + Haar", True)
         agree_a, n_a = agreement(tally, name, "fer + Haar", False)
+        agree_c, n_c = agreement(tally, name, "fer + Haar", False, peers)
         stable, kept, total = stability(tally, name)
         iou = (
             f"{np.mean(tally.iou_rect[name]):.2f} / {np.mean(tally.iou_window[name]):.2f}"
@@ -458,7 +468,8 @@ def print_table(tally: Tally, names: list[str]) -> None:
         )
         ms = np.median(tally.ms_per_face.get(name, [float("nan")]))
         print(
-            f"| {name} | {agree_o:.1%} ({n_o}) | {agree_a:.1%} ({n_a}) | {stable:.1%} ({total}) "
+            f"| {name} | {agree_o:.1%} ({n_o}) | {agree_a:.1%} ({n_a}) | {agree_c:.1%} ({n_c}) "
+            f"| {stable:.1%} ({total}) "
             f"| {kept:.1%} | {iou} | {ms:.1f} |"
         )
 

@@ -127,7 +127,8 @@ def align_face(
     # Bilinear reads one pixel beyond the sample point; after a reduction by `scale` that is 1/scale pixels.
     margin = 2.0 / min(scale, 1.0)
     x0, y0, x1, y1 = _region(crop_corners(matrix, crop_size), margin, width, height)
-    pixels = to_gray(image[y0:y1, x0:x1]) if gray else np.ascontiguousarray(image[y0:y1, x0:x1])
+    # np.array copies the region only (the decoded photo itself is read-only and never copied whole).
+    pixels = to_gray(image[y0:y1, x0:x1]) if gray else np.array(image[y0:y1, x0:x1])
     region = torch.from_numpy(pixels)
     region = region.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
     reduced, region_to_reduced = _reduced_region(region, scale, antialias)
