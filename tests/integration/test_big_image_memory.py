@@ -18,9 +18,9 @@ from tests.stack import encode, gateway_process, memory_mib
 pytestmark = pytest.mark.integration
 
 SIDE = 6300  # 39.7 Mpx: just under the default 40 Mpx limit
-# Measured: +730 MiB (841 → 1572 MiB VmHWM) on the 2-core CI machine; the 6300x6300 decode alone accounts
-# for ~680 MiB of it (README "Robustness"). The bound keeps a warm gateway (~850 MiB) plus one such image
-# well inside the pod's 2 GiB limit (deploy/k8s/base/gateway-deployment.yaml).
+# Measured: +376 MiB (813 → 1190 MiB VmHWM) on the 2-core CI machine, nearly all of it the decode (Pillow's
+# 4 bytes per pixel + one 3-byte array; README "Robustness"). The bound keeps a warm gateway (~850 MiB)
+# plus one such image well inside the pod's 2 GiB limit (deploy/k8s/base/gateway-deployment.yaml).
 MAX_PEAK_GROWTH_MIB = 1024
 POD_LIMIT_MIB = 2048
 
