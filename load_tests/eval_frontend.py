@@ -84,8 +84,6 @@ class ImageReads:
 
 # Candidate geometries measured with --explore (window in ArcFace-112 units; cut size; TTA).
 FER_CROP_WINDOW = (55.3, 62.1, 116.8)  # fer's own crop, median over the photos (see --fit-window)
-SERVED_SIDE = 122.6  # the served window: fer's crop x1.05, the best of the scales measured with --explore
-HAAR_RECT_WINDOW = (55.3, 62.1, 98.8)  # the bare Haar rectangle
 
 
 def candidates(served: ModelConfig) -> list[FrontEnd]:
