@@ -46,14 +46,19 @@ PEER_PYTHON = ROOT / ".cache" / "peer-venv" / "bin" / "python"
 THRESHOLDS = (0.6, 0.7, 0.7)
 
 
-def median_ms(call: Callable[[], object], repeats: int = 7) -> float:
-    call()  # warm-up
-    times = []
+def paired_ms(
+    first: Callable[[], object], second: Callable[[], object], repeats: int = 11
+) -> tuple[float, float]:
+    """Median ms of each, timed alternately (A, B, A, B, ...): a shared VM's speed drifts between runs, and
+    alternating puts both under the same drift."""
+    first(), second()  # warm-up
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000.0
+        for call, sink in ((first, times[0]), (second, times[1])):
+            start = time.perf_counter()
+            call()
+            sink.append(time.perf_counter() - start)
+    return statistics.median(times[0]) * 1000.0, statistics.median(times[1]) * 1000.0
 
 
 # ----------------------------------------------------------------------------- 1. the detector
@@ -81,8 +86,10 @@ def _detector_row(name: str, images: list[np.ndarray], reference: object, ours: 
     # facenet-pytorch's batch mode wants a 4-D array; one image goes in as itself.
     sample = np.stack(images) if len(images) > 1 else images[0]
     with torch.inference_mode():
-        theirs = median_ms(lambda: reference.detect(sample))  # type: ignore[attr-defined]
-        mine = median_ms(lambda: ours.detect_many(images))
+        theirs, mine = paired_ms(
+            lambda: reference.detect(sample),  # type: ignore[attr-defined]
+            lambda: ours.detect_many(images),
+        )
         faces = sum(len(found) for found in ours.detect_many(images))
     return f"| {name} | {faces} | {theirs:.1f} | {mine:.1f} | {theirs / mine:.2f}x |"
 
