@@ -81,7 +81,9 @@ def mtcnn_detector(settings: Settings) -> FaceDetector:
     size = AnalysisSize(
         settings.detector_max_side, settings.detector_min_face_size, settings.detector_min_face_ratio
     )
-    return BatchedDetector(cascade, size, max_batch=settings.detector_max_batch)
+    return BatchedDetector(
+        cascade, size, max_batch=settings.detector_max_batch, workers=settings.detector_workers
+    )
 
 
 def open_resources(

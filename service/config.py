@@ -135,6 +135,13 @@ class Settings(BaseSettings):
         description="Smallest face looked for, as a share of the analysed image's shorter side (on top of "
         "detector_min_face_size); e.g. 0.05 skips tiny background faces and the pyramid levels they need.",
     )
+    detector_workers: int = Field(
+        1,
+        ge=1,
+        description="Threads running detection cascades; each takes every image queued when it is free. "
+        "With FER_TORCH_THREADS=1, one per core runs small nets more efficiently than one cascade on all "
+        "cores (see the README benchmark).",
+    )
     detector_max_batch: int = Field(
         16,
         ge=1,

@@ -75,17 +75,23 @@ def mapped_back(found: Detections, analysed: tuple[int, ...], full: tuple[int, .
 
 
 class BatchedDetector:
-    """A FaceDetector that merges concurrent calls into one cascade call on its own thread."""
+    """A FaceDetector that merges concurrent calls into cascade calls on its own ``workers`` threads
+    (each takes whatever is queued when it becomes free)."""
 
-    def __init__(self, cascade: ManyImageDetector, size: AnalysisSize, *, max_batch: int) -> None:
+    def __init__(
+        self, cascade: ManyImageDetector, size: AnalysisSize, *, max_batch: int, workers: int = 1
+    ) -> None:
         self._cascade = cascade
         self._size = size
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[tuple[list[RGB], Future[list[Detections]]] | None] = (
             queue.SimpleQueue()
         )
-        self._thread = threading.Thread(target=self._serve, name="fer-detect", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"fer-detect-{i}", daemon=True) for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def detect(self, rgb: RGB) -> Detections:
         return self._submit([rgb])[0]
@@ -94,8 +100,9 @@ class BatchedDetector:
         return self._submit(list(frames))
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=30)
+        self._queue.put(None)  # each worker puts it back for the next one on its way out
+        for thread in self._threads:
+            thread.join(timeout=30)
         self._cascade.close()
 
     def _submit(self, images: list[RGB]) -> list[Detections]:
@@ -116,6 +123,7 @@ class BatchedDetector:
                     break
                 batch.append(item)
             self._run(batch)
+        self._queue.put(None)  # the other workers stop too
 
     def _run(self, batch: list[tuple[list[RGB], Future[list[Detections]]]]) -> None:
         images = [image for part, _ in batch for image in part]

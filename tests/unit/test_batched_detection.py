@@ -123,3 +123,30 @@ def test_reduced_is_antialiased() -> None:
 def test_mapped_back_is_identity_at_full_size() -> None:
     found = Detections(np.array([[1.0, 2.0, 3.0, 4.0]]), np.zeros((1, 5, 2)), np.array([0.9]))
     assert mapped_back(found, (10, 10), (10, 10)) is found
+
+
+def test_several_workers_run_cascades_side_by_side_and_all_stop() -> None:
+    started = threading.Barrier(3, timeout=5)  # two cascades in flight at once, plus this test
+
+    class Parallel(RecordingCascade):
+        def detect_many(
+            self, images: Sequence[np.ndarray], min_face_sizes: Sequence[int] | None = None
+        ) -> list[Detections]:
+            started.wait()
+            return super().detect_many(images, min_face_sizes)
+
+    cascade = Parallel()
+    detector = BatchedDetector(cascade, AnalysisSize(max_side=0, min_face_size=20), max_batch=1, workers=2)
+    results: list[Detections] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(detector.detect(np.zeros((50, 60, 3), np.uint8))))
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    started.wait()  # only reached if both workers are inside a cascade at the same time
+    for thread in threads:
+        thread.join(5)
+    detector.close()
+    assert len(results) == 2 and cascade.closed
+    assert not any(t.is_alive() for t in detector._threads)
