@@ -30,6 +30,7 @@ from fermodels.export import (
     _save_verified,
     _torchscript_deprecation_silenced,
     pbtxt_escape,
+    render_warmup,
 )
 
 DETECTOR_PARAMETER_KEY: Final = "fer_detector"
@@ -124,14 +125,4 @@ def _tensor(name: str, dims: tuple[int, ...]) -> str:
 
 
 def _warmup(stage: Stage) -> str:
-    dims = ", ".join(str(stage.sample_size if d < 0 else d) for d in stage.input_dims)
-    return f"""model_warmup [
-  {{
-    name: "zeros_batch_1"
-    batch_size: 1
-    inputs {{
-      key: "INPUT__0"
-      value {{ data_type: TYPE_FP32, dims: [ {dims} ], zero_data: true }}
-    }}
-  }}
-]"""
+    return render_warmup(", ".join(str(stage.sample_size if d < 0 else d) for d in stage.input_dims))

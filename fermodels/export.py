@@ -303,7 +303,11 @@ def _batching_section(preferred: Sequence[int], delay_us: int, timeout_us: int, 
 
 
 def _warmup_section(config: ModelConfig) -> str:
-    dims = ", ".join(str(d) for d in input_dims(config))
+    return render_warmup(", ".join(str(d) for d in input_dims(config)))
+
+
+def render_warmup(dims: str) -> str:
+    """Triton's warm-up: one all-zeros request of batch 1 with INPUT__0 of ``dims`` (e.g. "3, 64, 64")."""
     return f"""model_warmup [
   {{
     name: "zeros_batch_1"
