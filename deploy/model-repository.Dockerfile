@@ -20,10 +20,10 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /src
 # h5py reads the Keras weights that mini_xception_fer2013 is ported from (pinned like requirements.txt).
 # PIP_CONSTRAINT is cleared: NGC images pin their own packages in /etc/pip/constraint.txt.
-RUN PIP_CONSTRAINT="" pip install --no-cache-dir h5py==3.16.0
 # facenet-pytorch ships MTCNN's trained weights (exported for FER_DETECTOR_BACKEND=triton); --no-deps for
 # the reasons in requirements-nodeps.txt (its declared torch<2.3 would replace the image's torch).
-RUN PIP_CONSTRAINT="" pip install --no-cache-dir --no-deps facenet-pytorch==2.6.0
+RUN PIP_CONSTRAINT="" pip install --no-cache-dir h5py==3.16.0 \
+    && PIP_CONSTRAINT="" pip install --no-cache-dir --no-deps facenet-pytorch==2.6.0
 COPY fermodels/ fermodels/
 # Every model with a config in model_repository/ (tests/deploy checks the list). The export is
 # deterministic (fixed seed, or ported weights verified by sha256) and re-checks scripted == eager.

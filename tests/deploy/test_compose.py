@@ -69,13 +69,16 @@ def test_triton_serves_the_exported_repository_read_only(stack: dict[str, Any]) 
     assert stack["model-repository"]["volumes"] == ["model-repository:/model-repository:rw"]
 
 
-def test_gpu_override_adds_a_gpu_and_nothing_else() -> None:
+def test_gpu_override_adds_a_gpu_and_detection_on_it_and_nothing_else() -> None:
     cpu, gpu = compose_config(COMPOSE)["services"], compose_config(COMPOSE, GPU)["services"]
     devices = gpu["triton"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     flip = {"--allow-gpu-metrics=false": "--allow-gpu-metrics=true"}
     assert gpu["triton"]["command"] == [flip.get(arg, arg) for arg in cpu["triton"]["command"]]
     assert "deploy" not in cpu["triton"]
+    # MTCNN's nets move to Triton's GPU too; the gateway changes in nothing else.
+    assert gpu["gateway"]["environment"].pop("FER_DETECTOR_BACKEND") == "triton"
+    assert "FER_DETECTOR_BACKEND" not in cpu["gateway"]["environment"]
     assert _unordered(gpu, skip="triton") == _unordered(cpu, skip="triton")
 
 
