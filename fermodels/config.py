@@ -154,6 +154,28 @@ class ModelConfig:
         return tuple(((x - left) * scale - 0.5, (y - top) * scale - 0.5) for x, y in ARCFACE_TEMPLATE_112)
 
 
+@dataclass(frozen=True)
+class DetectorStage:
+    """One of MTCNN's nets as a Triton model (FER_DETECTOR_BACKEND=triton): what export writes and the
+    gateway's Triton client sends and reads. ``INPUT__0`` FP32 ``[N, *input_dims]``, ``OUTPUT__i``."""
+
+    name: str  # the Triton model name
+    weights: str  # facenet-pytorch's file stem
+    input_dims: tuple[int, int, int]  # -1: any size
+    output_dims: tuple[tuple[int, ...], ...]
+    max_batch_size: int
+    dynamic_batching: bool  # candidates of concurrent requests share one execution
+    sample_size: int  # spatial size of the verification / warm-up input
+
+
+DETECTOR_STAGES: Final = (
+    # Pyramid levels differ in size, so P-Net requests rarely share a batch: no dynamic batching.
+    DetectorStage("mtcnn_pnet", "pnet", (3, -1, -1), ((4, -1, -1), (2, -1, -1)), 16, False, 64),
+    DetectorStage("mtcnn_rnet", "rnet", (3, 24, 24), ((4,), (2,)), 1024, True, 24),
+    DetectorStage("mtcnn_onet", "onet", (3, 48, 48), ((4,), (10,), (2,)), 512, True, 48),
+)
+
+
 def canonical_order(labels: tuple[str, ...]) -> tuple[int, ...]:
     """Indices into a model's outputs that list its labels in canonical order."""
     return tuple(sorted(range(len(labels)), key=lambda i: CANONICAL_LABELS.index(labels[i])))

@@ -16,13 +16,13 @@ on the same GPU. The contract, per net (``INPUT__0`` FP32, pixels normalised as 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 import torch
 from torch import nn
 
+from fermodels.config import DETECTOR_STAGES, DetectorStage
 from fermodels.export import (
     CONFIG_FILENAME,
     MODEL_FILENAME,
@@ -37,26 +37,7 @@ DETECTOR_PARAMETER_KEY: Final = "fer_detector"
 WEIGHTS: Final = "facenet-pytorch 2.6.0 wheel, facenet_pytorch/data/{}.pt (MIT)"
 
 
-@dataclass(frozen=True)
-class Stage:
-    name: str  # the Triton model name
-    weights: str  # facenet-pytorch's file stem
-    input_dims: tuple[int, int, int]  # -1: any size
-    output_dims: tuple[tuple[int, ...], ...]
-    max_batch_size: int
-    dynamic_batching: bool  # candidates of concurrent requests share one execution
-    sample_size: int  # spatial size of the verification / warm-up input
-
-
-STAGES: Final = (
-    # Pyramid levels differ in size, so P-Net requests rarely share a batch: no dynamic batching.
-    Stage("mtcnn_pnet", "pnet", (3, -1, -1), ((4, -1, -1), (2, -1, -1)), 16, False, 64),
-    Stage("mtcnn_rnet", "rnet", (3, 24, 24), ((4,), (2,)), 1024, True, 24),
-    Stage("mtcnn_onet", "onet", (3, 48, 48), ((4,), (10,), (2,)), 512, True, 48),
-)
-
-
-def _net(stage: Stage) -> nn.Module:
+def _net(stage: DetectorStage) -> nn.Module:
     from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
 
     build: type[nn.Module] = {"pnet": PNet, "rnet": RNet, "onet": ONet}[stage.weights]
@@ -67,7 +48,7 @@ def _net(stage: Stage) -> nn.Module:
 def export_detector(repository: Path, version: int = 1, *, force: bool = False) -> list[Path]:
     """Script, verify and write the three nets; returns their model folders."""
     folders = []
-    for stage in STAGES:
+    for stage in DETECTOR_STAGES:
         folder = Path(repository) / stage.name
         target = folder / str(_check_version(version)) / MODEL_FILENAME
         if target.exists() and not force:
@@ -85,7 +66,7 @@ def export_detector(repository: Path, version: int = 1, *, force: bool = False) 
     return folders
 
 
-def render_stage_config(stage: Stage) -> str:
+def render_stage_config(stage: DetectorStage) -> str:
     outputs = ",\n".join(_tensor(f"OUTPUT__{i}", dims) for i, dims in enumerate(stage.output_dims))
     provenance = json.dumps(
         {"stage": stage.weights, "weights": WEIGHTS.format(stage.weights)}, sort_keys=True
@@ -124,5 +105,5 @@ def _tensor(name: str, dims: tuple[int, ...]) -> str:
     return f'  {{\n    name: "{name}"\n    data_type: TYPE_FP32\n    dims: [ {shown} ]\n  }}'
 
 
-def _warmup(stage: Stage) -> str:
+def _warmup(stage: DetectorStage) -> str:
     return render_warmup(", ".join(str(stage.sample_size if d < 0 else d) for d in stage.input_dims))

@@ -15,13 +15,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fermodels.config import DETECTOR_STAGES
 from service.inference.triton import classify_triton_error
 from service.vision.mtcnn import TRITON_STAGES, CascadeNets, Net
 
 logger = logging.getLogger(__name__)
 
-# (outputs, max_batch_size) per stage, as fermodels/detector_export.py writes them.
-STAGE_SHAPES = {"mtcnn_pnet": (2, 16), "mtcnn_rnet": (2, 1024), "mtcnn_onet": (3, 512)}
+# (outputs, max_batch_size) per stage, from the contract export writes them with.
+STAGE_SHAPES = {stage.name: (len(stage.output_dims), stage.max_batch_size) for stage in DETECTOR_STAGES}
 
 
 class TritonStage:

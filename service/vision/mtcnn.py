@@ -26,6 +26,7 @@ import numpy.typing as npt
 import torch
 from torch import Tensor, nn
 
+from fermodels.config import DETECTOR_STAGES
 from service.vision.detection import Detections
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class Candidates:
 
 
 # The three stages as Triton models (fermodels/detector_export.py writes them into model_repository/).
-TRITON_STAGES = ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet")
+TRITON_STAGES = tuple(stage.name for stage in DETECTOR_STAGES)
 Net = Callable[[Tensor], tuple[Tensor, ...]]
 CPU = torch.device("cpu")
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fermodels.detector_export import STAGES
+from fermodels.config import DETECTOR_STAGES
 from service.inference.triton_detector import triton_nets
 from service.triton_local import LocalTriton
 from service.vision.mtcnn import TRITON_STAGES, CascadeDetector
@@ -30,7 +30,7 @@ def detectors(triton: LocalTriton) -> Iterator[tuple[CascadeDetector, CascadeDet
 
 
 def test_the_exported_stage_names_are_the_ones_the_gateway_calls() -> None:
-    assert tuple(stage.name for stage in STAGES) == TRITON_STAGES
+    assert tuple(stage.name for stage in DETECTOR_STAGES) == TRITON_STAGES
 
 
 @pytest.mark.parametrize("name", ["messi5.jpg", "astronaut.png"])

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from fermodels.detector_export import STAGES, render_stage_config
+from fermodels.config import DETECTOR_STAGES
+from fermodels.detector_export import render_stage_config
 from service.errors import InferenceUnavailable
 from service.inference.triton_detector import STAGE_SHAPES, TritonStage
 
 
 def test_configs_declare_what_the_gateway_sends_and_reads() -> None:
-    for stage in STAGES:
+    for stage in DETECTOR_STAGES:
         text = render_stage_config(stage)
         outputs, max_batch = STAGE_SHAPES[stage.name]
         assert f'name: "{stage.name}"' in text and f"max_batch_size: {max_batch}" in text
