@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ class RecordingCascade:
     def __init__(self, hold: threading.Event | None = None) -> None:
         self.calls: list[tuple[list[tuple[int, int]], list[int]]] = []
         self.hold = hold
+        self.entered = threading.Event()  # set once a call is inside detect_many
         self.closed = False
 
     def close(self) -> None:
@@ -26,6 +28,7 @@ class RecordingCascade:
     def detect_many(
         self, images: Sequence[np.ndarray], min_face_sizes: Sequence[int] | None = None
     ) -> list[Detections]:
+        self.entered.set()
         if self.hold is not None:
             self.hold.wait(5)
         self.calls.append(([im.shape[:2] for im in images], list(min_face_sizes or [])))
@@ -75,23 +78,38 @@ def test_concurrent_callers_share_one_cascade_call() -> None:
     cascade = RecordingCascade(hold)
     detector = BatchedDetector(cascade, AnalysisSize(max_side=0, min_face_size=20), max_batch=16)
     results: list[Detections] = []
-    threads = [
-        threading.Thread(target=lambda w=w: results.append(detector.detect(np.zeros((50, w, 3), np.uint8))))
-        for w in (60, 70, 80, 90, 100)
-    ]
+
+    def call(width: int) -> threading.Thread:
+        image = np.zeros((50, width, 3), np.uint8)
+        thread = threading.Thread(target=lambda: results.append(detector.detect(image)))
+        thread.start()
+        return thread
+
     try:
-        for thread in threads:
-            thread.start()
-        while detector._queue.qsize() < 4:  # the first call holds the thread; the rest queue behind it
-            threading.Event().wait(0.01)
+        # The first caller must be inside the cascade before the others queue, or the worker may take
+        # several of them at once; every wait is bounded so a regression fails instead of hanging.
+        threads = [call(60)]
+        assert cascade.entered.wait(5), "the first caller never reached the cascade"
+        threads += [call(w) for w in (70, 80, 90, 100)]
+        assert wait_until(lambda: detector._queue.qsize() == 4), "the four later callers never queued"
         hold.set()
         for thread in threads:
             thread.join(5)
     finally:
+        hold.set()
         detector.close()
     assert len(results) == 5 and sorted(r.boxes[0, 2] for r in results) == [59.0, 69.0, 79.0, 89.0, 99.0]
     assert len(cascade.calls) == 2 and len(cascade.calls[1][0]) == 4  # 1 alone, then 4 merged
     assert cascade.closed  # closing the detector closes its nets (a Triton client, say)
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def test_a_failing_cascade_fails_every_waiting_caller_and_keeps_serving() -> None:
