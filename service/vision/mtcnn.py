@@ -18,6 +18,7 @@ facenet-pytorch's own (its helper functions are called directly), so results mat
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -200,10 +201,12 @@ def pyramid(size: Sequence[int], min_face_size: int) -> list[float]:
 
 
 def _as_tensor(image: npt.NDArray[np.uint8]) -> Tensor:
-    """H x W x 3 uint8 → 1 x 3 x H x W float (0..255), channels-last (no copy of the layout needed)."""
-    # .float() copies, so a read-only decoded array is never written through.
-    pixels = torch.from_numpy(np.require(image, requirements=["C", "W"]))
-    return pixels.permute(2, 0, 1).unsqueeze(0).float()
+    """H x W x 3 uint8 → a 1 x 3 x H x W uint8 view (channels-last in memory): no copy. The summed-area
+    table is the only thing read from it, so a read-only decoded photo is never written through."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        pixels = torch.from_numpy(np.ascontiguousarray(image))
+    return pixels.permute(2, 0, 1).unsqueeze(0)
 
 
 def _regressed_square(candidates: Candidates) -> Candidates:
