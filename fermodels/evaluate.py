@@ -123,7 +123,7 @@ def evaluate(
     matrix = result.confusion(loaded.config.num_classes)
     metrics = summarize(matrix, loaded.config.labels) | {
         "loss": result.loss,
-        "data": f"{data.name} {data.split}" + (f" (fold {data.fold})" if data.name == "dfew" else ""),
+        "data": data.describe(),
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": file_digest(checkpoint),
         "epoch": loaded.payload["epoch"],

@@ -377,7 +377,7 @@ def _payload(run: _Run, model_name: str, options: TrainOptions, data: DatasetSpe
         trained=True,
         weights=f"{model_name} trained on {data.name} {data.split}, {run.epoch} epochs, seed {options.seed}",
         accuracy=f"validation ({options.val_split}) UAR {record['val_uar']:.4f}, WAR {record['val_war']:.4f}",
-        dataset=f"{data.name} {data.split}",
+        dataset=data.describe(),
     )
     return {
         "model": model_name,
