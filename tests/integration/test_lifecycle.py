@@ -156,3 +156,16 @@ def test_a_clip_is_answered_by_the_trained_video_model(
     assert body["media"] == "video" and body["tracks"]
     assert_shows_the_evaluation(body["video_model"], measured[1][VIDEO_MODEL], "dfew")
     assert_shows_the_evaluation(body["model"], measured[1][IMAGE_MODELS[0]], "imagefolder")
+
+
+def test_a_clip_sends_the_landmark_model_each_faces_landmarks(
+    served: httpx.Client, measured: tuple[Path, dict[str, dict[str, Any]]], media: Path
+) -> None:
+    data = clips.encode(clips.moving_face(media, count=6), fps=10)
+    response = served.post(
+        "/predict", params={"model": "poster_tiny"}, files={"file": ("clip.mp4", data, "video/mp4")}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["timeline"] and all(frame["faces"] for frame in body["timeline"])
+    assert_shows_the_evaluation(body["model"], measured[1]["poster_tiny"], "imagefolder")
