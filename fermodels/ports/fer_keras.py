@@ -201,7 +201,7 @@ def _check_covers(graph: MiniXceptionGraph, layers: dict[str, KerasLayer]) -> No
 # --- building and filling the PyTorch model ------------------------------------------------------------
 
 
-def build_model(graph: MiniXceptionGraph) -> MiniXception:
+def mini_xception_of(graph: MiniXceptionGraph) -> MiniXception:
     """A MiniXception whose widths, classes and epsilon are read from the Keras config."""
     batchnorms = [layer for layer in graph.all_layers() if layer.class_name == "BatchNormalization"]
     epsilons = {layer.config["epsilon"] for layer in batchnorms}
@@ -259,7 +259,7 @@ def load_keras_mini_xception(hdf5: Path) -> MiniXception:
         raise PortError(f"the port reads Keras 2 configs, the file says Keras {keras.keras_version}")
     graph = match_graph(keras)
     _check_weightless(graph)
-    model = build_model(graph)
+    model = mini_xception_of(graph)
     _load_exactly(model, _convert_all(graph, model, keras.weights))
     return model.eval()
 

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from fermodels import registry
+from fermodels.checkpoint import CheckpointError, load_checkpoint
 from fermodels.cli import main
 from fermodels.config import PBTXT_PARAMETER_KEY, ModelConfig
 from fermodels.data import DatasetSpec
@@ -126,3 +127,17 @@ def test_poster_exports_with_a_landmark_input_that_changes_its_output(tmp_path: 
     with torch.no_grad():
         moved = reloaded(crops, landmarks + 0.1)[0]
         assert not torch.allclose(reloaded(crops, landmarks)[0], moved, atol=1e-6)
+
+
+def test_format_1_checkpoints_of_a_tiny_variant_still_load(trained: TrainResult, tmp_path: Path) -> None:
+    payload = torch.load(trained.last, weights_only=True)
+    old = tmp_path / "old.pt"
+    torch.save({**payload, "format": 1, "model": "poster", "variant": "tiny"}, old)
+    loaded = load_checkpoint(old)
+    assert loaded.name == "poster_tiny" and loaded.config.num_landmarks == 5
+
+
+def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path: Path) -> None:
+    torch.save({"state_dict": {}}, tmp_path / "weights.pt")
+    with pytest.raises(CheckpointError, match="not a fermodels checkpoint"):
+        load_checkpoint(tmp_path / "weights.pt")
