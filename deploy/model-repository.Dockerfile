@@ -27,7 +27,7 @@ RUN PIP_CONSTRAINT="" pip install --no-cache-dir h5py==3.16.0 \
 COPY fermodels/ fermodels/
 # Every model with a config in model_repository/ (tests/deploy checks the list). The export is
 # deterministic (fixed seed, or ported weights verified by sha256) and re-checks scripted == eager.
-ARG MODELS="fer_former mini_xception_fer2013 stt"
+ARG MODELS="fer_former mini_xception_fer2013 poster stt"
 ARG MODEL_VERSION=1
 RUN for model in ${MODELS}; do \
         python -m fermodels export --model "${model}" --repository /models --version "${MODEL_VERSION}"; \

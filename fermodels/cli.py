@@ -15,7 +15,15 @@ from pathlib import Path
 from fermodels import registry
 from fermodels.data import DATASET_NAMES, DatasetSpec
 from fermodels.evaluate import CONFUSION_FILENAME, METRICS_FILENAME, evaluate
-from fermodels.export import CONFIG_FILENAME, LABELS_FILENAME, MODEL_FILENAME, README_FILENAME, export_model
+from fermodels.export import (
+    CONFIG_FILENAME,
+    LABELS_FILENAME,
+    MODEL_FILENAME,
+    README_FILENAME,
+    MetricsError,
+    export_checkpoint,
+    export_model,
+)
 from fermodels.train import OBJECTIVES, TrainOptions, train
 
 
@@ -40,7 +48,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _add_export(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("export", help="script a model into the Triton model repository")
-    parser.add_argument("--model", required=True, choices=registry.available(), help="served model name")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", choices=registry.available(), help="a registry model (untrained/ported)")
+    source.add_argument("--checkpoint", type=Path, help="trained weights: a checkpoint written by train")
+    parser.add_argument(
+        "--metrics", type=Path, help="evaluate's metrics.json of --checkpoint (default: next to it)"
+    )
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="repository root")
     parser.add_argument("--version", type=int, default=1, help="Triton model version (integer >= 1)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing version")
@@ -53,20 +66,22 @@ def _add_export(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    model, config = registry.build(args.model, seed=args.seed)
+    options = {
+        "force": args.force,
+        "max_queue_delay_us": args.max_queue_delay_us,
+        "queue_timeout_us": args.queue_timeout_us,
+        "max_queue_size": args.max_queue_size,
+        "instance_count": args.instance_count,
+    }
     try:
-        model_dir = export_model(
-            model,
-            config,
-            args.repository,
-            args.version,
-            force=args.force,
-            max_queue_delay_us=args.max_queue_delay_us,
-            queue_timeout_us=args.queue_timeout_us,
-            max_queue_size=args.max_queue_size,
-            instance_count=args.instance_count,
-        )
-    except FileExistsError as exc:
+        if args.checkpoint is not None:
+            model_dir = export_checkpoint(
+                args.checkpoint, args.repository, args.version, metrics=args.metrics, **options
+            )
+        else:
+            model, config = registry.build(args.model, seed=args.seed)
+            model_dir = export_model(model, config, args.repository, args.version, **options)
+    except (FileExistsError, MetricsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     written = (model_dir / str(args.version) / MODEL_FILENAME, model_dir / CONFIG_FILENAME)
@@ -144,7 +159,6 @@ def _add_train(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--center-weight", type=float, default=0.01, help="compact: centre-pull weight")
     parser.add_argument("--alignment-weight", type=float, default=1.0, help="kefer: alignment weight")
     parser.add_argument("--self-contrast-weight", type=float, default=1.0, help="kefer: self-contrast weight")
-    parser.add_argument("--tiny", action="store_true", help="a tiny FER-former variant (smoke tests)")
     parser.add_argument("--resume", type=Path, help="continue from this checkpoint (usually last.pt)")
     parser.set_defaults(handler=_run_train)
 
@@ -168,7 +182,6 @@ def _run_train(args: argparse.Namespace) -> int:
         alignment_weight=args.alignment_weight,
         self_contrast_weight=args.self_contrast_weight,
         val_split=args.val_split,
-        variant="tiny" if args.tiny else "",
         progress=not args.no_progress,
     )
     result = train(args.model, _dataset_spec(args), args.out_dir, options, resume=args.resume)

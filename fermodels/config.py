@@ -29,7 +29,6 @@ CANONICAL_LABELS: Final[tuple[str, ...]] = (
 # Class orders of the public datasets, in canonical words, so a checkpoint's output index maps to a label.
 RAFDB_LABELS: Final = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
 FER2013_LABELS: Final = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
-AFFECTNET8_LABELS: Final = CANONICAL_LABELS
 DFEW_LABELS: Final = ("happiness", "sadness", "neutral", "anger", "surprise", "disgust", "fear")
 
 # Adjectives for prompts ("a happy facial expression" reads better than "a happiness facial expression").
@@ -64,6 +63,11 @@ Task = Literal["image", "video"]
 CropColor = Literal["rgb", "gray"]
 TestTimeAugmentation = Literal["none", "flip"]
 PBTXT_PARAMETER_KEY: Final = "fer_config"
+# The serving contract's tensors: the face crop(s), and for models with ``num_landmarks`` the landmarks.
+IMAGE_INPUT: Final = "INPUT__0"
+LANDMARKS_INPUT: Final = "INPUT__1"
+# The gateway's detector gives 5 points (eyes, nose tip, mouth corners): all a landmark model can get.
+DETECTOR_LANDMARKS: Final = len(ARCFACE_TEMPLATE_112)
 
 
 def prompts_for(labels: tuple[str, ...], template: str = DEFAULT_PROMPT_TEMPLATE) -> tuple[str, ...]:
@@ -73,6 +77,30 @@ def prompts_for(labels: tuple[str, ...], template: str = DEFAULT_PROMPT_TEMPLATE
 
 def _with_article(word: str) -> str:
     return f"an {word}" if word[0] in "aeiou" else f"a {word}"
+
+
+@dataclass(frozen=True)
+class EvaluationMetrics:
+    """What ``python -m fermodels evaluate`` measured for the exported weights (its metrics.json)."""
+
+    data: str  # the dataset and split evaluated on, e.g. "rafdb test"
+    num_samples: int
+    war: float  # weighted average recall (accuracy)
+    uar: float  # unweighted average recall (mean per-class recall)
+    per_class_recall: tuple[tuple[str, float | None], ...]  # (label, recall); None: no sample of it
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> EvaluationMetrics:
+        """From this class's JSON (recall as pairs) or evaluate's metrics.json (recall as a mapping)."""
+        recall = raw["per_class_recall"]
+        pairs = recall.items() if isinstance(recall, dict) else recall
+        return cls(
+            data=str(raw["data"]),
+            num_samples=int(raw["num_samples"]),
+            war=float(raw["war"]),
+            uar=float(raw["uar"]),
+            per_class_recall=tuple((str(label), value) for label, value in pairs),
+        )
 
 
 @dataclass(frozen=True)
@@ -106,6 +134,12 @@ class ModelConfig:
     license: str = "Apache-2.0"
     accuracy: str = "not measured"
     max_batch_size: int = 16
+    # What the weights were trained on ("" for untrained or ported weights), and what evaluate measured.
+    dataset: str = ""
+    metrics: EvaluationMetrics | None = None
+    # 0: the crop alone. K > 0: a second input ``LANDMARKS_INPUT`` [N, K, 2], the face's landmarks in the
+    # crop's own coordinates scaled to [0, 1] (``normalised_landmark_template`` where they sit nominally).
+    num_landmarks: int = 0
 
     def __post_init__(self) -> None:
         unknown = [label for label in self.labels if label not in CANONICAL_LABELS]
@@ -121,6 +155,10 @@ class ModelConfig:
             raise ValueError("crop_window side must be positive")
         if not 0 <= self.crop_source_size <= self.input_size:
             raise ValueError("crop_source_size must be in [0, input_size]")
+        if self.num_landmarks not in (0, DETECTOR_LANDMARKS):
+            raise ValueError(f"num_landmarks must be 0 or {DETECTOR_LANDMARKS} (what the detector gives)")
+        if self.num_landmarks and self.tta != "none":
+            raise ValueError("test-time augmentation is not defined for landmark inputs")
 
     @property
     def num_classes(self) -> int:
@@ -137,6 +175,8 @@ class ModelConfig:
         for key in ("mean", "std", "labels", "prompts", "crop_window"):
             if key in values:
                 values[key] = tuple(values[key])
+        if values.get("metrics") is not None:
+            values["metrics"] = EvaluationMetrics.from_dict(values["metrics"])
         return cls(**values)
 
     @property
@@ -152,6 +192,12 @@ class ModelConfig:
         left, top = centre_x - side / 2.0, centre_y - side / 2.0
         scale = side_px / side
         return tuple(((x - left) * scale - 0.5, (y - top) * scale - 0.5) for x, y in ARCFACE_TEMPLATE_112)
+
+    def normalised_landmark_template(self) -> tuple[tuple[float, float], ...]:
+        """The 5 canonical landmarks in [0, 1] crop coordinates (the crop's edges are 0 and 1): where an
+        aligned face's landmarks sit before expression moves them; what a dataset without landmarks gets."""
+        side = self.crop_size
+        return tuple(((x + 0.5) / side, (y + 0.5) / side) for x, y in self.landmark_template(side))
 
 
 @dataclass(frozen=True)

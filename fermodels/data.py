@@ -67,6 +67,10 @@ class DatasetSpec:
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "root": str(self.root), "split": self.split, "fold": self.fold}
 
+    def describe(self) -> str:
+        """Name and split (and DFEW's fold), as /v1/models shows them: no local paths."""
+        return f"{self.name} {self.split}" + (f" (fold {self.fold})" if self.name == "dfew" else "")
+
 
 # ----------------------------------------------------------------------------- transforms
 

@@ -60,7 +60,7 @@ def export_detector(repository: Path, version: int = 1, *, force: bool = False) 
         with torch.no_grad():
             expected = tuple(net(sample))
         with _torchscript_deprecation_silenced():
-            _save_verified(torch.jit.script(net), target, sample, expected)
+            _save_verified(torch.jit.script(net), target, (sample,), expected)
         (folder / CONFIG_FILENAME).write_text(render_stage_config(stage), encoding="utf-8")
         folders.append(folder)
     return folders

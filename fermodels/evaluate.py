@@ -1,19 +1,18 @@
-"""Checkpoints back into models, and evaluation of a checkpoint on a dataset (metrics.json + confusion.png).
+"""Evaluation of a checkpoint on a dataset (metrics.json + confusion.png), and the training view of a model.
 
-A checkpoint is the plain dict ``fermodels.train`` saves (``state_dict``, ``config`` as ModelConfig JSON,
-``model``, ``variant``, ``epoch``, ``metrics``, ``seed``, ...). It is read with ``weights_only=True``
-(no pickled code runs) and turned back into a model by building the architecture from the registry and
-loading the weights, so a checkpoint can only ever hold weights for a model the registry knows.
-This module owns reading checkpoints and running inference; ``fermodels.train`` imports it, not the reverse.
+Every model is driven through its serving contract (``fermodels.export``): ``forward_serving`` on the
+normalised crop, plus the landmarks for a model whose ``config.num_landmarks`` says it takes them. Models
+with a text side (``config.prompts``) are trained on both heads' logits, which their ``forward`` returns.
+Checkpoints are read by ``fermodels.checkpoint``; ``fermodels.train`` imports this module, not the reverse.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -23,22 +22,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs in the venv (types-tqdm not pinned)
 
-from fermodels import registry
+from fermodels.checkpoint import file_digest, load_checkpoint
 from fermodels.config import ModelConfig
 from fermodels.data import DatasetSpec, build_dataset
 from fermodels.metrics import confusion_matrix, save_confusion_png, summarize
-from fermodels.models.fer_former import FERFormer
-from fermodels.text import load_text_embeddings
 
 logger = logging.getLogger(__name__)
 
 METRICS_FILENAME: Final = "metrics.json"
 CONFUSION_FILENAME: Final = "confusion.png"
-# The "tiny" FER-former: small enough that tests and the CLI smoke test train in about a second on CPU.
-TINY_INPUT_SIZE: Final = 32
-Variant = Literal["", "tiny"]
-# mini-Xception's forward takes 1-channel grey (its Keras input); its forward_serving converts from RGB.
-SERVING_VIEW_ARCHITECTURES: Final = frozenset({"mini_xception"})
 ModelOutputs = torch.Tensor | tuple[torch.Tensor, ...]
 
 
@@ -49,51 +41,31 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def build_model(name: str, *, seed: int = 0, variant: Variant = "") -> tuple[nn.Module, ModelConfig]:
-    """``registry.build(name)``; ``variant="tiny"`` shrinks a FER-former (same heads, prompts and labels)."""
-    model, config = registry.build(name, seed=seed)
-    if not variant:
-        return model, config
-    if variant != "tiny" or not isinstance(model, FERFormer):
-        raise ValueError(f"model {name!r} has no variant {variant!r}")
-    text = torch.tensor(load_text_embeddings(config.prompts).vectors)
-    tiny = registry.seeded(
-        seed,
-        lambda: FERFormer(
-            text, config.num_classes, stem_channels=(8, 16), grid_size=4, patch_sizes=(2, 4), dim=32, depth=1
-        ),
-    )
-    weights = f"tiny variant, random initialisation, seed {seed} (untrained)"
-    return tiny.eval(), replace(config, input_size=TINY_INPUT_SIZE, embed_dim=tiny.embed_dim, weights=weights)
+def model_inputs(config: ModelConfig, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The model's inputs for a batch of normalised crops: the crops, and for a landmark model the
+    landmarks. The datasets carry none, so each face gets the aligned template's (where an aligned face's
+    points sit nominally); the gateway sends each face's measured points."""
+    if not config.num_landmarks:
+        return (images,)
+    template = torch.tensor(config.normalised_landmark_template(), dtype=images.dtype, device=images.device)
+    return images, template.expand(images.shape[0], -1, -1)
 
 
-@dataclass(frozen=True)
-class Checkpoint:
-    model: nn.Module
-    config: ModelConfig
-    payload: dict[str, Any]
-
-
-def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> Checkpoint:
-    """Rebuild the model named in the checkpoint via the registry and load its weights (eval mode)."""
-    payload: dict[str, Any] = torch.load(path, map_location=device, weights_only=True)
-    model, _ = build_model(payload["model"], seed=payload["seed"], variant=payload["variant"])
-    model.load_state_dict(payload["state_dict"])
-    return Checkpoint(model.to(device).eval(), ModelConfig.from_json(payload["config"]), payload)
+def serving_outputs(model: nn.Module, config: ModelConfig, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``forward_serving``: (class logits, embedding [, text embedding]) before the export wrapper."""
+    # nn.Module.__getattr__ is typed Tensor | Module, so mypy cannot see the method.
+    outputs: tuple[torch.Tensor, ...] = model.forward_serving(*model_inputs(config, images))  # type: ignore[operator]
+    return outputs
 
 
 def model_outputs(model: nn.Module, config: ModelConfig, inputs: torch.Tensor) -> ModelOutputs:
-    """The training view of a model on normalised RGB input (what the datasets yield).
-
-    ``forward`` for most models; architectures whose ``forward`` takes something else are driven through
-    ``forward_serving``, whose first output is the class logits on normalised RGB.
-    """
-    if config.architecture in SERVING_VIEW_ARCHITECTURES:
-        # nn.Module.__getattr__ is typed Tensor | Module, so mypy cannot see the method.
-        logits: torch.Tensor = model.forward_serving(inputs)[0]  # type: ignore[operator]
-        return logits
-    outputs: ModelOutputs = model(inputs)
-    return outputs
+    """The training view of a model on normalised RGB input (what the datasets yield): both heads'
+    logits (class, text similarity) from ``forward`` for a model with prompts, else the class logits of
+    ``forward_serving`` (normalised RGB whatever ``forward`` takes, e.g. mini-Xception's grey)."""
+    if config.prompts:
+        outputs: ModelOutputs = model(*model_inputs(config, inputs))
+        return outputs
+    return serving_outputs(model, config, inputs)[0]
 
 
 def class_logits(outputs: ModelOutputs) -> torch.Tensor:
@@ -151,7 +123,9 @@ def evaluate(
     matrix = result.confusion(loaded.config.num_classes)
     metrics = summarize(matrix, loaded.config.labels) | {
         "loss": result.loss,
+        "data": data.describe(),
         "checkpoint": str(checkpoint),
+        "checkpoint_sha256": file_digest(checkpoint),
         "epoch": loaded.payload["epoch"],
         "dataset": data.as_dict(),
         "dropped_samples": dataset.dropped,

@@ -4,28 +4,35 @@ The serving contract (the gateway and the python-backend runner are written agai
 ``INPUT__0`` FP32 [N, 3, S, S] RGB in [0, 1] -> ``OUTPUT__0`` FP32 [N, C] softmax probabilities in
 ``config.labels`` order, ``OUTPUT__1`` FP32 [N, D] unit-norm image embedding, ``OUTPUT__2`` FP32 [N, P]
 raw cosine between that embedding and each prompt's embedding (``config.prompts`` order, in [-1, 1]).
+A model whose config has ``num_landmarks`` K takes a second input, ``INPUT__1`` FP32 [N, K, 2]: the face's
+landmarks in [0, 1] crop coordinates (POSTER).
 
 A model is servable if it has ``forward_serving(x) -> (class logits [N, C], image embedding [N, D],
 text embedding [P, D])`` on a normalised input (see ``FERFormer.forward_serving``); the wrapper here adds
 normalisation, softmax, L2 normalisation and the cosine so every model family gets them identically.
-Export is TorchScript only (what Triton's libtorch backend serves); it is kept in this module so a
-``torch.export`` path can be added beside it.
+``export_checkpoint`` exports trained weights (a ``fermodels.checkpoint``) with the metrics ``evaluate``
+measured for that very file; ``export_model`` exports any model object. Export is TorchScript only
+(what Triton's libtorch backend serves); it is kept in this module so a ``torch.export`` path can be
+added beside it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fermodels.config import PBTXT_PARAMETER_KEY, ModelConfig
+from fermodels.checkpoint import file_digest, load_checkpoint
+from fermodels.config import IMAGE_INPUT, LANDMARKS_INPUT, PBTXT_PARAMETER_KEY, EvaluationMetrics, ModelConfig
 
 MODEL_FILENAME: Final = "model.pt"
 LABELS_FILENAME: Final = "labels.txt"
@@ -33,11 +40,18 @@ CONFIG_FILENAME: Final = "config.pbtxt"
 README_FILENAME: Final = "README.md"  # Triton ignores it; people and reviewers read it
 VERIFY_ATOL: Final = 1e-5
 
+METRICS_FILENAME: Final = "metrics.json"  # what `python -m fermodels evaluate` writes next to a checkpoint
+
 Outputs = tuple[torch.Tensor, ...]
+Inputs = tuple[torch.Tensor, ...]
 
 
 class ExportVerificationError(RuntimeError):
     """The reloaded TorchScript file does not reproduce the eager model."""
+
+
+class MetricsError(ValueError):
+    """No evaluation of the checkpoint to export, or one of another file."""
 
 
 class _Normalising(nn.Module):
@@ -77,6 +91,14 @@ class ClassifierServingWrapper(_Normalising):
         return logits.softmax(dim=-1), F.normalize(image, dim=-1)
 
 
+class LandmarkServingWrapper(_Normalising):
+    """The classifier contract for a model that also takes the face's landmarks (``INPUT__1``)."""
+
+    def forward(self, x: torch.Tensor, landmarks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, image = self.model.forward_serving(self.normalise(x), landmarks)  # type: ignore[operator]
+        return logits.softmax(dim=-1), F.normalize(image, dim=-1)
+
+
 def input_dims(config: ModelConfig) -> tuple[int, ...]:
     """One request item: a 3xSxS face crop, or a Tx3xSxS clip of face crops for a video model."""
     size = config.input_size
@@ -91,9 +113,67 @@ def channel_stats(values: tuple[float, float, float], config: ModelConfig) -> to
 
 
 def serving_wrapper(model: nn.Module, config: ModelConfig) -> nn.Module:
-    """The contract's wrapper for this model: with text similarity when the config has prompts."""
-    wrapper = ServingWrapper if config.prompts else ClassifierServingWrapper
+    """The contract's wrapper for this model: with text similarity when the config has prompts, with a
+    landmark input when it has ``num_landmarks``."""
+    if config.prompts and config.num_landmarks:
+        raise ValueError("no serving contract has both prompts and landmarks")
+    wrapper: type[_Normalising] = ClassifierServingWrapper
+    if config.prompts:
+        wrapper = ServingWrapper
+    elif config.num_landmarks:
+        wrapper = LandmarkServingWrapper
     return wrapper(model, config).eval()
+
+
+def landmark_dims(config: ModelConfig) -> tuple[int, int]:
+    """``INPUT__1`` of one request item: K landmarks (x, y)."""
+    return (config.num_landmarks, 2)
+
+
+def sample_inputs(config: ModelConfig, batch: int, seed: int = 0) -> Inputs:
+    """Random inputs of the serving contract: crops in [0, 1], and landmarks near the template."""
+    generator = torch.Generator().manual_seed(seed)
+    crops = torch.rand(batch, *input_dims(config), generator=generator)
+    if not config.num_landmarks:
+        return (crops,)
+    template = torch.tensor(config.normalised_landmark_template())
+    jitter = 0.02 * torch.randn(batch, *landmark_dims(config), generator=generator)
+    return crops, template + jitter
+
+
+# ----------------------------------------------------------------------------- export a checkpoint
+
+
+def export_checkpoint(
+    checkpoint: Path, repository: Path, version: int = 1, *, metrics: Path | None = None, **options: Any
+) -> Path:
+    """Export a checkpoint's weights with ``trained: true``, its training data and the metrics ``evaluate``
+    measured on it (``metrics``, default: metrics.json next to the checkpoint). ``options``: export_model's.
+
+    Raises MetricsError when there is no such file or it evaluated another checkpoint file.
+    """
+    measured = read_metrics(checkpoint, metrics or checkpoint.parent / METRICS_FILENAME)
+    loaded = load_checkpoint(checkpoint)
+    config = replace(
+        loaded.config,
+        metrics=measured,
+        accuracy=f"{measured.data}: WAR {measured.war:.4f}, UAR {measured.uar:.4f} "
+        f"({measured.num_samples} samples)",
+    )
+    return export_model(loaded.model, config, repository, version, **options)
+
+
+def read_metrics(checkpoint: Path, path: Path) -> EvaluationMetrics:
+    """evaluate's metrics.json for exactly this checkpoint file (its sha256 is recorded there)."""
+    if not path.is_file():
+        raise MetricsError(
+            f"no evaluation of {checkpoint} ({path} does not exist): run `python -m fermodels evaluate "
+            f"--checkpoint {checkpoint} ...` first, or pass --metrics PATH"
+        )
+    raw: dict[str, Any] = json.loads(path.read_text())
+    if raw.get("checkpoint_sha256") != file_digest(checkpoint):
+        raise MetricsError(f"{path} is the evaluation of {raw.get('checkpoint')}, not of {checkpoint}")
+    return EvaluationMetrics.from_dict(raw)
 
 
 # ----------------------------------------------------------------------------- export
@@ -127,7 +207,7 @@ def export_model(
     if target.exists() and not force:
         raise FileExistsError(f"{target} already exists; pass force=True (CLI: --force) to overwrite it")
     wrapper = serving_wrapper(model, config)
-    sample = _random_batch(config)
+    sample = sample_inputs(config, min(2, config.max_batch_size))
     expected = _run(wrapper, sample)
     _check_shapes(expected, config)
     with _torchscript_deprecation_silenced():
@@ -153,15 +233,9 @@ def _check_version(version: int) -> int:
     return version
 
 
-def _random_batch(config: ModelConfig) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(0)
-    batch = min(2, config.max_batch_size)
-    return torch.rand(batch, *input_dims(config), generator=generator)
-
-
-def _run(module: nn.Module | torch.jit.ScriptModule, x: torch.Tensor) -> Outputs:
+def _run(module: nn.Module | torch.jit.ScriptModule, inputs: Inputs) -> Outputs:
     with torch.no_grad():
-        outputs: Outputs = tuple(module(x))
+        outputs: Outputs = tuple(module(*inputs))
     return outputs
 
 
@@ -175,9 +249,7 @@ def _check_shapes(outputs: Outputs, config: ModelConfig) -> None:
         raise ValueError(f"model outputs {actual} do not match the config's (C, D, P) shapes {expected}")
 
 
-def _save_verified(
-    scripted: torch.jit.ScriptModule, target: Path, sample: torch.Tensor, expected: Outputs
-) -> None:
+def _save_verified(scripted: torch.jit.ScriptModule, target: Path, sample: Inputs, expected: Outputs) -> None:
     """Save to a temporary file, reload it, compare with eager, and only then move it into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(target.name + ".tmp")
@@ -196,7 +268,7 @@ def load_scripted(path: Path) -> torch.jit.ScriptModule:
     return module
 
 
-def _verify(reloaded: torch.jit.ScriptModule, sample: torch.Tensor, expected: Outputs) -> None:
+def _verify(reloaded: torch.jit.ScriptModule, sample: Inputs, expected: Outputs) -> None:
     for index, (got, want) in enumerate(zip(_run(reloaded, sample), expected, strict=True)):
         if not torch.allclose(got, want, rtol=0.0, atol=VERIFY_ATOL):
             diff = (got - want).abs().max().item()
@@ -215,7 +287,9 @@ def render_model_readme(config: ModelConfig) -> str:
         ("trained", trained),
         ("weights", config.weights),
         ("licence", config.license),
+        ("trained on", config.dataset or "-"),
         ("accuracy", config.accuracy),
+        *_recall_rows(config),
         ("labels (output order)", ", ".join(config.labels)),
         ("text encoder", config.text_encoder or "none (no text side)"),
     ]
@@ -224,6 +298,16 @@ def render_model_readme(config: ModelConfig) -> str:
         f"# {config.name}\n\nWritten by `python -m fermodels export`; re-export rather than edit.\n\n"
         f"| | |\n|---|---|\n{table}\n"
     )
+
+
+def _recall_rows(config: ModelConfig) -> list[tuple[str, str]]:
+    if config.metrics is None:
+        return []
+    recall = ", ".join(
+        f"{label} {'-' if value is None else f'{value:.4f}'}"
+        for label, value in config.metrics.per_class_recall
+    )
+    return [(f"recall per class ({config.metrics.data})", recall)]
 
 
 def _dims_text(config: ModelConfig) -> str:
@@ -271,8 +355,9 @@ def default_preferred_batch_sizes(max_batch_size: int) -> list[int]:
 
 
 def _io_section(config: ModelConfig) -> str:
+    landmarks = f",\n{_tensor(LANDMARKS_INPUT, _dims(landmark_dims(config)))}" if config.num_landmarks else ""
     return f"""input [
-{_tensor("INPUT__0", ", ".join(str(d) for d in input_dims(config)))}
+{_tensor(IMAGE_INPUT, _dims(input_dims(config)))}{landmarks}
 ]
 output [
 {_tensor("OUTPUT__0", str(config.num_classes), f'label_filename: "{LABELS_FILENAME}"')},
@@ -302,20 +387,29 @@ def _batching_section(preferred: Sequence[int], delay_us: int, timeout_us: int, 
 }}"""
 
 
+def _dims(dims: Sequence[int]) -> str:
+    return ", ".join(str(d) for d in dims)
+
+
 def _warmup_section(config: ModelConfig) -> str:
-    return render_warmup(", ".join(str(d) for d in input_dims(config)))
+    landmarks = (_dims(landmark_dims(config)),) if config.num_landmarks else ()
+    return render_warmup(_dims(input_dims(config)), *landmarks)
 
 
-def render_warmup(dims: str) -> str:
-    """Triton's warm-up: one all-zeros request of batch 1 with INPUT__0 of ``dims`` (e.g. "3, 64, 64")."""
+def render_warmup(*dims: str) -> str:
+    """Triton's warm-up: one all-zeros request of batch 1 with INPUT__i of ``dims[i]`` (e.g. "3, 64, 64")."""
+    inputs = "\n".join(
+        f"""    inputs {{
+      key: "INPUT__{index}"
+      value {{ data_type: TYPE_FP32, dims: [ {shape} ], zero_data: true }}
+    }}"""
+        for index, shape in enumerate(dims)
+    )
     return f"""model_warmup [
   {{
     name: "zeros_batch_1"
     batch_size: 1
-    inputs {{
-      key: "INPUT__0"
-      value {{ data_type: TYPE_FP32, dims: [ {dims} ], zero_data: true }}
-    }}
+{inputs}
   }}
 ]"""
 

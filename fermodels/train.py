@@ -24,7 +24,8 @@ current call, so resuming with the same options continues the original curve.
 Determinism: each epoch re-seeds torch, numpy, ``random`` and the DataLoader's generator from
 ``(seed, epoch)``, and workers seed numpy / ``random`` from their torch seed. A run interrupted after
 epoch k and resumed from ``last.pt`` therefore ends with the same weights as an uninterrupted run.
-Checkpoints are plain dicts read back by ``fermodels.evaluate.load_checkpoint``.
+Which loss fits which model is read from the model contract (``forward_serving``'s outputs, the
+config's ``prompts`` and ``embed_dim``), never from the architecture. Checkpoints: ``fermodels.checkpoint``.
 """
 
 from __future__ import annotations
@@ -47,27 +48,24 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs in the venv (types-tqdm not pinned)
 
+from fermodels import registry
+from fermodels.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, read_checkpoint, save_checkpoint
+from fermodels.checkpoint import model_name as stored_model_name
 from fermodels.config import ModelConfig
 from fermodels.data import DatasetSpec, FERDataset, build_dataset
 from fermodels.evaluate import (
     ModelOutputs,
-    Variant,
-    build_model,
     class_logits,
     model_outputs,
     predict,
     resolve_device,
+    serving_outputs,
 )
 from fermodels.losses import CompactSoftmaxLoss, KEFERObjective
 from fermodels.metrics import accuracy, uar
-from fermodels.models.fer_former import FERFormer
-from fermodels.models.stt import STT
 
 logger = logging.getLogger(__name__)
 
-LAST_CHECKPOINT: Final = "last.pt"
-BEST_CHECKPOINT: Final = "best.pt"
-CHECKPOINT_FORMAT: Final = 1
 Objective = Literal["ce", "kefer", "compact"]
 OBJECTIVES: Final[tuple[Objective, ...]] = get_args(Objective)
 
@@ -92,7 +90,6 @@ class TrainOptions:
     alignment_weight: float = 1.0  # kefer: text-difference alignment
     self_contrast_weight: float = 1.0  # kefer: self-contrast
     val_split: str = "test"  # the literature validates RAF-DB / AffectNet / DFEW on their test split
-    variant: Variant = ""
     progress: bool = True
 
 
@@ -141,7 +138,7 @@ def train(
     device = resolve_device(options.device)
     out_dir.mkdir(parents=True, exist_ok=True)
     with deterministic(options.seed, device):
-        model, config = build_model(model_name, seed=options.seed, variant=options.variant)
+        model, config = registry.build(model_name, seed=options.seed)
         objective = build_objective(model, config, options)
         train_set = build_dataset(data, config, augment=options.augment)
         val_set = build_dataset(val_data or replace(data, split=options.val_split), config)
@@ -174,23 +171,21 @@ def build_objective(
     if options.objective == "ce":
         return None
     if options.objective == "kefer":
-        if not isinstance(model, FERFormer):
+        if not config.prompts:
             raise ValueError(
-                f"objective 'kefer' needs a model with a text side (FER-former); {config.name!r} has none"
+                f"objective 'kefer' needs a model with a text side (prompts); {config.name!r} has none"
             )
-        if model.num_prompts != config.num_classes or "neutral" not in config.labels:
-            raise ValueError(
-                f"objective 'kefer' needs one prompt per label and a 'neutral' label ({config.name})"
-            )
+        if "neutral" not in config.labels:  # one prompt per label: ModelConfig checks it
+            raise ValueError(f"objective 'kefer' needs a 'neutral' label ({config.name})")
         return KEFERObjective(
-            model.embed_dim,
+            config.embed_dim,
             config.labels.index("neutral"),
             classification_weight=options.text_loss_weight,
             alignment_weight=options.alignment_weight,
             self_contrast_weight=options.self_contrast_weight,
         )
     if options.objective == "compact":
-        return CompactSoftmaxLoss(config.num_classes, _embedding_dim(model, config), options.center_weight)
+        return CompactSoftmaxLoss(config.num_classes, config.embed_dim, options.center_weight)
     raise ValueError(f"unknown objective {options.objective!r}; expected one of {OBJECTIVES}")
 
 
@@ -264,40 +259,19 @@ def _new_run(
     return _Run(model, config, optimizer, LambdaLR(optimizer, schedule), device, objective)
 
 
-def _embedding_dim(model: nn.Module, config: ModelConfig) -> int:
-    if isinstance(model, FERFormer):
-        return model.embed_dim
-    if isinstance(model, STT):
-        return model.dim
-    raise ValueError(
-        f"objective 'compact' needs a model with an embedding (FER-former, STT); {config.name!r} has none"
-    )
-
-
-def _logits_and_embedding(model: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class logits and the embedding the compact objective pulls to its centres (one forward pass)."""
-    if isinstance(model, FERFormer):
-        logits, image, _ = model.forward_serving(inputs)
-        return logits, image
-    if isinstance(model, STT):
-        return model.forward_serving(inputs)
-    raise ValueError(f"{type(model).__name__} has no embedding for the compact objective")
-
-
 def _batch_loss(
     run: _Run, inputs: torch.Tensor, targets: torch.Tensor, options: TrainOptions
 ) -> torch.Tensor:
-    objective, model = run.objective, run.model
-    if isinstance(objective, KEFERObjective) and isinstance(model, FERFormer):
-        logits, image, text = model.forward_serving(inputs)
-        kefer: torch.Tensor = objective(image, text, targets).total
+    objective, model, config = run.objective, run.model, run.config
+    if objective is None:
+        return training_loss(model_outputs(model, config, inputs), targets, options.text_loss_weight)
+    # forward_serving: (class logits, embedding [N, embed_dim], text embedding [P, embed_dim] if prompts)
+    logits, embedding, *text = serving_outputs(model, config, inputs)
+    if isinstance(objective, KEFERObjective):
+        kefer: torch.Tensor = objective(embedding, text[0], targets).total
         return F.cross_entropy(logits, targets) + kefer
-    if isinstance(objective, CompactSoftmaxLoss):
-        compact: torch.Tensor = objective(*_logits_and_embedding(model, inputs), targets)
-        return compact
-    if objective is not None:
-        raise ValueError(f"objective {options.objective!r} does not fit {type(model).__name__}")
-    return training_loss(model_outputs(model, run.config, inputs), targets, options.text_loss_weight)
+    compact: torch.Tensor = objective(logits, embedding, targets)
+    return compact
 
 
 def _check_task(dataset: FERDataset[Any], config: ModelConfig) -> None:
@@ -391,24 +365,22 @@ def _save_checkpoints(
     if improved:
         run.best_uar = run.history[-1]["val_uar"]
     payload = _payload(run, model_name, options, data)
-    _atomic_save(payload, out_dir / LAST_CHECKPOINT)
+    save_checkpoint(payload, out_dir / LAST_CHECKPOINT)
     if improved:
-        _atomic_save(payload, out_dir / BEST_CHECKPOINT)
+        save_checkpoint(payload, out_dir / BEST_CHECKPOINT)
 
 
 def _payload(run: _Run, model_name: str, options: TrainOptions, data: DatasetSpec) -> dict[str, Any]:
     record = run.history[-1]
-    name = f"{model_name} ({options.variant})" if options.variant else model_name
     config = replace(
         run.config,
         trained=True,
-        weights=f"{name} trained on {data.name} {data.split}, {run.epoch} epochs, seed {options.seed}",
+        weights=f"{model_name} trained on {data.name} {data.split}, {run.epoch} epochs, seed {options.seed}",
         accuracy=f"validation ({options.val_split}) UAR {record['val_uar']:.4f}, WAR {record['val_war']:.4f}",
+        dataset=data.describe(),
     )
     return {
-        "format": CHECKPOINT_FORMAT,
         "model": model_name,
-        "variant": options.variant,
         "config": config.to_json(),
         "state_dict": run.model.state_dict(),
         "optimizer": run.optimizer.state_dict(),
@@ -424,17 +396,10 @@ def _payload(run: _Run, model_name: str, options: TrainOptions, data: DatasetSpe
     }
 
 
-def _atomic_save(payload: dict[str, Any], path: Path) -> None:
-    # Write then rename: a run killed mid-save must not leave a truncated last.pt to resume from.
-    partial = path.with_suffix(".pt.partial")
-    torch.save(payload, partial)
-    os.replace(partial, path)
-
-
-def _restore(run: _Run, path: Path, model_name: str, options: TrainOptions) -> None:
-    payload: dict[str, Any] = torch.load(path, map_location=run.device, weights_only=True)
-    if (payload["model"], payload["variant"]) != (model_name, options.variant):
-        raise ValueError(f"{path} holds {payload['model']!r} {payload['variant']!r}, not {model_name!r}")
+def _restore(run: _Run, path: Path, name: str, options: TrainOptions) -> None:
+    payload = read_checkpoint(path, run.device)
+    if stored_model_name(payload) != name:
+        raise ValueError(f"{path} holds {stored_model_name(payload)!r}, not {name!r}")
     stored = payload.get("options", {}).get("objective", "ce")
     if stored != options.objective:
         raise ValueError(f"{path} was trained with objective {stored!r}, not {options.objective!r}")

@@ -10,7 +10,14 @@ from typing import TypeVar
 
 from service.augment import merged, with_views
 from service.config import Settings
-from service.inference.base import FloatArray, ImageOutputs, InferenceBackend, ServedModel, run_batched
+from service.inference.base import (
+    FloatArray,
+    ImageOutputs,
+    InferenceBackend,
+    ServedModel,
+    run_batched,
+    run_in_batches,
+)
 from service.inference.postprocess import face_results, model_info, model_warnings
 from service.metrics import Metrics
 from service.schemas import ImageInfo, PredictResponse
@@ -48,9 +55,18 @@ class PipelineBase:
     def _selection(self) -> FaceSelection:
         return FaceSelection(self._settings.max_faces, self._settings.detector_min_score)
 
-    async def _infer_images(self, model: ServedModel, crops: FloatArray) -> ImageOutputs:
+    async def _infer_images(
+        self, model: ServedModel, crops: FloatArray, landmarks: FloatArray
+    ) -> ImageOutputs:
         """Every face crop (and its test-time views) through the image model, in batches of at most
-        max_batch_size (no face: no call); one merged output row per face."""
+        max_batch_size (no face: no call); one merged output row per face. ``landmarks`` (N x 5 x 2 in
+        the crops' [0, 1] coordinates) go with them to a model whose config takes them."""
+        if model.config.num_landmarks:  # no test-time views: ModelConfig refuses tta with landmarks
+            infer = self._inference.infer_image
+            parts = await run_in_batches(
+                model, len(crops), lambda rows: infer(model, crops[rows], landmarks[rows])
+            )
+            return ImageOutputs.concatenate(parts)
         views = with_views(crops, model.config.tta)
         outputs = ImageOutputs.concatenate(await run_batched(model, views, self._inference.infer_image))
         return merged(outputs, model.config.tta)
@@ -70,7 +86,7 @@ class ImagePipeline(PipelineBase):
         with self._metrics.time_stage("align", timings):
             cropped = await self._offload(self._crop, image, found, model)
         with self._metrics.time_stage("infer", timings):
-            outputs = await self._infer_images(model, cropped.crops[0])
+            outputs = await self._infer_images(model, cropped.crops[0], cropped.landmarks[0])
         with self._metrics.time_stage("assemble", timings):
             results = face_results(cropped.faces, outputs, model.config)
             self._metrics.observe_expressions([face.expression.label for face in results])

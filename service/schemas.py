@@ -136,6 +136,18 @@ class CropInfo(_Schema):
     )
 
 
+class ModelMetrics(_Schema):
+    """What `python -m fermodels evaluate` measured for the served weights (recorded at export)."""
+
+    data: str = Field(description="Dataset and split evaluated on.", examples=["rafdb test"])
+    num_samples: int
+    war: float = Field(description="Weighted average recall (accuracy).")
+    uar: float = Field(description="Unweighted average recall: the mean of the per-class recalls.")
+    per_class_recall: dict[str, float | None] = Field(
+        description="Recall of each label (the model's label order); null: no sample of that label."
+    )
+
+
 class ModelInfo(_Schema):
     name: str = Field(examples=["fer_former"])
     version: str = Field(examples=["1"])
@@ -143,6 +155,14 @@ class ModelInfo(_Schema):
     trained: bool = Field(description="False: weights are not trained and outputs are not predictions.")
     weights: str = Field(description="Provenance of the served weights.")
     accuracy: str = Field(description="Measured accuracy and on which data, or 'not measured'.")
+    dataset: str = Field("", description="What the weights were trained on; empty when untrained or ported.")
+    metrics: ModelMetrics | None = Field(
+        None, description="Evaluation of exactly these weights (WAR, UAR, per-class recall); null if none."
+    )
+    inputs: list[str] = Field(
+        default_factory=lambda: ["face_crop"],
+        description="What the gateway sends per face: the crop, and the 5 landmarks for landmark models.",
+    )
     license: str
     task: Literal["image", "video"] = Field(description="image: one face crop; video: a sequence of crops.")
     input_size: int = Field(description="Side of the aligned square face crop fed to the model.")

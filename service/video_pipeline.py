@@ -57,7 +57,7 @@ class VideoPipeline(PipelineBase):
         with self._metrics.time_stage("video_analyse", timings):
             analysis = await self._analyse(data, container, options, image_model, video_model)
         with self._metrics.time_stage("infer", timings):
-            faces = await self._infer_images(image_model, analysis.image_batch())
+            faces = await self._infer_images(image_model, analysis.image_batch(), analysis.landmark_batch())
         with self._metrics.time_stage("video_infer", timings):
             track_ids, tracks = await self._infer_tracks(video_model, analysis)
         with self._metrics.time_stage("assemble", timings):

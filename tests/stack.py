@@ -27,7 +27,7 @@ from service.triton_local import LocalTriton
 from tests.media import ROOT
 
 MODEL_REPOSITORY = ROOT / "model_repository"
-SERVED_MODELS = ("fer_former", "mini_xception_fer2013", "stt")
+SERVED_MODELS = ("fer_former", "mini_xception_fer2013", "poster", "stt")
 
 
 def free_port() -> int:

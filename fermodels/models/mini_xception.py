@@ -178,9 +178,6 @@ class MiniXception(nn.Module):
         features = self.forward_features(gray)
         return self.forward_head(features), self.forward_head(features, pre_logits=True)
 
-    def get_classifier(self) -> nn.Module:
-        return self.classifier
-
 
 def count_keras_params(model: nn.Module) -> int:
     """Parameters as Keras counts them: trainable ones plus BatchNorm's moving mean and variance."""

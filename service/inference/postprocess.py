@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fermodels.config import ModelConfig, canonical_order
+from fermodels.config import EvaluationMetrics, ModelConfig, canonical_order
 from service.inference.base import FloatArray, ImageOutputs, ServedModel
 from service.schemas import (
     LANDMARK_NAMES,
@@ -14,6 +14,7 @@ from service.schemas import (
     LabelScore,
     Landmarks,
     ModelInfo,
+    ModelMetrics,
     Point,
     TextSimilarity,
 )
@@ -93,6 +94,9 @@ def model_info(model: ServedModel) -> ModelInfo:
         trained=config.trained,
         weights=config.weights,
         accuracy=config.accuracy,
+        dataset=config.dataset,
+        metrics=model_metrics(config.metrics),
+        inputs=["face_crop", "landmarks"] if config.num_landmarks else ["face_crop"],
         license=config.license,
         task=config.task,
         input_size=config.input_size,
@@ -102,6 +106,18 @@ def model_info(model: ServedModel) -> ModelInfo:
         text_encoder=config.text_encoder,
         max_batch_size=model.max_batch_size,
         crop=crop_info(config),
+    )
+
+
+def model_metrics(metrics: EvaluationMetrics | None) -> ModelMetrics | None:
+    if metrics is None:
+        return None
+    return ModelMetrics(
+        data=metrics.data,
+        num_samples=metrics.num_samples,
+        war=metrics.war,
+        uar=metrics.uar,
+        per_class_recall=dict(metrics.per_class_recall),
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from fermodels.config import PBTXT_PARAMETER_KEY, ModelConfig
+from fermodels.config import IMAGE_INPUT, LANDMARKS_INPUT, PBTXT_PARAMETER_KEY, ModelConfig
 from service.errors import (
     InferenceFailed,
     InferenceTimeout,
@@ -117,9 +117,12 @@ class TritonBackend:
         return parse_served_model(config, metadata)
 
     # -- inference -------------------------------------------------------------------------------
-    async def infer_image(self, model: ServedModel, crops: FloatArray) -> ImageOutputs:
-        """One Triton call; the caller keeps ``len(crops) <= model.max_batch_size``."""
-        result = await self._timed_call(model, crops)
+    async def infer_image(
+        self, model: ServedModel, crops: FloatArray, landmarks: FloatArray | None = None
+    ) -> ImageOutputs:
+        """One Triton call; the caller keeps ``len(crops) <= model.max_batch_size``. ``landmarks``: the
+        model's second input, for a model whose config has ``num_landmarks``."""
+        result = await self._timed_call(model, crops, landmarks)
         probabilities, embeddings, *text = (
             np.asarray(result.as_numpy(name), dtype=np.float32) for name in _output_names(model)
         )
@@ -134,25 +137,35 @@ class TritonBackend:
         )
         return ClipOutputs(probabilities, embeddings)
 
-    async def _timed_call(self, model: ServedModel, batch: FloatArray) -> Any:
+    async def _timed_call(
+        self, model: ServedModel, batch: FloatArray, landmarks: FloatArray | None = None
+    ) -> Any:
         if len(batch) > model.max_batch_size:
             raise ValueError(f"{len(batch)} items exceed max_batch_size {model.max_batch_size}")
         self._metrics.batch_size.labels(model.name).observe(len(batch))
         start, outcome = time.perf_counter(), "error"
         try:
-            contiguous = np.ascontiguousarray(batch, dtype=np.float32)
-            result = await self._call(functools.partial(self._send, model, contiguous))
+            inputs = (
+                [(IMAGE_INPUT, batch)]
+                if landmarks is None
+                else [(IMAGE_INPUT, batch), (LANDMARKS_INPUT, landmarks)]
+            )
+            result = await self._call(functools.partial(self._send, model, inputs))
             outcome = "ok"
         finally:
             self._metrics.triton_seconds.labels(model.name, outcome).observe(time.perf_counter() - start)
         return result
 
-    async def _send(self, model: ServedModel, batch: FloatArray, client: Any) -> Any:
+    async def _send(self, model: ServedModel, inputs: list[tuple[str, FloatArray]], client: Any) -> Any:
         module = self._module
-        infer_input = module.InferInput("INPUT__0", list(batch.shape), "FP32")
-        infer_input.set_data_from_numpy(batch)
+        infer_inputs = []
+        for name, values in inputs:
+            contiguous = np.ascontiguousarray(values, dtype=np.float32)
+            infer_input = module.InferInput(name, list(contiguous.shape), "FP32")
+            infer_input.set_data_from_numpy(contiguous)
+            infer_inputs.append(infer_input)
         outputs = [module.InferRequestedOutput(name) for name in _output_names(model)]
-        return await client.infer(model.name, [infer_input], outputs=outputs)
+        return await client.infer(model.name, infer_inputs, outputs=outputs)
 
     # -- error mapping ---------------------------------------------------------------------------
     async def _call(self, operation: Callable[[Any], Awaitable[Any]]) -> Any:

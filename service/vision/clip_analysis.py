@@ -38,6 +38,8 @@ class ClipAnalysis:
     frames: list[FrameFaces] = field(default_factory=list)
     image_crops: list[FloatArray] = field(default_factory=list)  # one per face, image model geometry
     video_crops: list[FloatArray] = field(default_factory=list)  # one per face, video model geometry
+    # one 5 x 2 array per face: its landmarks in the image model's crop, [0, 1] (landmark models' input)
+    image_landmarks: list[FloatArray] = field(default_factory=list)
     tracks: dict[int, list[int]] = field(default_factory=dict)  # track id → rows into the crop lists
 
     @property
@@ -47,6 +49,11 @@ class ClipAnalysis:
     def image_batch(self) -> FloatArray:
         """Every face crop as one N x 3 x S x S array (N may be 0)."""
         return np.stack(self.image_crops) if self.image_crops else np.zeros((0, 3, 1, 1), dtype=np.float32)
+
+    def landmark_batch(self) -> FloatArray:
+        """Every face's landmarks in its image-model crop, N x 5 x 2 (N may be 0)."""
+        points = self.image_landmarks
+        return np.stack(points) if points else np.zeros((0, 5, 2), dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,7 @@ def _record(analysis: ClipAnalysis, tracker: FaceTracker, frame: VideoFrame, cro
     first = analysis.face_count
     analysis.frames.append(FrameFaces(frame.index, frame.timestamp_s, faces, ids, first))
     analysis.image_crops.extend(image_crops)
+    analysis.image_landmarks.extend(cropped.landmarks[0])
     analysis.video_crops.extend(video_crops)
     for offset, track_id in enumerate(ids):
         analysis.tracks.setdefault(track_id, []).append(first + offset)

@@ -51,6 +51,17 @@ class CropGeometry:
         # The serving contract is RGB: grey is three equal channels, whose luma is the grey itself.
         return np.ascontiguousarray(np.repeat(cut, 3, axis=1) if cut.shape[1] == 1 else cut, dtype=np.float32)
 
+    def crop_landmarks(self, landmarks: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
+        """Each face's landmarks carried into its own crop and scaled to [0, 1] (the crop's edges): N x K x 2,
+        what a model with ``num_landmarks`` takes beside its crop (the template's own points map to
+        ``ModelConfig.normalised_landmark_template``)."""
+        template = np.asarray(self.template, dtype=np.float64)
+        moved = np.zeros((len(landmarks), len(template), 2), dtype=np.float32)
+        for index, points in enumerate(landmarks):
+            matrix = estimate_similarity(points, template)  # image px -> crop px, pixel centres on integers
+            moved[index] = (points @ matrix[:, :2].T + matrix[:, 2] + 0.5) / self.cut_size
+        return moved
+
     def windows(self, landmarks: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Each face's crop window in image pixels: N x 4 corners (x, y), clockwise from top-left."""
         template = np.asarray(self.template, dtype=np.float64)
@@ -80,6 +91,8 @@ class FaceSelection:
 class CroppedFaces:
     faces: Detections
     crops: tuple[Crops, ...]  # one N x 3 x S x S batch per geometry, in the order given
+    # One N x 5 x 2 array per geometry: the landmarks in that crop's [0, 1] coordinates (landmark models).
+    landmarks: tuple[npt.NDArray[np.float32], ...] = ()
 
 
 class FaceCropper:
@@ -95,4 +108,5 @@ class FaceCropper:
         for geometry in self._geometries:  # two models with one geometry share their crops
             if geometry not in cut:
                 cut[geometry] = geometry.crop(rgb, faces.landmarks)
-        return CroppedFaces(faces, tuple(cut[geometry] for geometry in self._geometries))
+        points = tuple(geometry.crop_landmarks(faces.landmarks) for geometry in self._geometries)
+        return CroppedFaces(faces, tuple(cut[geometry] for geometry in self._geometries), points)

@@ -8,7 +8,7 @@ import torch
 import tritonclient.grpc as grpcclient
 
 from fermodels import registry
-from fermodels.export import input_dims, serving_wrapper
+from fermodels.export import sample_inputs, serving_wrapper
 from service.triton_local import LocalTriton
 from tests.stack import SERVED_MODELS
 
@@ -19,13 +19,16 @@ pytestmark = pytest.mark.integration
 def test_triton_output_equals_eager(triton: LocalTriton, name: str) -> None:
     model, config = registry.build(name)  # the same seed / ported weights `make models` exported
     eager = serving_wrapper(model, config)
-    batch = np.random.default_rng(0).random((3, *input_dims(config)), dtype=np.float32)
+    inputs = sample_inputs(config, 3)  # crops, and landmarks for a landmark model (POSTER's INPUT__1)
     with torch.no_grad():
-        expected = [t.numpy() for t in eager(torch.from_numpy(batch))]
+        expected = [t.numpy() for t in eager(*inputs)]
     client = grpcclient.InferenceServerClient(triton.endpoints.grpc_url)
-    request = grpcclient.InferInput("INPUT__0", list(batch.shape), "FP32")
-    request.set_data_from_numpy(batch)
-    result = client.infer(name, [request])
+    requests = []
+    for index, tensor in enumerate(inputs):
+        request = grpcclient.InferInput(f"INPUT__{index}", list(tensor.shape), "FP32")
+        request.set_data_from_numpy(tensor.numpy())
+        requests.append(request)
+    result = client.infer(name, requests)
     for index, want in enumerate(expected):
         got = result.as_numpy(f"OUTPUT__{index}")
         np.testing.assert_allclose(got, want, atol=1e-4, rtol=0, err_msg=f"{name} OUTPUT__{index}")

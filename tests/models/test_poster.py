@@ -75,7 +75,9 @@ def test_scripted_and_reloaded_match_eager(
     landmarks: torch.Tensor,
     tmp_path: Path,
 ) -> None:
-    helpers.assert_torchscript_parity(model, scripted, (images, landmarks), tmp_path)
+    helpers.assert_torchscript_parity(
+        model, scripted, (images, landmarks), tmp_path, ("forward", "forward_serving")
+    )
 
 
 def test_landmarks_change_the_output(model: POSTER, images: torch.Tensor, landmarks: torch.Tensor) -> None:
@@ -111,3 +113,13 @@ def test_gradients_reach_both_streams_and_both_fusion_directions(
         grad = model.get_parameter(name).grad
         assert grad is not None and bool(grad.abs().sum() > 0), name
     assert points.grad is not None and bool(points.grad.abs().sum() > 0)
+
+
+def test_serving_view_is_the_logits_and_the_class_token(
+    model: POSTER, images: torch.Tensor, landmarks: torch.Tensor
+) -> None:
+    with torch.no_grad():
+        logits, embedding = model.forward_serving(images, landmarks)
+        torch.testing.assert_close(logits, model(images, landmarks))
+        torch.testing.assert_close(embedding, model.forward_features(images, landmarks)[:, 0])
+    assert embedding.shape == (BATCH, model.dim)

@@ -12,7 +12,7 @@ from tests.models import helpers
 
 BATCH = 2
 FRAMES = 16
-SCRIPTED_METHODS = ("forward", "forward_serving", "clip_embedding")
+SCRIPTED_METHODS = ("forward", "forward_serving")
 # TorchScript is what Triton's libtorch backend serves; torch 2.14's deprecation notice is known.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 
@@ -37,18 +37,18 @@ def test_shapes(model: STT, clips: torch.Tensor) -> None:
         serving_logits, embedding = model.forward_serving(clips)
     assert features.shape == (BATCH, FRAMES, 49, 128)  # 7 x 7 tokens per 112 x 112 frame
     assert logits.shape == serving_logits.shape == (BATCH, 7)
-    assert embedding.shape == model.clip_embedding(clips).shape == (BATCH, 128)
+    assert embedding.shape == model.pool(model.forward_features(clips)).shape == (BATCH, 128)
 
 
 def test_param_count_is_small(model: STT) -> None:
     assert 500_000 < sum(p.numel() for p in model.parameters()) < 3_000_000
 
 
-def test_serving_view_matches_forward_and_clip_embedding(model: STT, clips: torch.Tensor) -> None:
+def test_serving_view_matches_forward_and_the_pooled_features(model: STT, clips: torch.Tensor) -> None:
     with torch.no_grad():
         logits, embedding = model.forward_serving(clips)
         torch.testing.assert_close(logits, model(clips))
-        torch.testing.assert_close(embedding, model.clip_embedding(clips))
+        torch.testing.assert_close(embedding, model.pool(model.forward_features(clips)))
 
 
 def test_scripted_and_reloaded_match_eager(

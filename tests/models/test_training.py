@@ -23,18 +23,12 @@ from PIL import Image
 
 import fermodels.train as train_module
 from fermodels import registry
+from fermodels.checkpoint import load_checkpoint
 from fermodels.config import FER2013_LABELS, RAFDB_LABELS, ModelConfig
 from fermodels.data import DatasetSpec
-from fermodels.evaluate import (
-    CONFUSION_FILENAME,
-    METRICS_FILENAME,
-    TINY_INPUT_SIZE,
-    build_model,
-    evaluate,
-    load_checkpoint,
-    model_outputs,
-)
+from fermodels.evaluate import CONFUSION_FILENAME, METRICS_FILENAME, evaluate, model_outputs
 from fermodels.models.mini_xception import MiniXception
+from fermodels.registry import TINY_INPUT_SIZE
 from fermodels.train import (
     Objective,
     TrainOptions,
@@ -48,9 +42,8 @@ from fermodels.train import (
 from tests.media import ensure_media
 
 ROOT = Path(__file__).resolve().parents[2]
-OPTIONS = TrainOptions(
-    epochs=3, batch_size=4, lr=3e-3, warmup_epochs=0, seed=7, device="cpu", variant="tiny", progress=False
-)
+TINY = "fer_former_tiny"
+OPTIONS = TrainOptions(epochs=3, batch_size=4, lr=3e-3, warmup_epochs=0, seed=7, device="cpu", progress=False)
 TINTS = {"happiness": (255, 40, 40), "sadness": (40, 40, 255)}  # SYNTHETIC labels: the tint is the class
 
 
@@ -82,9 +75,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def reference(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
-    return train(
-        "fer_former", DatasetSpec("imagefolder", data_root), tmp_path_factory.mktemp("reference"), OPTIONS
-    )
+    return train(TINY, DatasetSpec("imagefolder", data_root), tmp_path_factory.mktemp("reference"), OPTIONS)
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -119,7 +110,7 @@ def test_checkpoints_hold_weights_config_epoch_metrics_seed(reference: TrainResu
 
 def test_same_seed_gives_identical_weights(data_root: Path, reference: TrainResult, tmp_path: Path) -> None:
     rng_state = torch.get_rng_state()
-    again = train("fer_former", DatasetSpec("imagefolder", data_root), tmp_path / "again", OPTIONS)
+    again = train(TINY, DatasetSpec("imagefolder", data_root), tmp_path / "again", OPTIONS)
     assert same_weights(weights(again.last), weights(reference.last))
     assert again.history == reference.history
     # The caller's RNG and global flags are left as they were.
@@ -128,7 +119,7 @@ def test_same_seed_gives_identical_weights(data_root: Path, reference: TrainResu
 
 def test_other_seed_gives_other_weights(data_root: Path, reference: TrainResult, tmp_path: Path) -> None:
     options = replace(OPTIONS, seed=8, epochs=1)
-    other = train("fer_former", DatasetSpec("imagefolder", data_root), tmp_path, options)
+    other = train(TINY, DatasetSpec("imagefolder", data_root), tmp_path, options)
     assert not same_weights(weights(other.last), weights(reference.last))
 
 
@@ -150,7 +141,7 @@ def train_until_killed_in_second_epoch(
     with monkeypatch.context() as patched:
         patched.setattr(train_module, "_run_epoch", interrupt_second_epoch)
         with pytest.raises(Interrupted):
-            train("fer_former", spec, out_dir, options)
+            train(TINY, spec, out_dir, options)
 
 
 def test_resume_after_an_interruption_matches_the_uninterrupted_run(
@@ -159,7 +150,7 @@ def test_resume_after_an_interruption_matches_the_uninterrupted_run(
     spec = DatasetSpec("imagefolder", data_root)
     train_until_killed_in_second_epoch(spec, tmp_path, OPTIONS, monkeypatch)
     assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 1
-    resumed = train("fer_former", spec, tmp_path, OPTIONS, resume=tmp_path / "last.pt")
+    resumed = train(TINY, spec, tmp_path, OPTIONS, resume=tmp_path / "last.pt")
     assert resumed.epochs_run == 2 and resumed.history == reference.history
     assert same_weights(weights(resumed.last), weights(reference.last))
 
@@ -168,10 +159,10 @@ def test_resume_continues_from_the_stored_epoch(
     data_root: Path, reference: TrainResult, tmp_path: Path
 ) -> None:
     spec = DatasetSpec("imagefolder", data_root)
-    finished = train("fer_former", spec, tmp_path / "same", OPTIONS, resume=reference.last)
+    finished = train(TINY, spec, tmp_path / "same", OPTIONS, resume=reference.last)
     assert finished.epochs_run == 0
     longer = replace(OPTIONS, epochs=4)
-    extended = train("fer_former", spec, tmp_path / "more", longer, resume=reference.last)
+    extended = train(TINY, spec, tmp_path / "more", longer, resume=reference.last)
     assert extended.epochs_run == 1 and extended.history[:3] == reference.history
     assert torch.load(extended.last, weights_only=True)["epoch"] == 4
 
@@ -208,7 +199,7 @@ def make_dfew(root: Path) -> DatasetSpec:
 
 def test_a_clip_dataset_needs_a_video_model(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="image model"):
-        train("fer_former", make_dfew(tmp_path), tmp_path / "out", OPTIONS)
+        train(TINY, make_dfew(tmp_path), tmp_path / "out", OPTIONS)
 
 
 def test_a_video_model_trains_and_evaluates_on_dfew_clips(tmp_path: Path) -> None:
@@ -243,7 +234,7 @@ def paper_run(
 ) -> tuple[TrainOptions, TrainResult]:
     options = replace(OPTIONS, objective=request.param)
     spec = DatasetSpec("imagefolder", data_root)
-    return options, train("fer_former", spec, tmp_path_factory.mktemp(request.param), options)
+    return options, train(TINY, spec, tmp_path_factory.mktemp(request.param), options)
 
 
 def test_paper_objectives_reduce_the_loss_and_train_their_own_parameters(
@@ -254,7 +245,7 @@ def test_paper_objectives_reduce_the_loss_and_train_their_own_parameters(
     assert len(losses) == 3 and all(np.isfinite(losses)) and losses[-1] < losses[0]
     # The objective's parameters start as train() builds them and end elsewhere: they are optimised.
     with deterministic(options.seed, torch.device("cpu")):
-        model, config = build_model("fer_former", seed=options.seed, variant=options.variant)
+        model, config = registry.build(TINY, seed=options.seed)
         objective = build_objective(model, config, options)
     assert objective is not None
     initial, trained = objective.state_dict(), objective_state(result.last)
@@ -274,7 +265,7 @@ def test_paper_objectives_resume_exactly(
     spec = DatasetSpec("imagefolder", data_root)
     train_until_killed_in_second_epoch(spec, tmp_path, options, monkeypatch)
     after_first_epoch = objective_state(tmp_path / "last.pt")
-    resumed = train("fer_former", spec, tmp_path, options, resume=tmp_path / "last.pt")
+    resumed = train(TINY, spec, tmp_path, options, resume=tmp_path / "last.pt")
     assert resumed.epochs_run == 2 and resumed.history == reference_run.history
     assert same_weights(weights(resumed.last), weights(reference_run.last))
     final = objective_state(resumed.last)
@@ -287,7 +278,7 @@ def test_resume_refuses_a_checkpoint_of_another_objective(
 ) -> None:
     spec = DatasetSpec("imagefolder", data_root)
     with pytest.raises(ValueError, match="objective 'ce', not 'kefer'"):
-        train("fer_former", spec, tmp_path, replace(OPTIONS, objective="kefer"), resume=reference.last)
+        train(TINY, spec, tmp_path, replace(OPTIONS, objective="kefer"), resume=reference.last)
 
 
 def test_kefer_needs_a_text_side_and_compact_trains_a_video_model(tmp_path: Path) -> None:
@@ -321,7 +312,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_cli_train(data_root: Path, tmp_path: Path) -> None:
     result = run_cli(
-        "train", "--model", "fer_former", "--tiny", "--dataset", "imagefolder", "--data-root", str(data_root),
+        "train", "--model", TINY, "--dataset", "imagefolder", "--data-root", str(data_root),
         "--out-dir", str(tmp_path), "--epochs", "1", "--batch-size", "8", "--balanced", "--device", "auto",
         "--no-progress",
     )  # fmt: skip
@@ -332,7 +323,7 @@ def test_cli_train(data_root: Path, tmp_path: Path) -> None:
 
 def test_cli_train_with_the_kefer_objective(data_root: Path, tmp_path: Path) -> None:
     result = run_cli(
-        "train", "--model", "fer_former", "--tiny", "--dataset", "imagefolder", "--data-root", str(data_root),
+        "train", "--model", TINY, "--dataset", "imagefolder", "--data-root", str(data_root),
         "--out-dir", str(tmp_path), "--epochs", "1", "--batch-size", "8", "--objective", "kefer",
         "--alignment-weight", "0.5", "--no-progress",
     )  # fmt: skip

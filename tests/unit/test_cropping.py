@@ -105,3 +105,43 @@ def test_flip_tta_sends_every_view_and_merges_them_per_face() -> None:
     np.testing.assert_allclose(out.probabilities, [[0.7, 0.3], [0.3, 0.7]])
     np.testing.assert_allclose(out.embeddings[0], [2**-0.5, 2**-0.5], rtol=1e-6)
     assert with_views(crops, "none") is crops
+
+
+LANDMARK_MODEL = ModelConfig(name="p", architecture="poster", input_size=32, num_landmarks=5)
+
+
+def _similar_face(scale: float, angle: float, shift: tuple[float, float]) -> np.ndarray:
+    """The model's own template points moved by a similarity (what alignment undoes exactly)."""
+    template = np.asarray(LANDMARK_MODEL.landmark_template(), dtype=np.float64)
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    return scale * template @ rotation.T + np.asarray(shift)
+
+
+def test_crop_landmarks_of_an_aligned_face_are_the_normalised_template() -> None:
+    geometry = CropGeometry.of(LANDMARK_MODEL)
+    faces = np.stack([_similar_face(1.0, 0.0, (0, 0)), _similar_face(3.1, 0.4, (200.0, 80.0))])
+    moved = geometry.crop_landmarks(faces)
+    template = np.asarray(LANDMARK_MODEL.normalised_landmark_template())
+    assert moved.shape == (2, 5, 2) and moved.dtype == np.float32
+    np.testing.assert_allclose(moved, np.stack([template, template]), atol=1e-5)
+    assert ((moved > 0) & (moved < 1)).all()
+
+
+def test_crop_landmarks_keep_what_alignment_cannot_remove() -> None:
+    """A mouth corner pulled outwards (a smile) stays outwards in crop coordinates, at any pose."""
+    geometry = CropGeometry.of(LANDMARK_MODEL)
+    neutral = _similar_face(2.0, -0.3, (50.0, 40.0))
+    smiling = neutral.copy()
+    outwards = (neutral[4] - neutral[3]) * 0.15
+    smiling[3], smiling[4] = neutral[3] - outwards, neutral[4] + outwards
+    before, after = geometry.crop_landmarks(np.stack([neutral, smiling]))
+    assert after[4, 0] - after[3, 0] > before[4, 0] - before[3, 0] + 0.02
+
+
+def test_the_cropper_returns_the_landmarks_of_each_geometry() -> None:
+    found = FakeDetector().detect(np.zeros((100, 200, 3), dtype=np.uint8))
+    cropped = FaceCropper(FaceSelection(4, 0.5), CropGeometry.of(COLOUR), CropGeometry.of(GREY))(
+        np.zeros((100, 200, 3), dtype=np.uint8), found
+    )
+    assert [points.shape for points in cropped.landmarks] == [(2, 5, 2), (2, 5, 2)]
+    assert not np.allclose(cropped.landmarks[0], cropped.landmarks[1])  # different windows

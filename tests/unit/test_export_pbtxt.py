@@ -9,7 +9,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
-from fermodels.config import PBTXT_PARAMETER_KEY, RAFDB_LABELS, ModelConfig, prompts_for
+from fermodels.config import PBTXT_PARAMETER_KEY, RAFDB_LABELS, EvaluationMetrics, ModelConfig, prompts_for
 from fermodels.export import default_preferred_batch_sizes, pbtxt_escape, render_config_pbtxt, render_labels
 
 CONFIG = ModelConfig(
@@ -80,6 +80,49 @@ def test_version_policy_and_warmup() -> None:
     assert warmup.batch_size == 1
     sample = warmup.inputs["INPUT__0"]
     assert sample.zero_data and sample.data_type == pb.TYPE_FP32 and list(sample.dims) == [3, 112, 112]
+
+
+LANDMARK_CONFIG = ModelConfig(
+    name="poster", architecture="poster", input_size=112, labels=RAFDB_LABELS, embed_dim=128, num_landmarks=5
+)
+METRICS = EvaluationMetrics(
+    data="imagefolder test",
+    num_samples=8,
+    war=0.75,
+    uar=0.5,
+    per_class_recall=(("happiness", 1.0), ("fear", None)),
+)
+
+
+def test_a_landmark_model_has_a_second_input_and_warms_it_up() -> None:
+    parsed = parse(render_config_pbtxt(LANDMARK_CONFIG))
+    assert [(t.name, list(t.dims)) for t in parsed.input] == [
+        ("INPUT__0", [3, 112, 112]),
+        ("INPUT__1", [5, 2]),
+    ]
+    assert [t.name for t in parsed.output] == ["OUTPUT__0", "OUTPUT__1"]
+    (warmup,) = parsed.model_warmup
+    assert list(warmup.inputs["INPUT__1"].dims) == [5, 2] and warmup.inputs["INPUT__1"].zero_data
+    assert list(warmup.inputs["INPUT__0"].dims) == [3, 112, 112]
+
+
+def test_trained_provenance_and_metrics_round_trip() -> None:
+    trained = dataclasses.replace(
+        CONFIG, trained=True, dataset="imagefolder train", metrics=METRICS, weights="w", accuracy="a"
+    )
+    parsed = parse(render_config_pbtxt(trained))
+    restored = ModelConfig.from_json(parsed.parameters[PBTXT_PARAMETER_KEY].string_value)
+    assert restored == trained and restored.metrics == METRICS
+    assert EvaluationMetrics.from_dict(
+        {**dataclasses.asdict(METRICS), "per_class_recall": {"fear": None}}
+    ) == (dataclasses.replace(METRICS, per_class_recall=(("fear", None),)))
+
+
+def test_landmarks_exclude_test_time_views() -> None:
+    with pytest.raises(ValueError, match="test-time augmentation"):
+        dataclasses.replace(LANDMARK_CONFIG, tta="flip")
+    with pytest.raises(ValueError, match="num_landmarks"):
+        dataclasses.replace(LANDMARK_CONFIG, num_landmarks=68)
 
 
 def test_fer_config_parameter_round_trips() -> None:
