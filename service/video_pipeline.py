@@ -294,8 +294,9 @@ def clip_summary(results: _Results, config: ModelConfig) -> ClipSummary:
 
 
 STT_LEFT_OUT = (
-    "video model {name!r} is untrained: its output is left out of tracks (include=stt shows it, labelled "
-    "untrained); each track's dynamic_expression comes from the trained per-frame image model"
+    "model {name!r} serves untrained weights, so this video model's output is left out of tracks "
+    "(include=stt shows it, labelled untrained); each track's dynamic_expression comes from the trained "
+    "per-frame image model"
 )
 
 

@@ -113,6 +113,7 @@ async def test_a_clip_track_comes_from_the_image_model_with_segments_and_no_stt_
         assert track["segments"][-1]["end_s"] == track["last_s"]
         assert sum(segment["frames"] for segment in track["segments"]) == 6
     assert any("include=stt" in warning for warning in body["warnings"])
+    assert not any("NOT predictions" in warning and "fake_stt" in warning for warning in body["warnings"])
 
 
 async def test_include_stt_shows_the_untrained_spatio_temporal_output() -> None:
@@ -127,4 +128,4 @@ async def test_include_stt_shows_the_untrained_spatio_temporal_output() -> None:
     body = response.json()
     assert fake.clip_calls and all(track["stt_expression"] for track in body["tracks"])
     assert body["timeline"] is None
-    assert any("untrained" in warning and "fake_stt" in warning for warning in body["warnings"])
+    assert any("NOT predictions" in warning and "fake_stt" in warning for warning in body["warnings"])
