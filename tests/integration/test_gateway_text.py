@@ -12,8 +12,8 @@ import httpx
 import numpy as np
 import pytest
 
-from fermodels.config import TEXT_ENCODER
-from fermodels.text import _minilm_dir, embed_prompts
+from fermodels.config import TEXT_ENCODER, TOKENIZER_ASSET
+from fermodels.text import embed_prompts
 from service.inference.triton import TritonBackend
 from service.metrics import Metrics
 from service.prompting import load_tokenizer
@@ -102,9 +102,7 @@ def test_the_served_encoder_equals_the_in_process_one(triton: LocalTriton) -> No
         )
         try:
             encoder = await backend.served_text_encoder(TEXT_ENCODER.name)
-            tokenizer = load_tokenizer(
-                _minilm_dir() / "tokenizer.json", encoder.config.tokenizer_sha256, encoder.config
-            )
+            tokenizer = load_tokenizer(TOKENIZER_ASSET, encoder.config.tokenizer_sha256, encoder.config)
             encoded = tokenizer.encode_batch(prompts)
             ids = np.array([e.ids for e in encoded], np.int64)
             mask = np.array([e.attention_mask for e in encoded], np.int64)

