@@ -27,7 +27,7 @@ from fermodels.config import (
     prompts_for,
 )
 from service.config import Settings
-from service.errors import InferenceFailed, InvalidPrompt, TooManyPrompts
+from service.errors import InferenceFailed, InferenceUnavailable, InvalidPrompt, ModelNotFound, TooManyPrompts
 from service.inference.base import FloatArray, ImageOutputs, InferenceBackend, ServedTextEncoder, batches
 from service.inference.similarity import PromptSet, TextScores, text_scores
 from service.metrics import Metrics
@@ -87,7 +87,7 @@ class PromptEncoder:
     async def embed(self, prompts: Sequence[str]) -> PromptSet:
         if not prompts:
             return PromptSet.empty()
-        encoder = await self._inference.served_text_encoder(self._settings.text_encoder_model)
+        encoder = await self._served_encoder()
         unique = list(dict.fromkeys(prompts))
         found = {prompt: vector for prompt in unique if (vector := self._get(encoder, prompt)) is not None}
         missing = [prompt for prompt in unique if prompt not in found]
@@ -96,6 +96,17 @@ class PromptEncoder:
                 found[prompt] = vector
                 self._store(encoder, prompt, vector)
         return PromptSet(tuple(prompts), np.stack([found[prompt] for prompt in prompts]), describe(encoder))
+
+    async def _served_encoder(self) -> ServedTextEncoder:
+        name = self._settings.text_encoder_model
+        try:
+            return await self._inference.served_text_encoder(name)
+        except ModelNotFound as exc:
+            # The request is fine; the deployment lacks the encoder (`make models` / export-text builds it).
+            raise InferenceUnavailable(
+                f"caller prompts need the text encoder {name!r}, which the inference server does not serve",
+                retry_after_s=self._settings.triton_retry_after_s,
+            ) from exc
 
     def _get(self, encoder: ServedTextEncoder, prompt: str) -> FloatArray | None:
         key = (encoder.name, encoder.version, prompt)

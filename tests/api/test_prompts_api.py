@@ -83,6 +83,16 @@ async def test_prompt_limits_give_422_before_any_work() -> None:
     assert fake.calls == [] and fake.text_calls == []
 
 
+async def test_prompts_without_a_served_text_encoder_are_a_503_and_plain_requests_still_work() -> None:
+    fake = FakeInference()
+    async with running_app(fake, text_encoder_model="not_served") as client:
+        refused = await predict(client, prompts=["a smile"])
+        plain = await predict(client)
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "inference_unavailable"
+    assert "text encoder 'not_served'" in refused.json()["error"]["message"]
+    assert plain.status_code == 200 and plain.json()["faces"][0]["text_similarity"]
+
+
 async def test_models_lists_the_text_encoder_and_each_models_method() -> None:
     fake = FakeInference(extra_statuses=[ModelStatus("text_encoder", "1", "READY")])
     async with running_app(fake) as client:
