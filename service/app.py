@@ -22,6 +22,7 @@ from service.logs import RequestId
 from service.metrics import Metrics
 from service.middleware import BodySizeLimit, HttpMetrics
 from service.pipeline import ImagePipeline
+from service.prompting import ClassPrompts, PromptEncoder, TextScorer
 from service.routes import annotate, health, models, predict, web
 from service.serving import PredictService
 from service.state import Resources
@@ -92,8 +93,14 @@ def open_resources(
     torch.set_num_threads(settings.torch_threads)
     executor = ThreadPoolExecutor(settings.cpu_workers, thread_name_prefix="fer-cpu")
     backend, face_detector = inference(settings, metrics), detector(settings)
+    text = TextScorer(PromptEncoder(settings, backend, metrics), ClassPrompts())
     pipeline = ImagePipeline(
-        settings=settings, detector=face_detector, inference=backend, executor=executor, metrics=metrics
+        settings=settings,
+        detector=face_detector,
+        inference=backend,
+        executor=executor,
+        metrics=metrics,
+        text=text,
     )
     admission = AdmissionControl(
         settings.max_in_flight, rejected=metrics.rejected, in_flight=metrics.in_flight, kind="image"
@@ -101,7 +108,12 @@ def open_resources(
     # Clips get their own threads and limit, independent of the images': neither can starve the other.
     video_executor = ThreadPoolExecutor(settings.video_workers, thread_name_prefix="fer-video")
     video_pipeline = VideoPipeline(
-        settings=settings, detector=face_detector, inference=backend, executor=video_executor, metrics=metrics
+        settings=settings,
+        detector=face_detector,
+        inference=backend,
+        executor=video_executor,
+        metrics=metrics,
+        text=text,
     )
     video_admission = AdmissionControl(
         settings.video_max_in_flight, rejected=metrics.rejected, in_flight=metrics.in_flight, kind="video"
@@ -119,6 +131,7 @@ def open_resources(
         video_admission,
         video_pipeline,
         serving,
+        text,
     )
 
 

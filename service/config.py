@@ -201,6 +201,42 @@ class Settings(BaseSettings):
         description="How long a lost track can be re-joined by appearance (leaving and re-entering).",
     )
 
+    text_encoder_model: str = Field(
+        "text_encoder",
+        description="Triton model that embeds the prompts a request brings (`prompts=`); the fixed "
+        "expression prompts' embeddings are baked in, so a request without prompts= never calls it.",
+    )
+    text_tokenizer: Path | None = Field(
+        None,
+        description="tokenizer.json (or .json.gz) of the text encoder; unset: the committed "
+        "fermodels/assets/minilm_tokenizer.json.gz. Its sha256 must equal the one the served encoder's "
+        "config.pbtxt records.",
+    )
+    text_max_prompts: int = Field(
+        8, ge=0, description="Most caller prompts (`prompts=`) per request; more get 422 too_many_prompts."
+    )
+    text_max_prompt_chars: int = Field(
+        200,
+        ge=1,
+        description="Longest caller prompt, in characters; longer, empty or whitespace-only prompts get 422 "
+        "invalid_prompt.",
+    )
+    text_cache_size: int = Field(
+        1024, ge=0, description="Caller-prompt embeddings kept in the gateway's LRU cache (0: no cache)."
+    )
+
+    track_smoothing_s: float = Field(
+        1.0,
+        ge=0,
+        description="Window of the centred, detection-weighted mean that smooths each track's per-frame "
+        "expression distributions (tracks[].timeline and segments).",
+    )
+    track_min_segment_s: float = Field(
+        0.5,
+        ge=0,
+        description="Shortest expression segment of a track; a shorter run joins its longer neighbour.",
+    )
+
     annotate_max_frames: int = Field(
         24, ge=1, description="Most analysed frames on a clip's /annotate contact sheet (evenly spaced)."
     )

@@ -11,6 +11,7 @@ from service.config import Settings
 from service.inference.base import InferenceBackend
 from service.metrics import Metrics
 from service.pipeline import ImagePipeline
+from service.prompting import TextScorer
 from service.serving import PredictService
 from service.state import Resources
 from service.video_pipeline import VideoPipeline
@@ -52,6 +53,10 @@ def get_serving(resources: ResourcesDep) -> PredictService:
     return resources.serving
 
 
+def get_text(resources: ResourcesDep) -> TextScorer:
+    return resources.text
+
+
 def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
@@ -65,3 +70,4 @@ MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 VideoPipelineDep = Annotated[VideoPipeline, Depends(get_video_pipeline)]
 VideoAdmissionDep = Annotated[AdmissionControl, Depends(get_video_admission)]
 ServingDep = Annotated[PredictService, Depends(get_serving)]
+TextDep = Annotated[TextScorer, Depends(get_text)]

@@ -96,6 +96,16 @@ class ModelTaskMismatch(ServiceError):
     code, status = "model_task_mismatch", 422
 
 
+class TooManyPrompts(ServiceError):
+    code, status = "too_many_prompts", 422
+
+
+class InvalidPrompt(ServiceError):
+    """A caller prompt that is empty, only whitespace, or longer than FER_TEXT_MAX_PROMPT_CHARS."""
+
+    code, status = "invalid_prompt", 422
+
+
 class Overloaded(ServiceError):
     code, status = "overloaded", 429
 
@@ -129,6 +139,8 @@ ERROR_TABLE: tuple[type[ServiceError], ...] = (
     VideoTooLarge,
     ModelNotFound,
     ModelTaskMismatch,
+    TooManyPrompts,
+    InvalidPrompt,
     Overloaded,
     InferenceUnavailable,
     InferenceTimeout,

@@ -107,6 +107,13 @@ class Metrics:
             registry=r,
         )
 
+        self.prompt_cache = Counter(
+            "fer_prompt_cache",
+            "Caller-prompt embedding lookups in the gateway's LRU cache, by result: hit or miss.",
+            ["result"],
+            registry=r,
+        )
+
         self.video_frames = Counter(
             "fer_video_frames",
             "Video frames, by kind: decoded, or analysed (progress of running clips).",

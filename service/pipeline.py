@@ -19,13 +19,20 @@ from service.inference.base import (
     run_in_batches,
 )
 from service.inference.postprocess import face_results, model_info, model_warnings
+from service.inference.similarity import PromptSet
 from service.metrics import Metrics
+from service.prompting import TextScorer
 from service.schemas import ImageInfo, PredictResponse
 from service.vision.cropping import CropGeometry, CroppedFaces, FaceCropper, FaceSelection
 from service.vision.decode import DecodedImage, decode_image
 from service.vision.detection import Detections, FaceDetector
 
 T = TypeVar("T")
+
+
+def _retrieve(task: asyncio.Task[PromptSet]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class PipelineBase:
@@ -39,7 +46,9 @@ class PipelineBase:
         inference: InferenceBackend,
         executor: ThreadPoolExecutor,
         metrics: Metrics,
+        text: TextScorer,
     ) -> None:
+        self._text = text
         self._settings = settings
         self._detector = detector
         self._inference = inference
@@ -54,6 +63,12 @@ class PipelineBase:
     @property
     def _selection(self) -> FaceSelection:
         return FaceSelection(self._settings.max_faces, self._settings.detector_min_score)
+
+    def _embed_caller_prompts(self, prompts: tuple[str, ...]) -> asyncio.Task[PromptSet]:
+        """Started first, so the encoder call (or cache hit) overlaps decode and detection."""
+        task = asyncio.ensure_future(self._text.caller(prompts))
+        task.add_done_callback(_retrieve)  # a failure surfaces where it is awaited, never as a stray log
+        return task
 
     async def _infer_images(
         self, model: ServedModel, crops: FloatArray, landmarks: FloatArray
@@ -75,7 +90,18 @@ class PipelineBase:
 class ImagePipeline(PipelineBase):
     """Turns one uploaded image into per-face expression results."""
 
-    async def predict(self, data: bytes, model_name: str | None) -> PredictResponse:
+    async def predict(
+        self, data: bytes, model_name: str | None, prompts: tuple[str, ...] = ()
+    ) -> PredictResponse:
+        caller = self._embed_caller_prompts(prompts)
+        try:
+            return await self._predict(data, model_name, caller)
+        finally:
+            caller.cancel()  # a no-op once it finished
+
+    async def _predict(
+        self, data: bytes, model_name: str | None, caller: asyncio.Task[PromptSet]
+    ) -> PredictResponse:
         timings: dict[str, float] = {}
         start = time.perf_counter()
         with self._metrics.time_stage("decode", timings):
@@ -87,13 +113,15 @@ class ImagePipeline(PipelineBase):
             cropped = await self._offload(self._crop, image, found, model)
         with self._metrics.time_stage("infer", timings):
             outputs = await self._infer_images(model, cropped.crops[0], cropped.landmarks[0])
+        with self._metrics.time_stage("text", timings):
+            text = self._text.score(model.config, outputs, await caller)
         with self._metrics.time_stage("assemble", timings):
-            results = face_results(cropped.faces, outputs, model.config)
+            results = face_results(cropped.faces, outputs, text, model.config)
             self._metrics.observe_expressions([face.expression.label for face in results])
         timings["total"] = round((time.perf_counter() - start) * 1000.0, 3)
         return PredictResponse(
             image=ImageInfo(width=image.width, height=image.height, format=image.format),
-            model=model_info(model),
+            model=model_info(model, self._text.expression_encoder(model.config)),
             faces=results,
             timings_ms=timings,
             warnings=model_warnings(model.config),

@@ -41,8 +41,16 @@ class PredictQuery(BaseModel):
     max_duration_s: float | None = Field(
         None, gt=0, description="Analyse only the first seconds of the clip."
     )
-    include: list[Literal["timeline", "tracks"]] = Field(
-        ["timeline", "tracks"], description="Which clip outputs to return (the summary is always returned)."
+    include: list[Literal["timeline", "tracks", "stt"]] = Field(
+        ["timeline", "tracks"],
+        description="Which clip outputs to return (the summary is always returned). `stt`: also each "
+        "track's output of the spatio-temporal model when it is untrained (a trained one is always shown).",
+    )
+    prompts: list[str] = Field(
+        [],
+        description="Your own texts to score every face against (repeat the parameter), next to the fixed "
+        "expression prompts; limits: FER_TEXT_MAX_PROMPTS, FER_TEXT_MAX_PROMPT_CHARS.",
+        examples=[["a person smiling broadly"]],
     )
 
     def video_options(self) -> VideoOptions:
@@ -53,6 +61,7 @@ class PredictQuery(BaseModel):
             max_duration_s=self.max_duration_s,
             include_timeline="timeline" in self.include,
             include_tracks="tracks" in self.include,
+            include_stt="stt" in self.include,
         )
 
 
@@ -93,9 +102,23 @@ class LabelScore(_Schema):
 
 
 class TextSimilarity(_Schema):
-    label: str = Field(description="Expression the prompt describes.", examples=["happiness"])
+    label: str | None = Field(
+        description="Expression the prompt describes; null for a caller's own prompt.", examples=["happiness"]
+    )
     prompt: str = Field(examples=["a photo of a person making a happy facial expression."])
-    score: float = Field(description="Cosine similarity of image and prompt embeddings, in [-1, 1].")
+    score: float = Field(
+        description="Cosine similarity of the face's and the prompt's embeddings, in [-1, 1]."
+    )
+    source: Literal["expression", "caller"] = Field(
+        "expression", description="expression: a fixed prompt of the model's labels; caller: from prompts=."
+    )
+    method: Literal["cosine", "conse"] = Field(
+        "cosine",
+        description="cosine: the model's own image embedding against the prompt (a model with a text side); "
+        "conse: zero-shot, the face's text-space embedding is the probability-weighted mean of its class "
+        "prompts' embeddings (ConSE, Norouzi et al., ICLR 2014).",
+    )
+    encoder: str = Field("", description="Text encoder that embedded the prompt.")
 
 
 class FaceResult(_Schema):
@@ -170,6 +193,11 @@ class ModelInfo(_Schema):
     labels: list[str] = Field(description="The model's labels in canonical order.")
     prompts: list[str] = Field(description="Text prompts behind text_similarity, in label order.")
     text_encoder: str = Field(description="Encoder that produced the prompt embeddings.")
+    text_similarity_method: Literal["cosine", "conse"] = Field(
+        "cosine",
+        description="How the expression prompts are scored: cosine (the model's text side) or conse "
+        "(zero-shot from the expression probabilities); caller prompts always use conse.",
+    )
     max_batch_size: int
     crop: CropInfo = Field(description="The crop and augmentation that produced this model's numbers.")
 
@@ -216,14 +244,51 @@ class ExpressionShare(_Schema):
     share: float = Field(ge=0.0, le=1.0, description="Fraction of the frames with that top expression.")
 
 
+class TrackPoint(_Schema):
+    timestamp_s: float
+    frame_index: int
+    expression: LabelScore = Field(description="Top label of the smoothed distribution at this frame.")
+    expressions: list[LabelScore] = Field(
+        description="The image model's distribution, smoothed over the track's neighbouring frames."
+    )
+
+
+class ExpressionSegment(_Schema):
+    label: str = Field(description="Top expression of the smoothed timeline over the segment.")
+    start_s: float = Field(description="Timestamp of the segment's first frame.")
+    end_s: float = Field(description="Timestamp of the segment's last frame.")
+    frames: int = Field(description="Analysed frames in the segment.")
+    mean_probability: float = Field(description="Mean smoothed probability of `label` over the segment.")
+
+
 class TrackResult(_Schema):
     track_id: int
     first_s: float
     last_s: float
     frame_indices: list[int]
-    dynamic_expression: LabelScore = Field(description="Top label of the spatio-temporal model.")
+    dynamic_expression: LabelScore = Field(description="Top label of dynamic_expressions.")
     dynamic_expressions: list[LabelScore] = Field(
-        description="The spatio-temporal model's distribution for this person's face sequence."
+        description="This person's expression over the clip: the trained image model's per-frame "
+        "distributions averaged with detection-score weights (see dynamic_method)."
+    )
+    dynamic_method: str = Field(
+        "",
+        description="Where dynamic_expressions comes from, e.g. 'mini_xception_fer2013 per-frame, "
+        "detection-score-weighted mean over 12 frames'.",
+    )
+    timeline: list[TrackPoint] = Field(
+        default_factory=list, description="The smoothed per-frame distributions of this person."
+    )
+    segments: list[ExpressionSegment] = Field(
+        default_factory=list, description="Runs of one smoothed top expression, e.g. happiness 2.1-4.5 s."
+    )
+    stt_expression: LabelScore | None = Field(
+        None,
+        description="Top label of the spatio-temporal model (video_model); only when it is trained or "
+        "include=stt asked for it; see video_model.trained.",
+    )
+    stt_expressions: list[LabelScore] | None = Field(
+        None, description="The spatio-temporal model's distribution for this person's face sequence."
     )
     dominant: ExpressionShare = Field(description="From the per-frame image model: top label, time share.")
 
@@ -240,7 +305,10 @@ class VideoPredictResponse(_Schema):
     media: Literal["video"] = "video"
     video: VideoInfo
     model: ModelInfo = Field(description="The per-frame image model.")
-    video_model: ModelInfo = Field(description="The spatio-temporal model behind dynamic_expression.")
+    video_model: ModelInfo = Field(
+        description="The served spatio-temporal model behind tracks[].stt_expression (shown only when it is "
+        "trained, or with include=stt)."
+    )
     timeline: list[TimelineFrame] | None = Field(description="Analysed frames; null when not included.")
     tracks: list[TrackResult] | None = Field(description="One per person; null when not included.")
     summary: ClipSummary
@@ -248,19 +316,33 @@ class VideoPredictResponse(_Schema):
     warnings: list[str] = Field(default_factory=list)
 
 
+class TextEncoderInfo(_Schema):
+    encoder: str = Field(examples=["sentence-transformers/all-MiniLM-L6-v2"])
+    dim: int = Field(description="Embedding size.", examples=[384])
+    max_tokens: int = Field(description="Longer prompts are truncated to this many tokens.")
+    weights: str = Field(description="Provenance of the served weights.")
+    license: str
+
+
 class ModelState(_Schema):
     name: str
     version: str
     state: str = Field(description="Triton's state of the model, e.g. READY or UNAVAILABLE.")
-    kind: Literal["expression", "detector"] = Field(
-        "expression", description="'detector': one of MTCNN's nets, served for FER_DETECTOR_BACKEND=triton."
+    kind: Literal["expression", "detector", "text_encoder"] = Field(
+        "expression",
+        description="'detector': one of MTCNN's nets, served for FER_DETECTOR_BACKEND=triton; "
+        "'text_encoder': embeds the prompts of requests (prompts=).",
     )
     info: ModelInfo | None = Field(None, description="Config of a ready expression model.")
+    text_encoder: TextEncoderInfo | None = Field(None, description="Config of a ready text encoder.")
 
 
 class ModelsResponse(_Schema):
     default_model: str = Field(description="Image model used when a request names none.")
     default_video_model: str = Field(description="Spatio-temporal model behind each clip track.")
+    text_encoder_model: str = Field(
+        "text_encoder", description="The served text encoder that embeds caller prompts (prompts=)."
+    )
     models: list[ModelState]
 
 

@@ -15,6 +15,7 @@ from service.config import Settings
 from service.errors import InvalidVideo, ModelTaskMismatch, UnsupportedMediaType
 from service.inference.base import InferenceBackend
 from service.pipeline import ImagePipeline
+from service.prompting import validate_prompts
 from service.schemas import PredictQuery, PredictResponse, VideoPredictResponse
 from service.uploads import read_upload
 from service.video_pipeline import VideoPipeline
@@ -46,6 +47,7 @@ class PredictService:
     ) -> PredictResponse | VideoPredictResponse:
         """An upload already read → its response (``timeline``: a clip's timeline whatever ``include`` says,
         for /annotate's contact sheet)."""
+        validate_prompts(options.prompts, self.settings)  # a 422 before any slot is taken
         container = media_container(data, options.media)
         if container is None:
             return await self._predict_image(data, options)
@@ -54,7 +56,8 @@ class PredictService:
     async def _predict_image(self, data: bytes, options: PredictQuery) -> PredictResponse:
         async with self.image_admission.slot():
             await ensure_image_model(self.inference, options.model)
-            return await self.pipeline.predict(data, options.model)
+            prompts = validate_prompts(options.prompts, self.settings)
+            return await self.pipeline.predict(data, options.model, prompts)
 
     async def _predict_clip(
         self, data: bytes, container: str, options: PredictQuery, timeline: bool
@@ -66,7 +69,10 @@ class PredictService:
             video_options = replace(video_options, include_timeline=True)
         async with self.video_admission.slot():
             await ensure_image_model(self.inference, options.model)
-            response = await self.video_pipeline.predict(data, container, video_options, options.model)
+            prompts = validate_prompts(options.prompts, self.settings)
+            response = await self.video_pipeline.predict(
+                data, container, video_options, options.model, prompts
+            )
         return with_decoded_frames(response)
 
 

@@ -10,6 +10,7 @@ from service.config import Settings
 from service.inference.base import InferenceBackend
 from service.metrics import Metrics
 from service.pipeline import ImagePipeline
+from service.prompting import TextScorer
 from service.serving import PredictService
 from service.supervisor import TritonSupervisor
 from service.video_pipeline import VideoPipeline
@@ -29,4 +30,5 @@ class Resources:
     video_admission: AdmissionControl
     video_pipeline: VideoPipeline
     serving: PredictService
+    text: TextScorer
     supervisor: TritonSupervisor | None = None  # only when the gateway runs its own Triton

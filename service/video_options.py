@@ -15,3 +15,4 @@ class VideoOptions:
     max_duration_s: float | None = None
     include_timeline: bool = True
     include_tracks: bool = True
+    include_stt: bool = False  # the spatio-temporal model's output even when it is untrained

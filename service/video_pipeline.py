@@ -5,14 +5,16 @@ Clips run on their own thread pool and admission limit, so a long clip never blo
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from fermodels.config import ModelConfig
-from service.inference.base import ClipOutputs, ImageOutputs, ServedModel, run_batched
+from service.inference.base import ClipOutputs, FloatArray, ImageOutputs, ServedModel, run_batched
 from service.inference.postprocess import (
     face_result,
     label_distribution,
@@ -20,18 +22,28 @@ from service.inference.postprocess import (
     model_warnings,
     top_label,
 )
+from service.inference.similarity import PromptSet, TextScores
+from service.inference.temporal import segments, smooth, weighted_mean
 from service.pipeline import PipelineBase
 from service.schemas import (
     ClipSummary,
+    ExpressionSegment,
     ExpressionShare,
     TimelineFrame,
     TrackedFace,
+    TrackPoint,
     TrackResult,
     VideoInfo,
     VideoPredictResponse,
 )
 from service.video_options import VideoOptions
-from service.vision.clip_analysis import AnalysisOptions, ClipAnalysis, analyse_clip, track_clips
+from service.vision.clip_analysis import (
+    AnalysisOptions,
+    ClipAnalysis,
+    FrameFaces,
+    analyse_clip,
+    track_clips,
+)
 from service.vision.tracking import TrackerConfig
 from service.vision.video import SamplingPlan, VideoLimits
 
@@ -40,15 +52,41 @@ from service.vision.video import SamplingPlan, VideoLimits
 class _Results:
     analysis: ClipAnalysis
     faces: ImageOutputs
+    text: TextScores
     track_ids: list[int]
-    tracks: ClipOutputs
+    tracks: ClipOutputs | None  # the spatio-temporal model's, when it ran (trained, or include=stt)
+
+
+@dataclass(frozen=True)
+class TrackSmoothing:
+    window_s: float
+    min_segment_s: float
 
 
 class VideoPipeline(PipelineBase):
     """Turns one uploaded clip into a timeline, per-person tracks and a summary."""
 
     async def predict(
-        self, data: bytes, container: str, options: VideoOptions, model_name: str | None
+        self,
+        data: bytes,
+        container: str,
+        options: VideoOptions,
+        model_name: str | None,
+        prompts: tuple[str, ...] = (),
+    ) -> VideoPredictResponse:
+        caller = self._embed_caller_prompts(prompts)
+        try:
+            return await self._predict(data, container, options, model_name, caller)
+        finally:
+            caller.cancel()
+
+    async def _predict(
+        self,
+        data: bytes,
+        container: str,
+        options: VideoOptions,
+        model_name: str | None,
+        caller: asyncio.Task[PromptSet],
     ) -> VideoPredictResponse:
         timings: dict[str, float] = {}
         start = time.perf_counter()
@@ -58,10 +96,14 @@ class VideoPipeline(PipelineBase):
             analysis = await self._analyse(data, container, options, image_model, video_model)
         with self._metrics.time_stage("infer", timings):
             faces = await self._infer_images(image_model, analysis.image_batch(), analysis.landmark_batch())
-        with self._metrics.time_stage("video_infer", timings):
-            track_ids, tracks = await self._infer_tracks(video_model, analysis)
+        track_ids, tracks = sorted(analysis.tracks), None
+        if video_model.config.trained or options.include_stt:
+            with self._metrics.time_stage("video_infer", timings):
+                track_ids, tracks = await self._infer_tracks(video_model, analysis)
+        with self._metrics.time_stage("text", timings):
+            text = self._text.score(image_model.config, faces, await caller)
         with self._metrics.time_stage("assemble", timings):
-            results = _Results(analysis, faces, track_ids, tracks)
+            results = _Results(analysis, faces, text, track_ids, tracks)
             response = self._assemble(results, image_model, video_model, options)
         elapsed = time.perf_counter() - start
         timings["total"] = round(elapsed * 1000.0, 3)
@@ -125,16 +167,22 @@ class VideoPipeline(PipelineBase):
                 frames_analysed=info.frames_sampled,
                 truncated=info.truncated,
             ),
-            model=model_info(image_model),
+            model=model_info(image_model, self._text.expression_encoder(image_model.config)),
             video_model=model_info(video_model),
             timeline=timeline(results, image_model.config) if options.include_timeline else None,
-            tracks=track_results(results, image_model.config, video_model.config)
+            tracks=track_results(results, image_model.config, video_model.config, self._smoothing)
             if options.include_tracks
             else None,
             summary=clip_summary(results, image_model.config),
             timings_ms={},  # filled in once every stage has run
-            warnings=_video_warnings(image_model.config, video_model.config, info.truncated),
+            warnings=_video_warnings(
+                image_model.config, video_model.config, info.truncated, results.tracks is not None
+            ),
         )
+
+    @property
+    def _smoothing(self) -> TrackSmoothing:
+        return TrackSmoothing(self._settings.track_smoothing_s, self._settings.track_min_segment_s)
 
     def _observe_clip(self, analysis: ClipAnalysis, elapsed_s: float) -> None:
         self._metrics.video_frames.labels("decoded").inc(analysis.info.frames_decoded)
@@ -149,10 +197,12 @@ def timeline(results: _Results, config: ModelConfig) -> list[TimelineFrame]:
     frames = []
     for frame in results.analysis.frames:
         count = len(frame.detections)
-        outputs = results.faces.rows(frame.first_crop, frame.first_crop + count)
+        span = (frame.first_crop, frame.first_crop + count)
+        outputs, text = results.faces.rows(*span), results.text.rows(*span)
         faces = [
             TrackedFace(
-                **face_result(frame.detections, outputs, i, config).model_dump(), track_id=frame.track_ids[i]
+                **face_result(frame.detections, outputs, text, i, config).model_dump(),
+                track_id=frame.track_ids[i],
             )
             for i in range(count)
         ]
@@ -173,26 +223,67 @@ def dominant(labels: list[str]) -> ExpressionShare:
     return ExpressionShare(label=label, share=round(count / len(labels), 4))
 
 
-def track_results(results: _Results, image: ModelConfig, video: ModelConfig) -> list[TrackResult]:
+def track_results(
+    results: _Results, image: ModelConfig, video: ModelConfig, smoothing: TrackSmoothing
+) -> list[TrackResult]:
     analysis = results.analysis
-    row_to_frame = {f.first_crop + i: f for f in analysis.frames for i in range(len(f.detections))}
+    row_to_frame = {f.first_crop + i: (f, i) for f in analysis.frames for i in range(len(f.detections))}
     tracks = []
     for position, track_id in enumerate(results.track_ids):
         rows = analysis.tracks[track_id]
-        frames = [row_to_frame[row] for row in rows]
-        probabilities = results.tracks.probabilities[position]
+        placed = [row_to_frame[row] for row in rows]
+        frames = [frame for frame, _ in placed]
+        weights = np.array([float(frame.detections.scores[i]) for frame, i in placed])
+        times = np.array([frame.timestamp_s for frame in frames], dtype=np.float64)
+        per_frame = results.faces.probabilities[rows]
+        overall = weighted_mean(per_frame, weights)
+        smoothed = smooth(per_frame, times, weights, smoothing.window_s)
+        stt = results.tracks.probabilities[position] if results.tracks is not None else None
         tracks.append(
             TrackResult(
                 track_id=track_id,
                 first_s=round(frames[0].timestamp_s, 3),
                 last_s=round(frames[-1].timestamp_s, 3),
                 frame_indices=[frame.index for frame in frames],
-                dynamic_expression=top_label(probabilities, video),
-                dynamic_expressions=label_distribution(probabilities, video),
+                dynamic_expression=top_label(overall, image),
+                dynamic_expressions=label_distribution(overall, image),
+                dynamic_method=f"{image.name} per-frame distributions, detection-score-weighted mean over "
+                f"{len(rows)} frame{'s' if len(rows) != 1 else ''}",
+                timeline=_track_timeline(frames, smoothed, image),
+                segments=_segments(smoothed, times, image, smoothing.min_segment_s),
+                stt_expression=top_label(stt, video) if stt is not None else None,
+                stt_expressions=label_distribution(stt, video) if stt is not None else None,
                 dominant=dominant(_top_labels(results, rows, image)),
             )
         )
     return tracks
+
+
+def _track_timeline(frames: list[FrameFaces], smoothed: FloatArray, config: ModelConfig) -> list[TrackPoint]:
+    return [
+        TrackPoint(
+            timestamp_s=round(frame.timestamp_s, 3),
+            frame_index=frame.index,
+            expression=top_label(row, config),
+            expressions=label_distribution(row, config),
+        )
+        for frame, row in zip(frames, smoothed, strict=True)
+    ]
+
+
+def _segments(
+    smoothed: FloatArray, times: npt.NDArray[np.float64], config: ModelConfig, min_segment_s: float
+) -> list[ExpressionSegment]:
+    return [
+        ExpressionSegment(
+            label=config.labels[segment.label],
+            start_s=round(float(times[segment.start]), 3),
+            end_s=round(float(times[segment.stop]), 3),
+            frames=segment.stop - segment.start + 1,
+            mean_probability=round(segment.mean_probability, 6),
+        )
+        for segment in segments(smoothed, times, min_segment_s)
+    ]
 
 
 def clip_summary(results: _Results, config: ModelConfig) -> ClipSummary:
@@ -202,8 +293,17 @@ def clip_summary(results: _Results, config: ModelConfig) -> ClipSummary:
     )
 
 
-def _video_warnings(image: ModelConfig, video: ModelConfig, truncated: bool) -> list[str]:
-    warnings = model_warnings(image) + model_warnings(video)
+STT_LEFT_OUT = (
+    "model {name!r} serves untrained weights, so this video model's output is left out of tracks "
+    "(include=stt shows it, labelled untrained); each track's dynamic_expression comes from the trained "
+    "per-frame image model"
+)
+
+
+def _video_warnings(image: ModelConfig, video: ModelConfig, truncated: bool, stt_shown: bool) -> list[str]:
+    warnings = model_warnings(image)
+    if not video.trained:
+        warnings += model_warnings(video) if stt_shown else [STT_LEFT_OUT.format(name=video.name)]
     if truncated:
         warnings.append("analysis stopped at max_frames / max_duration_s or at a damaged part of the clip")
     return warnings

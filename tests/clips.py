@@ -135,3 +135,15 @@ def leaving_and_returning(media: Path) -> list[Frame]:
     """In view for 1 s, out of view for 1.5 s, back for 1 s (10 fps)."""
     face = astronaut_face(media)
     return scene(640, 360, 35, lambda i: [] if 10 <= i < 25 else [(face, 60 + (i % 10) * 8, 90)])
+
+
+def face_patch(path: Path, box: tuple[int, int, int, int], size: tuple[int, int] = (180, 220)) -> np.ndarray:
+    """A head cut from a photo at ``box`` (left, top, right, bottom, with a margin), resized to ``size``."""
+    return np.asarray(Image.open(path).convert("RGB").crop(box).resize(size))
+
+
+def changing_expression(media: Path, count: int = 40) -> list[Frame]:
+    """One person (Barack Obama, two real photos) at one place: smiling for the first half, then frowning."""
+    smiling = face_patch(media / "faces" / "obama.jpg", (320, 20, 660, 490))
+    frowning = face_patch(media / "faces" / "obama2.jpg", (140, 150, 520, 700))
+    return scene(640, 420, count, lambda i: [(smiling if i < count // 2 else frowning, 150, 40)])

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fermodels.config import TEXT_ENCODER
 from service.triton_local import LocalTriton
 from service.vision.mtcnn import TRITON_STAGES
 from tests.media import ROOT, ensure_media
@@ -45,6 +46,9 @@ def model_repository() -> Path:
             )
     if not all((MODEL_REPOSITORY / name / "1" / "model.pt").exists() for name in TRITON_STAGES):
         export = [sys.executable, "-m", "fermodels", "export-detector", "--repository", str(MODEL_REPOSITORY)]
+        subprocess.run([*export, "--force"], check=True, cwd=ROOT)
+    if not (MODEL_REPOSITORY / TEXT_ENCODER.name / "1" / "model.pt").exists():
+        export = [sys.executable, "-m", "fermodels", "export-text", "--repository", str(MODEL_REPOSITORY)]
         subprocess.run([*export, "--force"], check=True, cwd=ROOT)
     return MODEL_REPOSITORY
 

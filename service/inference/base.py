@@ -10,9 +10,10 @@ from typing import Protocol, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from fermodels.config import ModelConfig
+from fermodels.config import ModelConfig, TextEncoderConfig
 
 FloatArray = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,18 @@ class ServedModel:
     config: ModelConfig
     version: str
     max_batch_size: int
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+@dataclass(frozen=True)
+class ServedTextEncoder:
+    """The text encoder as the server serves it: its config (from config.pbtxt) and the live version."""
+
+    config: TextEncoderConfig
+    version: str
 
     @property
     def name(self) -> str:
@@ -96,6 +109,12 @@ class InferenceBackend(Protocol):
         ...
 
     async def infer_clip(self, model: ServedModel, clips: FloatArray) -> ClipOutputs: ...
+
+    async def served_text_encoder(self, name: str) -> ServedTextEncoder: ...
+
+    async def infer_text(self, encoder: ServedTextEncoder, ids: IntArray, mask: IntArray) -> FloatArray:
+        """Unit-norm embeddings ``[N, dim]`` of N tokenised prompts (``N <= config.max_batch_size``)."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from fermodels.config import EvaluationMetrics, ModelConfig, canonical_order
+from fermodels.config import EvaluationMetrics, ModelConfig, canonical_order, prompts_for
 from service.inference.base import FloatArray, ImageOutputs, ServedModel
+from service.inference.similarity import TextScores
 from service.schemas import (
     LANDMARK_NAMES,
     Box,
@@ -38,7 +39,10 @@ UNTRAINED_WARNING = (
 )
 
 
-NO_TEXT_WARNING = "model {name!r} has no text side: text_similarity is empty"
+NO_TEXT_WARNING = (
+    "model {name!r} has no text side: text_similarity is zero-shot (method 'conse': the face's expression "
+    "probabilities mix the prompts' text embeddings), not a trained image-text match"
+)
 
 
 def label_distribution(probabilities: FloatArray, config: ModelConfig) -> list[LabelScore]:
@@ -49,13 +53,31 @@ def label_distribution(probabilities: FloatArray, config: ModelConfig) -> list[L
     ]
 
 
-def text_similarities(scores: FloatArray, config: ModelConfig) -> list[TextSimilarity]:
-    if not config.prompts:  # a classifier without a text side
-        return []
-    return [
-        TextSimilarity(label=config.labels[i], prompt=config.prompts[i], score=_score(scores[i]))
+def text_similarities(scores: TextScores, index: int, config: ModelConfig) -> list[TextSimilarity]:
+    """One face's scores: the expression prompts in canonical label order, then the caller's in theirs."""
+    prompts = config.prompts or prompts_for(config.labels)
+    fixed = [
+        TextSimilarity(
+            label=config.labels[i],
+            prompt=prompts[i],
+            score=_score(scores.expression[index, i]),
+            method=scores.expression_method,
+            encoder=scores.expression_encoder,
+        )
         for i in canonical_order(config.labels)
     ]
+    caller = [
+        TextSimilarity(
+            label=None,
+            prompt=prompt,
+            score=_score(scores.caller[index, j]),
+            source="caller",
+            method="conse",
+            encoder=scores.caller_encoder,
+        )
+        for j, prompt in enumerate(scores.caller_prompts)
+    ]
+    return fixed + caller
 
 
 def top_label(probabilities: FloatArray, config: ModelConfig) -> LabelScore:
@@ -64,7 +86,9 @@ def top_label(probabilities: FloatArray, config: ModelConfig) -> LabelScore:
     return LabelScore(label=config.labels[best], probability=_score(probabilities[best]))
 
 
-def face_result(detections: Detections, outputs: ImageOutputs, index: int, config: ModelConfig) -> FaceResult:
+def face_result(
+    detections: Detections, outputs: ImageOutputs, text: TextScores, index: int, config: ModelConfig
+) -> FaceResult:
     probabilities = outputs.probabilities[index]
     x1, y1, x2, y2 = (_px(v) for v in detections.boxes[index])
     points = detections.landmarks[index]
@@ -76,17 +100,21 @@ def face_result(detections: Detections, outputs: ImageOutputs, index: int, confi
         detection_score=_score(detections.scores[index]),
         expression=top_label(probabilities, config),
         expressions=label_distribution(probabilities, config),
-        text_similarity=text_similarities(outputs.text_similarity[index], config),
+        text_similarity=text_similarities(text, index, config),
     )
 
 
-def face_results(detections: Detections, outputs: ImageOutputs, config: ModelConfig) -> list[FaceResult]:
-    return [face_result(detections, outputs, i, config) for i in range(len(detections))]
+def face_results(
+    detections: Detections, outputs: ImageOutputs, text: TextScores, config: ModelConfig
+) -> list[FaceResult]:
+    return [face_result(detections, outputs, text, i, config) for i in range(len(detections))]
 
 
-def model_info(model: ServedModel) -> ModelInfo:
+def model_info(model: ServedModel, text_encoder: str = "") -> ModelInfo:
+    """``text_encoder``: the encoder of the baked-in expression prompts a classifier is scored against."""
     config = model.config
     order = canonical_order(config.labels)
+    prompts = config.prompts or (prompts_for(config.labels) if config.task == "image" else ())
     return ModelInfo(
         name=config.name,
         version=model.version,
@@ -102,8 +130,9 @@ def model_info(model: ServedModel) -> ModelInfo:
         input_size=config.input_size,
         clip_length=config.clip_length,
         labels=[config.labels[i] for i in order],
-        prompts=[config.prompts[i] for i in order] if config.prompts else [],
-        text_encoder=config.text_encoder,
+        prompts=[prompts[i] for i in order] if prompts else [],
+        text_encoder=config.text_encoder or text_encoder,
+        text_similarity_method="cosine" if config.prompts else "conse",
         max_batch_size=model.max_batch_size,
         crop=crop_info(config),
     )
@@ -137,6 +166,7 @@ def crop_info(config: ModelConfig) -> CropInfo:
 
 
 def model_warnings(config: ModelConfig) -> list[str]:
+    """Untrained weights, and a classifier's zero-shot text similarity (video models have no faces' text)."""
     text = ", text similarities" if config.prompts else ""
     untrained = UNTRAINED_WARNING.format(name=config.name, weights=config.weights, text=text)
     warnings = [] if config.trained else [untrained]

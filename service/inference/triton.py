@@ -15,7 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from fermodels.config import IMAGE_INPUT, LANDMARKS_INPUT, PBTXT_PARAMETER_KEY, ModelConfig
+from fermodels.config import (
+    IMAGE_INPUT,
+    LANDMARKS_INPUT,
+    PBTXT_PARAMETER_KEY,
+    TEXT_ENCODER_PARAMETER_KEY,
+    ModelConfig,
+    TextEncoderConfig,
+)
 from service.errors import (
     InferenceFailed,
     InferenceTimeout,
@@ -24,7 +31,15 @@ from service.errors import (
     Overloaded,
     ServiceError,
 )
-from service.inference.base import ClipOutputs, FloatArray, ImageOutputs, ModelStatus, ServedModel
+from service.inference.base import (
+    ClipOutputs,
+    FloatArray,
+    ImageOutputs,
+    IntArray,
+    ModelStatus,
+    ServedModel,
+    ServedTextEncoder,
+)
 from service.inference.connection import SharedClient
 from service.metrics import Metrics
 
@@ -55,6 +70,7 @@ class TritonBackend:
         self._client: SharedClient | None = None
         self._module = _client_module(protocol)
         self._models: dict[str, ServedModel] = {}
+        self._text_encoders: dict[str, ServedTextEncoder] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
     def _connection(self) -> SharedClient:
@@ -72,6 +88,7 @@ class TritonBackend:
         if self._client is shared:
             self._client = None
             self._models.clear()  # a restarted server may serve other versions
+            self._text_encoders.clear()
         await shared.retire()
 
     async def close(self) -> None:
@@ -106,15 +123,21 @@ class TritonBackend:
         return self._models[name]
 
     async def _load_served_model(self, name: str, client: Any) -> ServedModel:
+        return parse_served_model(*await self._config_and_metadata(name, client))
+
+    async def served_text_encoder(self, name: str) -> ServedTextEncoder:
+        if name not in self._text_encoders:
+            loaded = await self._call(functools.partial(self._config_and_metadata, name))
+            self._text_encoders[name] = parse_text_encoder(*loaded)
+        return self._text_encoders[name]
+
+    async def _config_and_metadata(self, name: str, client: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         if not await client.is_model_ready(name):
             raise ModelNotFound(f"model {name!r} is not served or not ready")
         if self._protocol == "grpc":
             config = (await client.get_model_config(name, as_json=True))["config"]
-            metadata = await client.get_model_metadata(name, as_json=True)
-        else:
-            config = await client.get_model_config(name)
-            metadata = await client.get_model_metadata(name)
-        return parse_served_model(config, metadata)
+            return config, await client.get_model_metadata(name, as_json=True)
+        return await client.get_model_config(name), await client.get_model_metadata(name)
 
     # -- inference -------------------------------------------------------------------------------
     async def infer_image(
@@ -136,6 +159,28 @@ class TritonBackend:
             np.asarray(result.as_numpy(name), np.float32) for name in _IMAGE_OUTPUTS[:2]
         )
         return ClipOutputs(probabilities, embeddings)
+
+    async def infer_text(self, encoder: ServedTextEncoder, ids: IntArray, mask: IntArray) -> FloatArray:
+        """One Triton call with N tokenised prompts (ids and attention mask, N x L)."""
+        if len(ids) > encoder.config.max_batch_size:
+            raise ValueError(f"{len(ids)} prompts exceed max_batch_size {encoder.config.max_batch_size}")
+        start, outcome = time.perf_counter(), "error"
+        try:
+            result = await self._call(functools.partial(self._send_tokens, encoder.name, ids, mask))
+            outcome = "ok"
+        finally:
+            self._metrics.triton_seconds.labels(encoder.name, outcome).observe(time.perf_counter() - start)
+        return np.asarray(result.as_numpy("OUTPUT__0"), dtype=np.float32)
+
+    async def _send_tokens(self, name: str, ids: IntArray, mask: IntArray, client: Any) -> Any:
+        inputs = []
+        for index, array in enumerate((ids, mask)):
+            contiguous = np.ascontiguousarray(array, dtype=np.int64)
+            tensor = self._module.InferInput(f"INPUT__{index}", list(contiguous.shape), "INT64")
+            tensor.set_data_from_numpy(contiguous)
+            inputs.append(tensor)
+        outputs = [self._module.InferRequestedOutput("OUTPUT__0")]
+        return await client.infer(name, inputs, outputs=outputs)
 
     async def _timed_call(
         self, model: ServedModel, batch: FloatArray, landmarks: FloatArray | None = None
@@ -247,13 +292,28 @@ def _looks_like_connection_error(exc: Exception, status: str, lowered: str) -> b
 _TRANSPORTS = frozenset({"aiohttp", "grpc"})
 
 
+def _latest_version(metadata: dict[str, Any]) -> str:
+    versions = sorted(metadata.get("versions", []) or ["1"], key=lambda v: int(v) if v.isdigit() else 0)
+    return str(versions[-1])
+
+
+def parse_text_encoder(config: dict[str, Any], metadata: dict[str, Any]) -> ServedTextEncoder:
+    """Build a ServedTextEncoder from Triton's JSON model config (its fer_text_encoder parameter)."""
+    parameters = config.get("parameters", {})
+    if TEXT_ENCODER_PARAMETER_KEY not in parameters:
+        raise InferenceFailed(f"model {config.get('name')!r} has no {TEXT_ENCODER_PARAMETER_KEY} parameter")
+    encoder = TextEncoderConfig.from_json(parameters[TEXT_ENCODER_PARAMETER_KEY]["string_value"])
+    return ServedTextEncoder(config=encoder, version=_latest_version(metadata))
+
+
 def parse_served_model(config: dict[str, Any], metadata: dict[str, Any]) -> ServedModel:
     """Build a ServedModel from Triton's JSON model config and metadata."""
     parameters = config.get("parameters", {})
     if PBTXT_PARAMETER_KEY not in parameters:
         raise InferenceFailed(f"model {config.get('name')!r} has no {PBTXT_PARAMETER_KEY} parameter")
     model_config = ModelConfig.from_json(parameters[PBTXT_PARAMETER_KEY]["string_value"])
-    versions = sorted(metadata.get("versions", []) or ["1"], key=lambda v: int(v) if v.isdigit() else 0)
     return ServedModel(
-        config=model_config, version=str(versions[-1]), max_batch_size=int(config.get("max_batch_size", 1))
+        config=model_config,
+        version=_latest_version(metadata),
+        max_batch_size=int(config.get("max_batch_size", 1)),
     )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.dependencies import InferenceDep, SettingsDep
+from service.config import Settings
+from service.dependencies import InferenceDep, SettingsDep, TextDep
 from service.errors import InferenceUnavailable, openapi_error_responses
 from service.inference.base import InferenceBackend, ModelStatus
 from service.inference.postprocess import model_info
-from service.schemas import ModelsResponse, ModelState
+from service.prompting import TextScorer
+from service.schemas import ModelsResponse, ModelState, TextEncoderInfo
 from service.vision.mtcnn import TRITON_STAGES
 
 router = APIRouter(tags=["models"])
@@ -20,18 +22,41 @@ router = APIRouter(tags=["models"])
     responses=openapi_error_responses(InferenceUnavailable),
     summary="Served models, versions, labels, prompts and whether their weights are trained",
 )
-async def list_models(inference: InferenceDep, settings: SettingsDep) -> ModelsResponse:
+async def list_models(inference: InferenceDep, settings: SettingsDep, text: TextDep) -> ModelsResponse:
     statuses = await inference.model_statuses()
-    states = [await _model_state(inference, status) for status in statuses]
+    states = [await _model_state(inference, status, settings, text) for status in statuses]
     return ModelsResponse(
-        default_model=settings.default_model, default_video_model=settings.default_video_model, models=states
+        default_model=settings.default_model,
+        default_video_model=settings.default_video_model,
+        text_encoder_model=settings.text_encoder_model,
+        models=states,
     )
 
 
-async def _model_state(inference: InferenceBackend, status: ModelStatus) -> ModelState:
+async def _model_state(
+    inference: InferenceBackend, status: ModelStatus, settings: Settings, text: TextScorer
+) -> ModelState:
+    if status.name == settings.text_encoder_model:
+        return await _text_encoder_state(inference, status)
     if status.name in TRITON_STAGES:  # MTCNN's nets (FER_DETECTOR_BACKEND=triton): no expression config
         return ModelState(name=status.name, version=status.version, state=status.state, kind="detector")
     if not status.ready:
         return ModelState(name=status.name, version=status.version, state=status.state)
     served = await inference.served_model(status.name)
-    return ModelState(name=status.name, version=served.version, state=status.state, info=model_info(served))
+    info = model_info(served, text.expression_encoder(served.config))
+    return ModelState(name=status.name, version=served.version, state=status.state, info=info)
+
+
+async def _text_encoder_state(inference: InferenceBackend, status: ModelStatus) -> ModelState:
+    state = ModelState(name=status.name, version=status.version, state=status.state, kind="text_encoder")
+    if not status.ready:
+        return state
+    config = (await inference.served_text_encoder(status.name)).config
+    info = TextEncoderInfo(
+        encoder=config.encoder,
+        dim=config.dim,
+        max_tokens=config.max_tokens,
+        weights=config.weights,
+        license=config.license,
+    )
+    return state.model_copy(update={"text_encoder": info})

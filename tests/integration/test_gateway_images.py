@@ -194,7 +194,8 @@ def test_models_health_and_metrics(client: httpx.Client) -> None:
 
 
 def test_trained_fer2013_model_on_real_faces(client: httpx.Client, media: Path) -> None:
-    """The ported FER2013 mini-Xception: trained weights, real predictions, no text side."""
+    """The ported FER2013 mini-Xception: trained weights, real predictions, no text side (so its text
+    similarity is ConSE's zero-shot, from the expression probabilities)."""
     astronaut = (media / "astronaut.png").read_bytes()
     response = client.post(
         "/predict",
@@ -208,5 +209,8 @@ def test_trained_fer2013_model_on_real_faces(client: httpx.Client, media: Path) 
     (face,) = body["faces"]
     assert_valid_face(face, 512, 512)
     assert face["expression"]["label"] == "happiness"  # Eileen Collins smiles broadly in this portrait
-    assert face["text_similarity"] == []
+    scores = face["text_similarity"]
+    assert [s["label"] for s in scores] == body["model"]["labels"]
+    assert {s["method"] for s in scores} == {"conse"}
+    assert max(scores, key=lambda s: s["score"])["label"] == "happiness"
     assert any("no text side" in warning for warning in body["warnings"])

@@ -59,6 +59,41 @@ def test_real_clip_megamind(client: httpx.Client, media: Path) -> None:
     assert any("stt" in warning for warning in body["warnings"])
 
 
+def test_megamind_tracks_come_from_the_trained_image_model_with_segments(
+    client: httpx.Client, media: Path
+) -> None:
+    body = analysed(client, (media / "Megamind.avi").read_bytes(), "Megamind.avi", "video/x-msvideo")
+    assert body["tracks"]
+    for track in body["tracks"]:
+        assert track["dynamic_method"].startswith("mini_xception_fer2013 per-frame")
+        assert track["stt_expression"] is None  # the untrained STT is left out by default
+        assert len(track["timeline"]) == len(track["frame_indices"])
+        segments = track["segments"]
+        assert segments[0]["start_s"] == track["first_s"] and segments[-1]["end_s"] == track["last_s"]
+        assert sum(segment["frames"] for segment in segments) == len(track["frame_indices"])
+        starts = [segment["start_s"] for segment in segments]
+        assert starts == sorted(starts)
+    assert "video_infer" not in body["timings_ms"]
+
+
+def test_include_stt_shows_the_untrained_spatio_temporal_model(client: httpx.Client, media: Path) -> None:
+    data = clips.encode(clips.moving_face(media, count=10), fps=10)
+    body = analysed(client, data, include=["timeline", "tracks", "stt"])
+    (track,) = body["tracks"]
+    assert track["stt_expression"]["label"] and len(track["stt_expressions"]) == 7
+    assert any("'stt' serves untrained" in w and "NOT predictions" in w for w in body["warnings"])
+
+
+def test_a_person_who_changes_expression_shows_two_segments(client: httpx.Client, media: Path) -> None:
+    """Barack Obama smiling (obama.jpg) for 2 s, then frowning (obama2.jpg) at the same place."""
+    body = analysed(client, clips.encode(clips.changing_expression(media), fps=10))
+    (track,) = body["tracks"]
+    first, second = track["segments"]
+    assert first["label"] == "happiness" and second["label"] != "happiness"
+    assert 1.4 <= second["start_s"] <= 2.8  # the change happens at 2.0 s; smoothing may shift it a little
+    assert first["end_s"] < second["start_s"]
+
+
 def test_real_clip_over_the_duration_limit(client: httpx.Client, media: Path) -> None:
     """vtest.avi lasts 79.5 s, over the default 60 s limit: refused before decoding a frame."""
     response = post_clip(client, (media / "vtest.avi").read_bytes(), "vtest.avi", "video/x-msvideo")

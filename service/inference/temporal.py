@@ -1,0 +1,101 @@
+"""A person's expression over a clip, from the trained image model's per-frame distributions.
+
+Three answers to the questions people ask of a clip: the track's overall distribution (a mean over its
+frames weighted by detection score, so blurred or half-hidden faces count less), a smoothed timeline (a
+centred window over neighbouring frames, again detection-weighted), and segments ("happiness 2.1-4.5 s"):
+runs of one smoothed top label, with runs shorter than a minimum merged into their longer neighbour so a
+single noisy frame does not split a segment. Pure numpy: no API schemas.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from service.inference.base import FloatArray
+
+Float64Array = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Segment:
+    label: int  # index into the model's labels
+    start: int  # first and last row (inclusive) of the track's frames
+    stop: int
+    mean_probability: float
+
+
+def weighted_mean(probabilities: FloatArray, weights: Float64Array) -> FloatArray:
+    """``[T, C]`` per-frame distributions and ``[T]`` weights (detection scores) → one ``[C]``."""
+    w = np.maximum(weights.astype(np.float64), 1e-6)  # a zero score must not zero the whole track
+    mean = (probabilities.astype(np.float64) * w[:, None]).sum(axis=0) / w.sum()
+    result: FloatArray = (mean / mean.sum()).astype(np.float32)
+    return result
+
+
+def smooth(
+    probabilities: FloatArray, timestamps: Float64Array, weights: Float64Array, window_s: float
+) -> FloatArray:
+    """Each frame's distribution replaced by the weighted mean over the frames within ``window_s / 2``."""
+    near = np.abs(timestamps[:, None] - timestamps[None, :]) <= window_s / 2.0 + 1e-9  # T x T, diagonal set
+    w = near * np.maximum(weights.astype(np.float64), 1e-6)[None, :]
+    mixed = (w @ probabilities.astype(np.float64)) / w.sum(axis=1, keepdims=True)
+    result: FloatArray = mixed.astype(np.float32)
+    return result
+
+
+def segments(smoothed: FloatArray, timestamps: Float64Array, min_duration_s: float) -> list[Segment]:
+    """Runs of one top label; a run lasting less than ``min_duration_s`` joins its longer neighbour."""
+    if len(smoothed) == 0:
+        return []
+    top = smoothed.argmax(axis=1)
+    runs = _runs([int(label) for label in top])
+    # A run of n frames lasts n sampling steps (a single frame is not an instant).
+    step = float(np.median(np.diff(timestamps))) if len(timestamps) > 1 else 0.0
+    while len(runs) > 1:
+        durations = [float(timestamps[stop] - timestamps[start]) + step for _, start, stop in runs]
+        shortest = int(np.argmin(durations))
+        if durations[shortest] >= min_duration_s:
+            break
+        runs = _merge(runs, shortest, durations)
+    return [_segment(smoothed, label, start, stop) for label, start, stop in runs]
+
+
+def _runs(labels: list[int]) -> list[tuple[int, int, int]]:
+    runs: list[tuple[int, int, int]] = []
+    for index, label in enumerate(labels):
+        if runs and runs[-1][0] == label:
+            runs[-1] = (label, runs[-1][1], index)
+        else:
+            runs.append((label, index, index))
+    return runs
+
+
+def _merge(
+    runs: list[tuple[int, int, int]], index: int, durations: list[float]
+) -> list[tuple[int, int, int]]:
+    """Give run ``index``'s frames to its longer neighbour; equal neighbours of one label join up."""
+    left, right = index - 1, index + 1
+    into = left if right >= len(runs) or (left >= 0 and durations[left] >= durations[right]) else right
+    _, start, stop = runs[index]
+    label, n_start, n_stop = runs[into]
+    merged = list(runs)
+    merged[into] = (label, min(start, n_start), max(stop, n_stop))
+    del merged[index]
+    return _rejoin(merged)
+
+
+def _rejoin(runs: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    joined: list[tuple[int, int, int]] = []
+    for label, start, stop in runs:
+        if joined and joined[-1][0] == label:
+            joined[-1] = (label, joined[-1][1], stop)
+        else:
+            joined.append((label, start, stop))
+    return joined
+
+
+def _segment(smoothed: FloatArray, label: int, start: int, stop: int) -> Segment:
+    return Segment(label, start, stop, float(smoothed[start : stop + 1, label].mean()))
