@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from prometheus_client import Counter, Gauge
 
-from service.errors import Overloaded
+from service.exceptions import Overloaded
 
 
 class AdmissionControl:

@@ -13,7 +13,8 @@ import hmac
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.errors import Forbidden, ServiceError, Unauthorized, error_response
+from service.errors import error_response
+from service.exceptions import Forbidden, ServiceError, Unauthorized
 
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/"})
 EXEMPT_PREFIXES = ("/static/",)  # the page's own files: static, no request data

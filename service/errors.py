@@ -1,9 +1,11 @@
-"""Typed service errors, the one table mapping them to HTTP, and the one JSON error envelope."""
+"""The HTTP side of errors: the one table mapping the domain's exceptions (service/exceptions.py) to status
+codes and headers, the one JSON error envelope, and the handlers that answer with it."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, Final
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -11,141 +13,74 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from service.exceptions import (
+    EmptyPayload,
+    Forbidden,
+    ImageTooLarge,
+    InferenceFailed,
+    InferenceTimeout,
+    InferenceUnavailable,
+    InvalidImage,
+    InvalidMultipart,
+    InvalidPrompt,
+    InvalidVideo,
+    MalformedRequest,
+    ModelNotFound,
+    ModelTaskMismatch,
+    Overloaded,
+    PayloadTooLarge,
+    RequestTimeout,
+    ServiceError,
+    TooManyPrompts,
+    Unauthorized,
+    UnsupportedMediaType,
+    VideoTooLarge,
+    VideoTooLong,
+)
 from service.schemas import ErrorResponse
 
 logger = logging.getLogger(__name__)
 
 
-class ServiceError(Exception):
-    """Base of every error the API reports on purpose; ``code`` is stable, ``message`` is for people."""
+@dataclass(frozen=True)
+class HttpError:
+    """How one domain error is answered: its status and the headers it always carries."""
 
-    code: ClassVar[str] = "internal_error"
-    status: ClassVar[int] = 500
-
-    # Response headers every error of the class carries.
-    headers: ClassVar[tuple[tuple[str, str], ...]] = ()
-
-    def __init__(self, message: str, *, retry_after_s: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.retry_after_s = retry_after_s
+    status: int
+    headers: tuple[tuple[str, str], ...] = ()
 
 
-class EmptyPayload(ServiceError):
-    code, status = "empty_payload", 400
-
-
-class InvalidMultipart(ServiceError):
-    code, status = "invalid_multipart", 400
-
-
-class MalformedRequest(ServiceError):
-    """Answered by the HTTP server itself (service.server) when a request cannot be parsed as HTTP."""
-
-    code, status = "malformed_request", 400
-
-
-class Unauthorized(ServiceError):
-    code, status = "unauthorized", 401
-    headers = (("WWW-Authenticate", "Bearer"),)  # RFC 9110 §15.5.2: a 401 names its scheme
-
-
-class Forbidden(ServiceError):
-    code, status = "forbidden", 403
-
-
-class RequestTimeout(ServiceError):
-    code, status = "request_timeout", 408
+# The one table: every error the API can answer with, for handlers and OpenAPI alike.
+HTTP_ERRORS: Final[dict[type[ServiceError], HttpError]] = {
+    EmptyPayload: HttpError(400),
+    InvalidMultipart: HttpError(400),
+    MalformedRequest: HttpError(400),
+    Unauthorized: HttpError(401, (("WWW-Authenticate", "Bearer"),)),  # RFC 9110 §15.5.2: names its scheme
+    Forbidden: HttpError(403),
     # The rest of the body may still arrive: the connection cannot carry another request (RFC 9110 §15.5.9).
-    headers = (("Connection", "close"),)
+    RequestTimeout: HttpError(408, (("Connection", "close"),)),
+    PayloadTooLarge: HttpError(413),
+    UnsupportedMediaType: HttpError(415),
+    InvalidImage: HttpError(422),
+    ImageTooLarge: HttpError(422),
+    InvalidVideo: HttpError(422),
+    VideoTooLong: HttpError(422),
+    VideoTooLarge: HttpError(422),
+    ModelNotFound: HttpError(404),
+    ModelTaskMismatch: HttpError(422),
+    TooManyPrompts: HttpError(422),
+    InvalidPrompt: HttpError(422),
+    Overloaded: HttpError(429),
+    InferenceUnavailable: HttpError(503),
+    InferenceTimeout: HttpError(504),
+    InferenceFailed: HttpError(502),
+}
+_UNMAPPED: Final = HttpError(500)
 
 
-class PayloadTooLarge(ServiceError):
-    code, status = "payload_too_large", 413
+def http_error(error: ServiceError) -> HttpError:
+    return HTTP_ERRORS.get(type(error), _UNMAPPED)
 
-
-class UnsupportedMediaType(ServiceError):
-    code, status = "unsupported_media_type", 415
-
-
-class InvalidImage(ServiceError):
-    code, status = "invalid_image", 422
-
-
-class ImageTooLarge(ServiceError):
-    code, status = "image_too_large", 422
-
-
-class InvalidVideo(ServiceError):
-    code, status = "invalid_video", 422
-
-
-class VideoTooLong(ServiceError):
-    code, status = "video_too_long", 422
-
-
-class VideoTooLarge(ServiceError):
-    code, status = "video_too_large", 422
-
-
-class ModelNotFound(ServiceError):
-    code, status = "model_not_found", 404
-
-
-class ModelTaskMismatch(ServiceError):
-    code, status = "model_task_mismatch", 422
-
-
-class TooManyPrompts(ServiceError):
-    code, status = "too_many_prompts", 422
-
-
-class InvalidPrompt(ServiceError):
-    """A caller prompt that is empty, only whitespace, or longer than FER_TEXT_MAX_PROMPT_CHARS."""
-
-    code, status = "invalid_prompt", 422
-
-
-class Overloaded(ServiceError):
-    code, status = "overloaded", 429
-
-
-class InferenceUnavailable(ServiceError):
-    code, status = "inference_unavailable", 503
-
-
-class InferenceTimeout(ServiceError):
-    code, status = "inference_timeout", 504
-
-
-class InferenceFailed(ServiceError):
-    code, status = "inference_failed", 502
-
-
-# The one table: every error class the API can answer with, for handlers and OpenAPI alike.
-ERROR_TABLE: tuple[type[ServiceError], ...] = (
-    EmptyPayload,
-    InvalidMultipart,
-    MalformedRequest,
-    Unauthorized,
-    Forbidden,
-    RequestTimeout,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    InvalidImage,
-    ImageTooLarge,
-    InvalidVideo,
-    VideoTooLong,
-    VideoTooLarge,
-    ModelNotFound,
-    ModelTaskMismatch,
-    TooManyPrompts,
-    InvalidPrompt,
-    Overloaded,
-    InferenceUnavailable,
-    InferenceTimeout,
-    InferenceFailed,
-)
 
 _STARLETTE_CODES = {404: "not_found", 405: "method_not_allowed"}
 
@@ -158,15 +93,16 @@ def error_body(code: str, message: str) -> dict[str, Any]:
 
 
 def error_response(error: ServiceError) -> JSONResponse:
-    headers = dict(error.headers)
+    answer = http_error(error)
+    headers = dict(answer.headers)
     if error.retry_after_s is not None:
         headers["Retry-After"] = str(error.retry_after_s)
-    return JSONResponse(error_body(error.code, error.message), status_code=error.status, headers=headers)
+    return JSONResponse(error_body(error.code, error.message), status_code=answer.status, headers=headers)
 
 
 async def _service_error_handler(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    if exc.status >= 500:
+    if http_error(exc).status >= 500:
         logger.warning("request failed: %s (%s)", exc.code, exc.message)
     return error_response(exc)
 
@@ -209,7 +145,7 @@ def install_error_handlers(app: FastAPI) -> None:
 def openapi_error_responses(*errors: type[ServiceError]) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` for a route, built from the same table the handlers use."""
     responses: dict[int | str, dict[str, Any]] = {}
-    for error in errors or ERROR_TABLE:
-        entry = responses.setdefault(error.status, {"model": ErrorResponse, "description": ""})
+    for error in errors or tuple(HTTP_ERRORS):
+        entry = responses.setdefault(HTTP_ERRORS[error].status, {"model": ErrorResponse, "description": ""})
         entry["description"] = ", ".join(filter(None, [entry["description"], error.code]))
     return responses

@@ -6,7 +6,8 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import CLIENT_CLOSED_REQUEST, PayloadTooLarge, error_response
+from service.errors import CLIENT_CLOSED_REQUEST, error_response
+from service.exceptions import PayloadTooLarge
 from service.metrics import Metrics
 
 

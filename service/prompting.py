@@ -27,7 +27,13 @@ from fermodels.config import (
     prompts_for,
 )
 from service.config import Settings
-from service.errors import InferenceFailed, InferenceUnavailable, InvalidPrompt, ModelNotFound, TooManyPrompts
+from service.exceptions import (
+    InferenceFailed,
+    InferenceUnavailable,
+    InvalidPrompt,
+    ModelNotFound,
+    TooManyPrompts,
+)
 from service.inference.base import FloatArray, ImageOutputs, InferenceBackend, ServedTextEncoder, batches
 from service.inference.similarity import PromptSet, TextScores, text_scores
 from service.metrics import Metrics

@@ -12,7 +12,7 @@ from starlette.requests import Request
 
 from service.admission import AdmissionControl
 from service.config import Settings
-from service.errors import InvalidVideo, ModelTaskMismatch, UnsupportedMediaType
+from service.exceptions import InvalidVideo, ModelTaskMismatch, UnsupportedMediaType
 from service.inference.base import InferenceBackend
 from service.pipeline import ImagePipeline
 from service.prompting import validate_prompts

@@ -13,7 +13,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
-from service.errors import EmptyPayload, InvalidMultipart, RequestTimeout, UnsupportedMediaType
+from service.exceptions import EmptyPayload, InvalidMultipart, RequestTimeout, UnsupportedMediaType
 
 # Raw bodies must declare a media type; anything image-like, video-like or opaque binary is sniffed.
 _RAW_TYPES = ("image/", "video/", "application/octet-stream")

@@ -94,7 +94,7 @@ class ClipOutputs:
 
 
 class InferenceBackend(Protocol):
-    """The inference server as the gateway sees it. Errors are ``service.errors.ServiceError``s."""
+    """The inference server as the gateway sees it. Errors are ``service.exceptions.ServiceError``s."""
 
     async def server_ready(self) -> bool: ...
 

@@ -23,7 +23,7 @@ from fermodels.config import (
     ModelConfig,
     TextEncoderConfig,
 )
-from service.errors import (
+from service.exceptions import (
     InferenceFailed,
     InferenceTimeout,
     InferenceUnavailable,

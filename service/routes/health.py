@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.dependencies import InferenceDep, MetricsDep, ResourcesDep
-from service.errors import ServiceError
+from service.exceptions import ServiceError
 from service.inference.base import InferenceBackend
 from service.schemas import HealthResponse
 

@@ -6,7 +6,8 @@ from fastapi import APIRouter
 
 from service.config import Settings
 from service.dependencies import InferenceDep, SettingsDep, TextDep
-from service.errors import InferenceUnavailable, openapi_error_responses
+from service.errors import openapi_error_responses
+from service.exceptions import InferenceUnavailable
 from service.inference.base import InferenceBackend, ModelStatus
 from service.inference.postprocess import model_info
 from service.prompting import TextScorer

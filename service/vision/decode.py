@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from service.errors import EmptyPayload, ImageTooLarge, InvalidImage, UnsupportedMediaType
+from service.exceptions import EmptyPayload, ImageTooLarge, InvalidImage, UnsupportedMediaType
 
 # Magic numbers of the still-image formats we accept. The declared content type and file name are not
 # trusted: a text file named photo.jpg must be refused as what it is.

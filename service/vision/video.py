@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from service.errors import InvalidVideo, VideoTooLarge, VideoTooLong
+from service.exceptions import InvalidVideo, VideoTooLarge, VideoTooLong
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from PIL import Image
 from fermodels.config import RAFDB_LABELS, TEXT_ENCODER, ModelConfig, prompts_for
 from service.app import create_app
 from service.config import Settings
-from service.errors import ModelNotFound, ServiceError
+from service.exceptions import ModelNotFound, ServiceError
 from service.inference.base import (
     ClipOutputs,
     FloatArray,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.errors import InferenceUnavailable
+from service.exceptions import InferenceUnavailable
 from tests import clips
 from tests.api.conftest import FakeInference, png_bytes, running_app
 

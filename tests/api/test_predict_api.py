@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.errors import InferenceTimeout, InferenceUnavailable
+from service.exceptions import InferenceTimeout, InferenceUnavailable
 from tests.api.conftest import FakeInference, png_bytes, running_app
 
 

@@ -11,7 +11,7 @@ import sys
 import httpx
 import pytest
 
-from service.errors import InferenceUnavailable
+from service.exceptions import InferenceUnavailable
 from service.logs import JsonFormatter, log_handler
 from tests.api.conftest import FakeInference, png_bytes, running_app
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.errors import EmptyPayload, ImageTooLarge, InvalidImage, UnsupportedMediaType
+from service.exceptions import EmptyPayload, ImageTooLarge, InvalidImage, UnsupportedMediaType
 from service.vision.decode import decode_image, sniff_image_format
 
 LIMIT = 40_000_000

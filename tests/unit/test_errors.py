@@ -1,23 +1,28 @@
 import json
 
-from service.errors import (
-    ERROR_TABLE,
-    InferenceUnavailable,
-    Overloaded,
-    error_response,
-    openapi_error_responses,
-)
+from service import exceptions
+from service.errors import HTTP_ERRORS, error_response, openapi_error_responses
+from service.exceptions import InferenceUnavailable, Overloaded
 from service.inference.triton import classify_triton_error
 
 
 def test_codes_are_unique_and_statuses_are_http_errors() -> None:
-    codes = [error.code for error in ERROR_TABLE]
+    codes = [error.code for error in HTTP_ERRORS]
     assert len(codes) == len(set(codes))
-    assert all(400 <= error.status < 600 for error in ERROR_TABLE)
+    assert all(400 <= answer.status < 600 for answer in HTTP_ERRORS.values())
+
+
+def test_every_domain_error_has_its_row_in_the_table() -> None:
+    domain = {
+        value
+        for value in vars(exceptions).values()
+        if isinstance(value, type) and issubclass(value, exceptions.ServiceError)
+    }
+    assert domain - {exceptions.ServiceError} == set(HTTP_ERRORS)
 
 
 def test_the_table_maps_the_issue_statuses() -> None:
-    statuses = {error.code: error.status for error in ERROR_TABLE}
+    statuses = {error.code: answer.status for error, answer in HTTP_ERRORS.items()}
     assert statuses["payload_too_large"] == 413
     assert statuses["unsupported_media_type"] == 415
     assert statuses["invalid_image"] == statuses["image_too_large"] == 422
@@ -37,7 +42,7 @@ def test_openapi_responses_group_codes_by_status() -> None:
     responses = openapi_error_responses()
     assert "invalid_image" in responses[422]["description"]
     assert "image_too_large" in responses[422]["description"]
-    assert set(responses) == {error.status for error in ERROR_TABLE}
+    assert set(responses) == {answer.status for answer in HTTP_ERRORS.values()}
 
 
 class FakeTritonError(Exception):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from service.config import Settings
-from service.errors import InvalidPrompt, TooManyPrompts
+from service.exceptions import InvalidPrompt, TooManyPrompts
 from service.prompting import validate_prompts
 
 SETTINGS = Settings(triton_url="fake:0", text_max_prompts=2, text_max_prompt_chars=5)

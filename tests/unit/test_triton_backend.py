@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fermodels.config import RAFDB_LABELS, ModelConfig
-from service.errors import InferenceUnavailable
+from service.exceptions import InferenceUnavailable
 from service.inference import triton
 from service.inference.base import ServedModel
 from service.inference.triton import TritonBackend, classify_triton_error

@@ -10,7 +10,7 @@ import torch
 
 from fermodels.config import DETECTOR_STAGES
 from fermodels.detector_export import render_stage_config
-from service.errors import InferenceUnavailable
+from service.exceptions import InferenceUnavailable
 from service.inference.triton_detector import STAGE_SHAPES, TritonStage
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from service.errors import InvalidVideo, VideoTooLarge, VideoTooLong
+from service.exceptions import InvalidVideo, VideoTooLarge, VideoTooLong
 from service.vision.clip_analysis import resample_indices
 from service.vision.video import ClipReader, SamplingPlan, VideoLimits, sniff_video_format
 from tests import clips

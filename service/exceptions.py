@@ -1,0 +1,108 @@
+"""What can go wrong in a request, as typed exceptions that know nothing of HTTP.
+
+The vision, inference and pipeline layers raise these; ``service/errors.py`` alone maps them to status codes,
+headers and the JSON envelope. ``code`` is the stable ``error.code`` clients match on.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ServiceError(Exception):
+    """Base of every error the API reports on purpose; ``code`` is stable, ``message`` is for people."""
+
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, *, retry_after_s: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+class EmptyPayload(ServiceError):
+    code = "empty_payload"
+
+
+class InvalidMultipart(ServiceError):
+    code = "invalid_multipart"
+
+
+class MalformedRequest(ServiceError):
+    """Answered by the HTTP server itself (service.server) when a request cannot be parsed as HTTP."""
+
+    code = "malformed_request"
+
+
+class Unauthorized(ServiceError):
+    code = "unauthorized"
+
+
+class Forbidden(ServiceError):
+    code = "forbidden"
+
+
+class RequestTimeout(ServiceError):
+    code = "request_timeout"
+
+
+class PayloadTooLarge(ServiceError):
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(ServiceError):
+    code = "unsupported_media_type"
+
+
+class InvalidImage(ServiceError):
+    code = "invalid_image"
+
+
+class ImageTooLarge(ServiceError):
+    code = "image_too_large"
+
+
+class InvalidVideo(ServiceError):
+    code = "invalid_video"
+
+
+class VideoTooLong(ServiceError):
+    code = "video_too_long"
+
+
+class VideoTooLarge(ServiceError):
+    code = "video_too_large"
+
+
+class ModelNotFound(ServiceError):
+    code = "model_not_found"
+
+
+class ModelTaskMismatch(ServiceError):
+    code = "model_task_mismatch"
+
+
+class TooManyPrompts(ServiceError):
+    code = "too_many_prompts"
+
+
+class InvalidPrompt(ServiceError):
+    """A caller prompt that is empty, only whitespace, or longer than FER_TEXT_MAX_PROMPT_CHARS."""
+
+    code = "invalid_prompt"
+
+
+class Overloaded(ServiceError):
+    code = "overloaded"
+
+
+class InferenceUnavailable(ServiceError):
+    code = "inference_unavailable"
+
+
+class InferenceTimeout(ServiceError):
+    code = "inference_timeout"
+
+
+class InferenceFailed(ServiceError):
+    code = "inference_failed"
