@@ -9,19 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from service.augment import merged, with_views
+from service.batching import run_batched, run_in_batches
 from service.config import Settings
-from service.inference.base import (
-    FloatArray,
-    ImageOutputs,
-    InferenceBackend,
-    ServedModel,
-    run_batched,
-    run_in_batches,
-)
-from service.inference.postprocess import face_results, model_info, model_warnings
+from service.inference.base import FloatArray, ImageOutputs, InferenceBackend, ServedModel
 from service.inference.similarity import PromptSet
 from service.metrics import Metrics
 from service.prompting import TextScorer
+from service.responses import face_results, model_info, model_warnings
 from service.schemas import ImageInfo, PredictResponse
 from service.vision.cropping import CropGeometry, CroppedFaces, FaceCropper, FaceSelection
 from service.vision.decode import DecodedImage, decode_image

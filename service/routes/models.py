@@ -9,8 +9,8 @@ from service.dependencies import InferenceDep, SettingsDep, TextDep
 from service.errors import openapi_error_responses
 from service.exceptions import InferenceUnavailable
 from service.inference.base import InferenceBackend, ModelStatus
-from service.inference.postprocess import model_info
 from service.prompting import TextScorer
+from service.responses import model_info
 from service.schemas import ModelsResponse, ModelState, TextEncoderInfo
 from service.vision.mtcnn import TRITON_STAGES
 

@@ -41,6 +41,8 @@ class ClipAnalysis:
     # one 5 x 2 array per face: its landmarks in the image model's crop, [0, 1] (landmark models' input)
     image_landmarks: list[FloatArray] = field(default_factory=list)
     tracks: dict[int, list[int]] = field(default_factory=dict)  # track id → rows into the crop lists
+    # row → (position in ``frames``, face index in that frame): the one map from a face row to its frame
+    face_places: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def face_count(self) -> int:
@@ -96,8 +98,9 @@ def analyse_clip(
 def _record(analysis: ClipAnalysis, tracker: FaceTracker, frame: VideoFrame, cropped: CroppedFaces) -> None:
     faces, (image_crops, video_crops) = cropped.faces, cropped.crops
     appearances = [appearance_descriptor(crop) for crop in image_crops]
-    ids = tracker.update(len(analysis.frames), frame.timestamp_s, faces.boxes, faces.landmarks, appearances)
+    ids = tracker.update(frame.timestamp_s, faces.boxes, faces.landmarks, appearances)
     first = analysis.face_count
+    analysis.face_places.extend((len(analysis.frames), face) for face in range(len(ids)))
     analysis.frames.append(FrameFaces(frame.index, frame.timestamp_s, faces, ids, first))
     analysis.image_crops.extend(image_crops)
     analysis.image_landmarks.extend(cropped.landmarks[0])

@@ -11,7 +11,7 @@ model this is only reliable for short absences and distinct-looking people.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -35,7 +35,6 @@ class Track:
     landmarks: FloatArray
     appearance: FloatArray
     last_seen_s: float
-    detections: list[tuple[int, int]] = field(default_factory=list)  # (frame position, face index)
 
 
 def iou(a: FloatArray, b: FloatArray) -> float:
@@ -71,7 +70,6 @@ class FaceTracker:
 
     def update(
         self,
-        frame_position: int,
         timestamp_s: float,
         boxes: FloatArray,
         landmarks: FloatArray,
@@ -87,9 +85,7 @@ class FaceTracker:
         ids = []
         for face, track in enumerate(assigned):
             track = track or self._new_track(boxes[face], landmarks[face], appearances[face], timestamp_s)
-            self._extend(
-                track, frame_position, face, timestamp_s, boxes[face], landmarks[face], appearances[face]
-            )
+            self._extend(track, timestamp_s, boxes[face], landmarks[face], appearances[face])
             ids.append(track.track_id)
         return ids
 
@@ -143,15 +139,8 @@ class FaceTracker:
 
     @staticmethod
     def _extend(
-        track: Track,
-        frame_position: int,
-        face: int,
-        now: float,
-        box: FloatArray,
-        points: FloatArray,
-        appearance: FloatArray,
+        track: Track, now: float, box: FloatArray, points: FloatArray, appearance: FloatArray
     ) -> None:
-        track.detections.append((frame_position, face))
         track.box, track.landmarks, track.last_seen_s = box, points, now
         # A running average keeps the appearance robust to one bad frame.
         blended = 0.7 * track.appearance + 0.3 * appearance

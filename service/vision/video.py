@@ -76,7 +76,7 @@ class VideoFrame:
 
 @dataclass
 class ClipInfo:
-    """What the container says, completed while decoding (frames_decoded, frames_sampled)."""
+    """What the container says, completed while decoding (frames_decoded, frames_analysed)."""
 
     container: str
     codec: str
@@ -85,7 +85,7 @@ class ClipInfo:
     fps: float
     duration_s: float
     frames_decoded: int = 0
-    frames_sampled: int = 0
+    frames_analysed: int = 0
     truncated: bool = False
 
 
@@ -181,7 +181,7 @@ class ClipReader:
             raise VideoTooLarge(f"a frame is {frame.width}x{frame.height}, over the pixel limit")
         self._check_frame_size(frame)
         past_window = (
-            timestamp > self._plan.max_duration_s or self.info.frames_sampled >= self._plan.max_frames
+            timestamp > self._plan.max_duration_s or self.info.frames_analysed >= self._plan.max_frames
         )
         if past_window:
             self.info.truncated = True
@@ -210,7 +210,7 @@ class ClipReader:
         return True
 
     def _rgb_frame(self, frame: Any, timestamp: float) -> VideoFrame:
-        self.info.frames_sampled += 1
+        self.info.frames_analysed += 1
         rgb = frame.to_ndarray(format="rgb24")
         return VideoFrame(index=self.info.frames_decoded - 1, timestamp_s=timestamp, rgb=rgb)
 

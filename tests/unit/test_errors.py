@@ -1,4 +1,6 @@
+import ast
 import json
+from pathlib import Path
 
 from service import exceptions
 from service.errors import HTTP_ERRORS, error_response, openapi_error_responses
@@ -19,6 +21,19 @@ def test_every_domain_error_has_its_row_in_the_table() -> None:
         if isinstance(value, type) and issubclass(value, exceptions.ServiceError)
     }
     assert domain - {exceptions.ServiceError} == set(HTTP_ERRORS)
+
+
+def test_the_domain_layers_know_nothing_of_http() -> None:
+    """vision/, inference/ and the exceptions they raise import neither the web framework nor the schemas."""
+    root = Path(__file__).resolve().parents[2] / "service"
+    banned = ("fastapi", "starlette", "service.schemas", "service.errors")
+    for path in [root / "exceptions.py", *(root / "vision").glob("*.py"), *(root / "inference").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = (
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                )
+                assert not [n for n in names if n.startswith(banned)], f"{path.name} imports {names}"
 
 
 def test_the_table_maps_the_issue_statuses() -> None:
