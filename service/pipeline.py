@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
 from typing import TypeVar
 
 from service.augment import merged, with_views
@@ -54,7 +55,7 @@ class PipelineBase:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: function(*args, **kwargs))
 
-    @property
+    @cached_property
     def _selection(self) -> FaceSelection:
         return FaceSelection(self._settings.max_faces, self._settings.detector_min_score)
 

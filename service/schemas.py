@@ -8,8 +8,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.video_options import VideoOptions
-
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
 EXAMPLES_DIR = Path(__file__).parent / "examples"
@@ -52,17 +50,6 @@ class PredictQuery(BaseModel):
         "expression prompts; limits: FER_TEXT_MAX_PROMPTS, FER_TEXT_MAX_PROMPT_CHARS.",
         examples=[["a person smiling broadly"]],
     )
-
-    def video_options(self) -> VideoOptions:
-        return VideoOptions(
-            fps=self.fps,
-            stride=self.stride,
-            max_frames=self.max_frames,
-            max_duration_s=self.max_duration_s,
-            include_timeline="timeline" in self.include,
-            include_tracks="tracks" in self.include,
-            include_stt="stt" in self.include,
-        )
 
 
 class ErrorDetail(_Schema):

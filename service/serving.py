@@ -6,7 +6,7 @@ the body is read before any admission slot is taken, and images and clips take o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from starlette.requests import Request
 
@@ -18,7 +18,7 @@ from service.pipeline import ImagePipeline
 from service.prompting import validate_prompts
 from service.schemas import PredictQuery, PredictResponse, VideoPredictResponse
 from service.uploads import read_upload
-from service.video_pipeline import VideoPipeline
+from service.video_pipeline import ClipRequest, VideoPipeline
 from service.vision.video import sniff_video_format
 
 
@@ -64,15 +64,11 @@ class PredictService:
     ) -> VideoPredictResponse:
         # Only a clip slot: images and clips have independent limits, so a flood of images can never take
         # the capacity clips are guaranteed (nor clips the images').
-        video_options = options.video_options()
-        if timeline:
-            video_options = replace(video_options, include_timeline=True)
+        clip = ClipRequest.of(options, self.settings, timeline=timeline)
         async with self.video_admission.slot():
             await ensure_image_model(self.inference, options.model)
             prompts = validate_prompts(options.prompts, self.settings)
-            response = await self.video_pipeline.predict(
-                data, container, video_options, options.model, prompts
-            )
+            response = await self.video_pipeline.predict(data, container, clip, options.model, prompts)
         return with_decoded_frames(response)
 
 

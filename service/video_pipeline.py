@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
+from functools import cached_property
 
 from service.batching import run_batched
+from service.config import Settings
 from service.inference.base import ClipOutputs, ServedModel
 from service.inference.similarity import PromptSet
 from service.pipeline import PipelineBase
 from service.responses import ClipResults, TrackSmoothing, clip_body, clip_response
-from service.schemas import VideoPredictResponse
-from service.video_options import VideoOptions
+from service.schemas import PredictQuery, VideoPredictResponse
 from service.vision.clip_analysis import (
     AnalysisOptions,
     ClipAnalysis,
@@ -25,14 +27,62 @@ from service.vision.tracking import TrackerConfig
 from service.vision.video import SamplingPlan, VideoLimits
 
 
+@dataclass(frozen=True)
+class ClipRequest:
+    """One clip request's choices, converted once from its query and capped by Settings."""
+
+    plan: SamplingPlan
+    include_timeline: bool = True
+    include_tracks: bool = True
+    include_stt: bool = False  # the spatio-temporal model's output even when it is untrained
+
+    @classmethod
+    def of(cls, query: PredictQuery, settings: Settings, *, timeline: bool = False) -> ClipRequest:
+        """``timeline``: include it whatever ``include`` says (for /annotate's contact sheet)."""
+        return cls(
+            plan=sampling_plan(query, settings),
+            include_timeline=timeline or "timeline" in query.include,
+            include_tracks="tracks" in query.include,
+            include_stt="stt" in query.include,
+        )
+
+
+def sampling_plan(query: PredictQuery, settings: Settings) -> SamplingPlan:
+    """The query's fps or stride (fps wins when both are given), each cap no higher than Settings'."""
+    uses_stride = query.stride is not None and query.fps is None
+    max_frames, max_duration_s = settings.video_max_frames, settings.video_max_duration_s
+    return SamplingPlan(
+        fps=None if uses_stride else (query.fps or settings.video_default_fps),
+        stride=query.stride,
+        max_frames=min(query.max_frames or max_frames, max_frames),
+        max_duration_s=min(query.max_duration_s or max_duration_s, max_duration_s),
+    )
+
+
 class VideoPipeline(PipelineBase):
     """Turns one uploaded clip into a timeline, per-person tracks and a summary."""
+
+    # The limits and the tracker's and smoother's settings are the app's, not a request's: built once.
+    @cached_property
+    def _limits(self) -> VideoLimits:
+        s = self._settings
+        return VideoLimits(s.video_max_duration_s, s.video_max_pixels, s.video_max_decoded_frames)
+
+    @cached_property
+    def _tracker(self) -> TrackerConfig:
+        return TrackerConfig(
+            max_gap_s=self._settings.track_max_gap_s, reid_window_s=self._settings.track_reid_window_s
+        )
+
+    @cached_property
+    def _smoothing(self) -> TrackSmoothing:
+        return TrackSmoothing(self._settings.track_smoothing_s, self._settings.track_min_segment_s)
 
     async def predict(
         self,
         data: bytes,
         container: str,
-        options: VideoOptions,
+        options: ClipRequest,
         model_name: str | None,
         prompts: tuple[str, ...] = (),
     ) -> VideoPredictResponse:
@@ -46,7 +96,7 @@ class VideoPipeline(PipelineBase):
         self,
         data: bytes,
         container: str,
-        options: VideoOptions,
+        options: ClipRequest,
         model_name: str | None,
         caller: asyncio.Task[PromptSet],
     ) -> VideoPredictResponse:
@@ -87,21 +137,13 @@ class VideoPipeline(PipelineBase):
         self._metrics.observe_expressions(results.top_labels)
         return clip_response(results, body, timings)
 
-    def _analysis_options(self, options: VideoOptions) -> AnalysisOptions:
-        s = self._settings
-        uses_stride = options.stride is not None and options.fps is None
-        plan = SamplingPlan(
-            fps=None if uses_stride else (options.fps or s.video_default_fps),
-            stride=options.stride,
-            max_frames=min(options.max_frames or s.video_max_frames, s.video_max_frames),
-            max_duration_s=min(options.max_duration_s or s.video_max_duration_s, s.video_max_duration_s),
+    def _analysis_options(self, options: ClipRequest) -> AnalysisOptions:
+        return AnalysisOptions(
+            options.plan, self._limits, self._tracker, self._settings.video_detect_batch, self._selection
         )
-        limits = VideoLimits(s.video_max_duration_s, s.video_max_pixels, s.video_max_decoded_frames)
-        tracker = TrackerConfig(max_gap_s=s.track_max_gap_s, reid_window_s=s.track_reid_window_s)
-        return AnalysisOptions(plan, limits, tracker, s.video_detect_batch, self._selection)
 
     async def _analyse(
-        self, data: bytes, container: str, options: VideoOptions, image: ServedModel, video: ServedModel
+        self, data: bytes, container: str, options: ClipRequest, image: ServedModel, video: ServedModel
     ) -> ClipAnalysis:
         analysed = self._metrics.video_frames.labels("analysed")
         return await self._offload(
@@ -120,10 +162,6 @@ class VideoPipeline(PipelineBase):
     ) -> tuple[list[int], ClipOutputs]:
         track_ids, clips = track_clips(analysis, model.config.clip_length)
         return track_ids, ClipOutputs.concatenate(await run_batched(model, clips, self._inference.infer_clip))
-
-    @property
-    def _smoothing(self) -> TrackSmoothing:
-        return TrackSmoothing(self._settings.track_smoothing_s, self._settings.track_min_segment_s)
 
     def _observe_clip(self, analysis: ClipAnalysis, elapsed_s: float) -> None:
         self._metrics.video_frames.labels("decoded").inc(analysis.info.frames_decoded)

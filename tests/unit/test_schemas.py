@@ -1,15 +1,26 @@
 import pytest
 from pydantic import ValidationError
 
+from service.config import Settings
 from service.schemas import LabelScore, PredictQuery, PredictResponse
+from service.video_pipeline import ClipRequest
 
 
-def test_predict_query_defaults_and_video_options() -> None:
+def test_predict_query_defaults_and_clip_request() -> None:
     query = PredictQuery()
     assert query.media == "auto" and query.include == ["timeline", "tracks"]
-    options = PredictQuery(fps=2.5, max_frames=10, include=["tracks"]).video_options()
-    assert options.fps == 2.5 and options.max_frames == 10
+    options = ClipRequest.of(PredictQuery(fps=2.5, max_frames=10, include=["tracks"]), Settings())
+    assert options.plan.fps == 2.5 and options.plan.max_frames == 10
     assert options.include_tracks and not options.include_timeline
+
+
+def test_clip_request_caps_the_query_by_settings_and_prefers_fps() -> None:
+    settings = Settings(video_max_frames=20, video_max_duration_s=30.0)
+    capped = ClipRequest.of(PredictQuery(max_frames=500, max_duration_s=600.0, stride=3), settings)
+    assert (capped.plan.max_frames, capped.plan.max_duration_s) == (20, 30.0)
+    assert (capped.plan.fps, capped.plan.stride) == (None, 3)
+    both = ClipRequest.of(PredictQuery(fps=2.0, stride=3), settings, timeline=True)
+    assert both.plan.fps == 2.0 and both.include_timeline
 
 
 @pytest.mark.parametrize(
