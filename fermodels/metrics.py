@@ -18,7 +18,7 @@ import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
 IntMatrix = npt.NDArray[np.int64]
-FloatArray = npt.NDArray[np.float64]
+Float64Array = npt.NDArray[np.float64]
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
 # matplotlib's "Blues" colour map, sampled at 0, 0.5 and 1.
@@ -47,12 +47,12 @@ def accuracy(matrix: IntMatrix) -> float:
     return float(np.trace(matrix)) / total
 
 
-def per_class_recall(matrix: IntMatrix) -> FloatArray:
+def per_class_recall(matrix: IntMatrix) -> Float64Array:
     """Recall per true class; NaN for classes with no samples (they have no recall, not a zero one)."""
     support = matrix.sum(axis=1).astype(np.float64)
     diagonal = np.diag(matrix).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        recall: FloatArray = np.where(support > 0, diagonal / support, np.nan)
+        recall: Float64Array = np.where(support > 0, diagonal / support, np.nan)
     return recall
 
 

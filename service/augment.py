@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from fermodels.config import TestTimeAugmentation
-from service.inference.base import FloatArray, ImageOutputs
+from service.arrays import FloatArray
+from service.inference.base import ImageOutputs
 
 
 def view_count(tta: TestTimeAugmentation) -> int:

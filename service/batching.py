@@ -10,7 +10,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from service.inference.base import FloatArray, ServedModel
+from service.arrays import FloatArray
+from service.inference.base import ServedModel
 
 T = TypeVar("T")
 

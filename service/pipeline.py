@@ -9,10 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import TypeVar
 
+from service.arrays import FloatArray
 from service.augment import merged, with_views
 from service.batching import run_batched, run_in_batches
 from service.config import Settings
-from service.inference.base import FloatArray, ImageOutputs, InferenceBackend, ServedModel
+from service.inference.base import ImageOutputs, InferenceBackend, ServedModel
 from service.inference.similarity import PromptSet
 from service.metrics import Metrics
 from service.prompting import TextScorer

@@ -26,6 +26,7 @@ from fermodels.config import (
     TextEncoderConfig,
     prompts_for,
 )
+from service.arrays import FloatArray
 from service.batching import batches
 from service.config import Settings
 from service.exceptions import (
@@ -35,7 +36,7 @@ from service.exceptions import (
     ModelNotFound,
     TooManyPrompts,
 )
-from service.inference.base import FloatArray, ImageOutputs, InferenceBackend, ServedTextEncoder
+from service.inference.base import ImageOutputs, InferenceBackend, ServedTextEncoder
 from service.inference.similarity import PromptSet, TextScores, text_scores
 from service.metrics import Metrics
 

@@ -11,7 +11,8 @@ import numpy as np
 import numpy.typing as npt
 
 from fermodels.config import EvaluationMetrics, ModelConfig, canonical_order, prompts_for
-from service.inference.base import ClipOutputs, FloatArray, ImageOutputs, ServedModel
+from service.arrays import FloatArray
+from service.inference.base import ClipOutputs, ImageOutputs, ServedModel
 from service.inference.similarity import TextScores
 from service.inference.temporal import segments, smooth, weighted_mean
 from service.schemas import (

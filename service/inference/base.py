@@ -6,12 +6,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-import numpy.typing as npt
 
 from fermodels.config import ModelConfig, TextEncoderConfig
-
-FloatArray = npt.NDArray[np.float32]
-IntArray = npt.NDArray[np.int64]
+from service.arrays import FloatArray, IntArray
 
 
 @dataclass(frozen=True)
@@ -40,7 +37,9 @@ class ServedTextEncoder:
 
 
 @dataclass(frozen=True)
-class ModelStatus:
+class RepositoryEntry:
+    """One row of Triton's model repository index (the API shows it as a ModelState)."""
+
     name: str
     version: str
     state: str
@@ -96,7 +95,7 @@ class InferenceBackend(Protocol):
 
     async def server_ready(self) -> bool: ...
 
-    async def model_statuses(self) -> list[ModelStatus]: ...
+    async def model_statuses(self) -> list[RepositoryEntry]: ...
 
     async def served_model(self, name: str) -> ServedModel: ...
 

@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-from service.inference.base import FloatArray
+from service.arrays import FloatArray
 
 Method = Literal["cosine", "conse"]
 

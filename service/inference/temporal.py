@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from service.inference.base import FloatArray
+from service.arrays import FloatArray
 
 Float64Array = npt.NDArray[np.float64]
 

@@ -23,6 +23,7 @@ from fermodels.config import (
     ModelConfig,
     TextEncoderConfig,
 )
+from service.arrays import FloatArray, IntArray
 from service.exceptions import (
     InferenceFailed,
     InferenceTimeout,
@@ -31,15 +32,7 @@ from service.exceptions import (
     Overloaded,
     ServiceError,
 )
-from service.inference.base import (
-    ClipOutputs,
-    FloatArray,
-    ImageOutputs,
-    IntArray,
-    ModelStatus,
-    ServedModel,
-    ServedTextEncoder,
-)
+from service.inference.base import ClipOutputs, ImageOutputs, RepositoryEntry, ServedModel, ServedTextEncoder
 from service.inference.connection import SharedClient
 from service.metrics import Metrics
 
@@ -102,10 +95,10 @@ class TritonBackend:
         except ServiceError:
             return False
 
-    async def model_statuses(self) -> list[ModelStatus]:
+    async def model_statuses(self) -> list[RepositoryEntry]:
         index = await self._call(self._repository_index)
         return [
-            ModelStatus(
+            RepositoryEntry(
                 name=entry["name"], version=str(entry.get("version", "")), state=entry.get("state", "")
             )
             for entry in index

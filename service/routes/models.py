@@ -8,7 +8,7 @@ from service.config import Settings
 from service.dependencies import InferenceDep, SettingsDep, TextDep
 from service.errors import openapi_error_responses
 from service.exceptions import InferenceUnavailable
-from service.inference.base import InferenceBackend, ModelStatus
+from service.inference.base import InferenceBackend, RepositoryEntry
 from service.prompting import TextScorer
 from service.responses import model_info
 from service.schemas import ModelsResponse, ModelState, TextEncoderInfo
@@ -35,7 +35,7 @@ async def list_models(inference: InferenceDep, settings: SettingsDep, text: Text
 
 
 async def _model_state(
-    inference: InferenceBackend, status: ModelStatus, settings: Settings, text: TextScorer
+    inference: InferenceBackend, status: RepositoryEntry, settings: Settings, text: TextScorer
 ) -> ModelState:
     if status.name == settings.text_encoder_model:
         return await _text_encoder_state(inference, status)
@@ -48,7 +48,7 @@ async def _model_state(
     return ModelState(name=status.name, version=served.version, state=status.state, info=info)
 
 
-async def _text_encoder_state(inference: InferenceBackend, status: ModelStatus) -> ModelState:
+async def _text_encoder_state(inference: InferenceBackend, status: RepositoryEntry) -> ModelState:
     state = ModelState(name=status.name, version=status.version, state=status.state, kind="text_encoder")
     if not status.ready:
         return state

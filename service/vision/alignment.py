@@ -16,8 +16,9 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
-FloatArray = npt.NDArray[np.float64]
-Crops = npt.NDArray[np.float32]
+from service.arrays import Float64Array, FloatArray
+
+Crops = FloatArray
 
 # OpenCV's fixed-point RGB→grey weights (ITU-R BT.601 in 14-bit fixed point, cv::cvtColor COLOR_RGB2GRAY):
 # the conversion `fer` applied to every face before this model saw it, rounding included.
@@ -25,7 +26,7 @@ GRAY_WEIGHTS_Q14 = (4899, 9617, 1868)
 GRAY_SHIFT = 14
 
 
-def estimate_similarity(src: FloatArray, dst: FloatArray) -> FloatArray:
+def estimate_similarity(src: Float64Array, dst: Float64Array) -> Float64Array:
     """Least-squares similarity transform (Umeyama 1991) taking ``src`` points onto ``dst``.
 
     Returns the 2x3 matrix M with dst ≈ M @ [x, y, 1]. Rotation, uniform scale and translation only,
@@ -45,18 +46,18 @@ def estimate_similarity(src: FloatArray, dst: FloatArray) -> FloatArray:
     return np.hstack([scale * rotation, translation[:, None]])
 
 
-def _homogeneous(matrix: FloatArray) -> FloatArray:
+def _homogeneous(matrix: Float64Array) -> Float64Array:
     return np.vstack([matrix, [0.0, 0.0, 1.0]])
 
 
-def _pixel_to_normalised(size_w: int, size_h: int) -> FloatArray:
+def _pixel_to_normalised(size_w: int, size_h: int) -> Float64Array:
     """3x3 map from pixel coords (centres on integers) to grid_sample's [-1, 1] (align_corners=False)."""
     return np.array(
         [[2.0 / size_w, 0.0, 1.0 / size_w - 1.0], [0.0, 2.0 / size_h, 1.0 / size_h - 1.0], [0, 0, 1]]
     )
 
 
-def sampling_grid_theta(matrix: FloatArray, image_wh: tuple[int, int], crop_size: int) -> FloatArray:
+def sampling_grid_theta(matrix: Float64Array, image_wh: tuple[int, int], crop_size: int) -> Float64Array:
     """affine_grid's theta for one face: crop normalised coords → image normalised coords."""
     crop_to_image = np.linalg.inv(_homogeneous(matrix))
     theta = (
@@ -64,25 +65,25 @@ def sampling_grid_theta(matrix: FloatArray, image_wh: tuple[int, int], crop_size
         @ crop_to_image
         @ np.linalg.inv(_pixel_to_normalised(crop_size, crop_size))
     )
-    result: FloatArray = theta[:2]
+    result: Float64Array = theta[:2]
     return result
 
 
-def crop_corners(matrix: FloatArray, crop_size: int) -> FloatArray:
+def crop_corners(matrix: Float64Array, crop_size: int) -> Float64Array:
     """The crop's 4 outer corners (top-left, top-right, bottom-right, bottom-left) in image pixels."""
     edge = (-0.5, crop_size - 0.5)
     corners = np.array([[edge[0], edge[0]], [edge[1], edge[0]], [edge[1], edge[1]], [edge[0], edge[1]]])
     crop_to_image = np.linalg.inv(_homogeneous(matrix))
-    image_corners: FloatArray = corners @ crop_to_image[:2, :2].T + crop_to_image[:2, 2]
+    image_corners: Float64Array = corners @ crop_to_image[:2, :2].T + crop_to_image[:2, 2]
     return image_corners
 
 
-def crop_scale(matrix: FloatArray) -> float:
+def crop_scale(matrix: Float64Array) -> float:
     """Crop pixels per image pixel (the similarity's uniform scale)."""
     return math.sqrt(abs(float(np.linalg.det(matrix[:, :2]))))
 
 
-def _region(corners: FloatArray, margin: float, width: int, height: int) -> tuple[int, int, int, int]:
+def _region(corners: Float64Array, margin: float, width: int, height: int) -> tuple[int, int, int, int]:
     """Integer bounds (x0, y0, x1, y1) of the image part the crop reads, clipped to the image."""
     x0 = math.floor(corners[:, 0].min() - margin)
     y0 = math.floor(corners[:, 1].min() - margin)
@@ -99,7 +100,7 @@ def to_gray(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     return gray.astype(np.uint8)[..., None]
 
 
-def _reduced_region(region: torch.Tensor, scale: float, antialias: bool) -> tuple[torch.Tensor, FloatArray]:
+def _reduced_region(region: torch.Tensor, scale: float, antialias: bool) -> tuple[torch.Tensor, Float64Array]:
     """The region reduced to about the crop's scale (when the crop is smaller), and the 3x3 map from region
     pixels to the reduced pixels."""
     height, width = region.shape[-2:]
@@ -114,7 +115,7 @@ def _reduced_region(region: torch.Tensor, scale: float, antialias: bool) -> tupl
 
 def align_face(
     image: npt.NDArray[np.uint8],
-    matrix: FloatArray,
+    matrix: Float64Array,
     crop_size: int,
     *,
     antialias: bool = True,
@@ -143,8 +144,8 @@ def align_face(
 
 def align_faces(
     rgb: npt.NDArray[np.uint8],
-    landmarks: FloatArray,
-    template: FloatArray,
+    landmarks: Float64Array,
+    template: Float64Array,
     crop_size: int,
     *,
     antialias: bool = True,

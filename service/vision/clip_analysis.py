@@ -12,15 +12,13 @@ from dataclasses import dataclass, field
 from itertools import islice
 
 import numpy as np
-import numpy.typing as npt
 
 from fermodels.config import ModelConfig
+from service.arrays import FloatArray
 from service.vision.cropping import CropGeometry, CroppedFaces, FaceCropper, FaceSelection
 from service.vision.detection import Detections, FaceDetector
 from service.vision.tracking import FaceTracker, TrackerConfig, appearance_descriptor
 from service.vision.video import ClipInfo, ClipReader, SamplingPlan, VideoFrame, VideoLimits
-
-FloatArray = npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float64]
+from service.arrays import Float64Array, FloatArray
 
 
 @dataclass(frozen=True)
@@ -31,13 +30,13 @@ class TrackerConfig:
 @dataclass
 class Track:
     track_id: int
-    box: FloatArray
-    landmarks: FloatArray
-    appearance: FloatArray
+    box: Float64Array
+    landmarks: Float64Array
+    appearance: Float64Array
     last_seen_s: float
 
 
-def iou(a: FloatArray, b: FloatArray) -> float:
+def iou(a: Float64Array, b: Float64Array) -> float:
     x1, y1 = max(a[0], b[0]), max(a[1], b[1])
     x2, y2 = min(a[2], b[2]), min(a[3], b[3])
     inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
@@ -45,18 +44,18 @@ def iou(a: FloatArray, b: FloatArray) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
-def landmark_distance(a: FloatArray, b: FloatArray, box: FloatArray) -> float:
+def landmark_distance(a: Float64Array, b: Float64Array, box: Float64Array) -> float:
     """Mean distance between corresponding landmarks, in units of face size (box diagonal)."""
     size = float(np.hypot(box[2] - box[0], box[3] - box[1])) or 1.0
     return float(np.linalg.norm(a - b, axis=1).mean() / size)
 
 
-def appearance_descriptor(crop: npt.NDArray[np.float32]) -> FloatArray:
+def appearance_descriptor(crop: FloatArray) -> Float64Array:
     """A 3xSxS aligned face → a zero-mean, unit-norm 16x16 grey thumbnail (cosine-comparable)."""
     grey = crop.mean(axis=0)
     size = grey.shape[0] - grey.shape[0] % 16
     thumb = grey[:size, :size].reshape(16, size // 16, 16, size // 16).mean(axis=(1, 3)).astype(np.float64)
-    centred: FloatArray = thumb.ravel() - thumb.mean()
+    centred: Float64Array = thumb.ravel() - thumb.mean()
     norm = float(np.linalg.norm(centred))
     return centred / norm if norm > 0 else centred
 
@@ -71,9 +70,9 @@ class FaceTracker:
     def update(
         self,
         timestamp_s: float,
-        boxes: FloatArray,
-        landmarks: FloatArray,
-        appearances: list[FloatArray],
+        boxes: Float64Array,
+        landmarks: Float64Array,
+        appearances: list[Float64Array],
     ) -> list[int]:
         """Track ids for this frame's faces, in their order."""
         active = [t for t in self.tracks if timestamp_s - t.last_seen_s <= self.config.max_gap_s]
@@ -90,7 +89,7 @@ class FaceTracker:
         return ids
 
     def _match_by_motion(
-        self, tracks: list[Track], boxes: FloatArray, landmarks: FloatArray
+        self, tracks: list[Track], boxes: Float64Array, landmarks: Float64Array
     ) -> list[Track | None]:
         """Greedy: best IoU pairs first, then landmark distance for faces that moved beyond any overlap."""
         assigned: list[Track | None] = [None] * len(boxes)
@@ -110,7 +109,7 @@ class FaceTracker:
         return assigned
 
     def _match_by_appearance(
-        self, lost: list[Track], appearances: list[FloatArray], assigned: list[Track | None]
+        self, lost: list[Track], appearances: list[Float64Array], assigned: list[Track | None]
     ) -> None:
         pairs = [
             (float(t.appearance @ appearances[f]), f, t)
@@ -132,14 +131,16 @@ class FaceTracker:
                 assigned[face] = track
                 taken.add(id(track))
 
-    def _new_track(self, box: FloatArray, points: FloatArray, appearance: FloatArray, now: float) -> Track:
+    def _new_track(
+        self, box: Float64Array, points: Float64Array, appearance: Float64Array, now: float
+    ) -> Track:
         track = Track(len(self.tracks) + 1, box, points, appearance, now)
         self.tracks.append(track)
         return track
 
     @staticmethod
     def _extend(
-        track: Track, now: float, box: FloatArray, points: FloatArray, appearance: FloatArray
+        track: Track, now: float, box: Float64Array, points: Float64Array, appearance: Float64Array
     ) -> None:
         track.box, track.landmarks, track.last_seen_s = box, points, now
         # A running average keeps the appearance robust to one bad frame.

@@ -16,17 +16,10 @@ from PIL import Image
 
 from fermodels.config import RAFDB_LABELS, TEXT_ENCODER, ModelConfig, prompts_for
 from service.app import create_app
+from service.arrays import FloatArray, IntArray
 from service.config import Settings
 from service.exceptions import ModelNotFound, ServiceError
-from service.inference.base import (
-    ClipOutputs,
-    FloatArray,
-    ImageOutputs,
-    IntArray,
-    ModelStatus,
-    ServedModel,
-    ServedTextEncoder,
-)
+from service.inference.base import ClipOutputs, ImageOutputs, RepositoryEntry, ServedModel, ServedTextEncoder
 from service.vision.detection import Detections
 
 FAKE_VIDEO_CONFIG = ModelConfig(
@@ -56,14 +49,17 @@ class FakeInference:
     calls: list[int] = field(default_factory=list)
     clip_calls: list[tuple[int, ...]] = field(default_factory=list)
     text_calls: list[int] = field(default_factory=list)  # prompts per text-encoder call
-    extra_statuses: list[ModelStatus] = field(default_factory=list)
+    extra_statuses: list[RepositoryEntry] = field(default_factory=list)
     arrived: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(0))
 
     async def server_ready(self) -> bool:
         return self.ready
 
-    async def model_statuses(self) -> list[ModelStatus]:
-        return [ModelStatus("fake_fer", "1", "READY" if self.ready else "UNAVAILABLE"), *self.extra_statuses]
+    async def model_statuses(self) -> list[RepositoryEntry]:
+        return [
+            RepositoryEntry("fake_fer", "1", "READY" if self.ready else "UNAVAILABLE"),
+            *self.extra_statuses,
+        ]
 
     async def served_model(self, name: str) -> ServedModel:
         if self.fail_with is not None:

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fermodels.config import RAFDB_LABELS, EvaluationMetrics, ModelConfig
-from service.inference.base import FloatArray, ImageOutputs, ModelStatus, ServedModel
+from service.arrays import FloatArray
+from service.inference.base import ImageOutputs, RepositoryEntry, ServedModel
 from tests.api.conftest import FakeInference, png_bytes, running_app
 
 METRICS = EvaluationMetrics("imagefolder test", 8, 0.75, 0.5, (("happiness", 1.0), ("fear", None)))
@@ -27,8 +28,8 @@ LANDMARK_CONFIG = ModelConfig(
 class LandmarkInference(FakeInference):
     landmarks: list[FloatArray | None] = field(default_factory=list)
 
-    async def model_statuses(self) -> list[ModelStatus]:
-        return [ModelStatus("fake_poster", "1", "READY")]
+    async def model_statuses(self) -> list[RepositoryEntry]:
+        return [RepositoryEntry("fake_poster", "1", "READY")]
 
     async def served_model(self, name: str) -> ServedModel:
         if name == "fake_poster":

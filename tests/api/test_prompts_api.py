@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from service.inference.base import ModelStatus
+from service.inference.base import RepositoryEntry
 from tests import clips
 from tests.api.conftest import FakeInference, png_bytes, running_app
 
@@ -94,7 +94,7 @@ async def test_prompts_without_a_served_text_encoder_are_a_503_and_plain_request
 
 
 async def test_models_lists_the_text_encoder_and_each_models_method() -> None:
-    fake = FakeInference(extra_statuses=[ModelStatus("text_encoder", "1", "READY")])
+    fake = FakeInference(extra_statuses=[RepositoryEntry("text_encoder", "1", "READY")])
     async with running_app(fake) as client:
         body = (await client.get("/v1/models")).json()
     fer, encoder = body["models"]
