@@ -109,11 +109,11 @@ browser:
 	bash scripts/install-browser.sh
 
 media: $(STAMP)
-	$(PY) -m tests.media
+	$(PY) -m devstack.media
 
 lint: $(STAMP)
-	$(PY) -m ruff check service fermodels fer_client tests load_tests
-	$(PY) -m ruff format --check service fermodels fer_client tests load_tests
+	$(PY) -m ruff check service fermodels fer_client devstack tests load_tests
+	$(PY) -m ruff format --check service fermodels fer_client devstack tests load_tests
 
 typecheck: $(STAMP)
 	$(PY) -m mypy

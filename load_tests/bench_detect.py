@@ -36,10 +36,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from devstack.media import ROOT, ensure_face_photos, ensure_media
+from devstack.stack import free_port, wait_until_ready
 from service.triton_local import LocalTriton
 from service.vision.mtcnn import CascadeDetector
-from tests.media import ROOT, ensure_face_photos, ensure_media
-from tests.stack import free_port, wait_until_ready
 
 MODEL_FILE = ROOT / "model_repository" / "mini_xception_fer2013" / "1" / "model.pt"
 PEER_PYTHON = ROOT / ".cache" / "peer-venv" / "bin" / "python"

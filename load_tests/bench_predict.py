@@ -20,9 +20,9 @@ from pathlib import Path
 
 import httpx
 
+from devstack.media import ROOT, ensure_media
+from devstack.stack import gateway_settings, start_gateway
 from service.triton_local import LocalTriton
-from tests.media import ROOT, ensure_media
-from tests.stack import gateway_settings, start_gateway
 
 
 @dataclass(frozen=True)

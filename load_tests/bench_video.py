@@ -11,40 +11,18 @@ real time) and the gateway's peak resident memory (VmHWM) before and after. Repo
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 
+from devstack import clips
+from devstack.media import ROOT, ensure_media
+from devstack.stack import gateway_process, memory_mib
 from service.triton_local import LocalTriton
-from tests import clips
-from tests.media import ROOT, ensure_media
-from tests.stack import wait_until_ready
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
-
-
-def start_gateway(grpc_url: str, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "FER_TRITON_URL": grpc_url, "FER_PORT": str(port), "FER_LOG_LEVEL": "warning"}
-    process = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env)
-    try:
-        wait_until_ready(f"http://127.0.0.1:{port}", process, within_s=120)
-    except RuntimeError:
-        process.kill()
-        raise
-    return process
 
 
 def measure(url: str, pid: int, name: str, data: bytes, fps: float) -> str:
-    before = peak_rss_mib(pid)
+    before = memory_mib(pid)
     start = time.perf_counter()
     response = httpx.post(f"{url}/predict", params={"fps": fps}, files={"file": (name, data)}, timeout=600)
     wall = time.perf_counter() - start
@@ -55,7 +33,7 @@ def measure(url: str, pid: int, name: str, data: bytes, fps: float) -> str:
     return (
         f"| {name} | {video['duration_s']:.2f} | {video['frames_decoded']} | {video['frames_analysed']} | "
         f"{body['summary']['people']} | {wall:.2f} | {wall / video['duration_s']:.2f} | "
-        f"{before:.0f} | {peak_rss_mib(pid):.0f} |"
+        f"{before:.0f} | {memory_mib(pid):.0f} |"
     )
 
 
@@ -64,7 +42,6 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--fps", type=float, default=5.0, help="frames analysed per second of clip")
-    parser.add_argument("--port", type=int, default=8091)
     args = parser.parse_args()
     media = ensure_media()
     synthetic = clips.encode(
@@ -79,18 +56,16 @@ def main() -> None:
         ),
         fps=25,
     )
-    with LocalTriton(ROOT / "model_repository") as triton:
-        gateway = start_gateway(triton.endpoints.grpc_url, args.port)
-        url = f"http://127.0.0.1:{args.port}"
-        try:
-            httpx.post(f"{url}/predict", files={"file": ("warm.mp4", synthetic)}, timeout=600)
-            rows = [
-                measure(url, gateway.pid, "Megamind.avi", (media / "Megamind.avi").read_bytes(), args.fps),
-                measure(url, gateway.pid, "two_people_10s.mp4", synthetic, args.fps),
-            ]
-        finally:
-            gateway.terminate()
-            gateway.wait(timeout=60)
+    log = ROOT / ".cache" / "bench_video_gateway.log"
+    with (
+        LocalTriton(ROOT / "model_repository") as triton,
+        gateway_process(triton.endpoints.grpc_url, log, FER_LOG_LEVEL="warning") as (url, gateway),
+    ):
+        httpx.post(f"{url}/predict", files={"file": ("warm.mp4", synthetic)}, timeout=600)
+        rows = [
+            measure(url, gateway.pid, "Megamind.avi", (media / "Megamind.avi").read_bytes(), args.fps),
+            measure(url, gateway.pid, "two_people_10s.mp4", synthetic, args.fps),
+        ]
     print(f"analysis at {args.fps:g} fps; RSS = gateway peak resident memory (VmHWM) before/after the clip")
     header = (
         "clip | duration s | frames decoded | frames analysed | people | analysis s | ratio | RSS before MiB"

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageEnhance
 
-from tests.media import ensure_face_photos, ensure_media
+from devstack.media import ensure_face_photos, ensure_media
 
 Points = npt.NDArray[np.float64]  # N x 2 (x, y)
 PointMap = Callable[[Points], Points]

@@ -16,10 +16,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from devstack import clips
+from devstack.media import ROOT, ensure_media
+from devstack.stack import gateway_process
 from service.triton_local import LocalTriton
-from tests import clips
-from tests.media import ROOT, ensure_media
-from tests.stack import gateway_process
 
 CLIP = ROOT / ".cache" / "load-media" / "clip.mp4"
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tests import clips
-from tests.stack import encode
+from devstack import clips
+from devstack.stack import encode
 
 BOUNDARY = "fuzzboundary7MA4YWxkTrZu0gW"
 STILL_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")

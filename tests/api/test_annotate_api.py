@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from devstack import clips
 from service.exceptions import InferenceUnavailable
-from tests import clips
 from tests.api.conftest import FakeInference, png_bytes, running_app
 
 

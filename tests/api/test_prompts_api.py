@@ -7,8 +7,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from devstack import clips
 from service.inference.base import RepositoryEntry
-from tests import clips
 from tests.api.conftest import FakeInference, png_bytes, running_app
 
 PNG = {"Content-Type": "image/png"}

@@ -3,7 +3,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from tests import clips
+from devstack import clips
 from tests.api.conftest import FakeInference, png_bytes, running_app
 
 

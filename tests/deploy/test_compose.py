@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
+from devstack.media import ROOT
 from tests.deploy.conftest import Manifest, kustomize
 from tests.deploy.test_kubernetes import settings_from_env
 from tests.deploy.tools import run, run_unchecked, tool
-from tests.media import ROOT
 
 pytestmark = pytest.mark.deploy
 

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from devstack.media import ROOT
+from devstack.stack import Gateway, free_port
 from fermodels import registry
 from fermodels.config import TEXT_ENCODER
 from service.vision.mtcnn import TRITON_STAGES
 from tests.deploy.tools import run, run_unchecked, tool
-from tests.media import ROOT
-from tests.stack import Gateway, free_port
 
 pytestmark = pytest.mark.deploy
 

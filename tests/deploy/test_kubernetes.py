@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 import yaml
 
+from devstack.media import ROOT
 from service.config import Settings
 from tests.deploy.conftest import Manifest, kustomize
 from tests.deploy.tools import OVERLAYS, crd_validator, run_unchecked, tool
-from tests.media import ROOT
 
 pytestmark = pytest.mark.deploy
 

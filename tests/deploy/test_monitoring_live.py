@@ -23,11 +23,11 @@ import httpx
 import pytest
 import yaml
 
+from devstack.stack import Gateway, free_port
 from service.config import Settings
 from service.triton_local import LocalTriton
 from tests.deploy.prometheus import PrometheusServer
 from tests.deploy.tools import ADAPTER_CONFIG, ALERTS, DASHBOARD, PROMETHEUS_CONFIG, alert_names, tool
-from tests.stack import Gateway, free_port
 
 pytestmark = [pytest.mark.deploy, pytest.mark.integration]
 

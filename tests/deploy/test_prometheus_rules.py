@@ -17,8 +17,8 @@ from types import ModuleType
 import pytest
 import yaml
 
+from devstack.media import ROOT
 from tests.deploy.tools import ALERTS, MONITORING, PROMETHEUS_CONFIG, alert_names, run, run_unchecked, tool
-from tests.media import ROOT
 
 pytestmark = pytest.mark.deploy
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.media import ROOT
+from devstack.media import ROOT
 
 TOOLS_DIR = Path(os.environ.get("FER_DEPLOY_TOOLS", ROOT / ".cache" / "deploy-tools"))
 INSTALL = "bash deploy/tools/install-tools.sh"

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from devstack.stack import encode, gateway_process, memory_mib
 from service.triton_local import LocalTriton
-from tests.stack import encode, gateway_process, memory_mib
 
 pytestmark = pytest.mark.integration
 

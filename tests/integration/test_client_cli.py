@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.media import ROOT
-from tests.stack import Gateway
+from devstack.media import ROOT
+from devstack.stack import Gateway
 
 pytestmark = pytest.mark.integration
 

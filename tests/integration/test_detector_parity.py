@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from devstack.media import ensure_face_photos, ensure_media
 from service.vision.detection import Detections, MTCNNDetector
 from service.vision.mtcnn import CascadeDetector
-from tests.media import ensure_face_photos, ensure_media
 
 THRESHOLDS = (0.6, 0.7, 0.7)
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 import tritonclient.grpc as grpcclient
 
+from devstack.stack import SERVED_MODELS
 from fermodels import registry
 from fermodels.export import sample_inputs, serving_wrapper
 from service.triton_local import LocalTriton
-from tests.stack import SERVED_MODELS
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from devstack.stack import Gateway, gateway_settings, start_gateway
 from service.triton_local import LocalTriton
 from tests.corpus import Probe, corpus
-from tests.stack import Gateway, gateway_settings, start_gateway
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.stack import encode
+from devstack.stack import encode
 
 pytestmark = pytest.mark.integration
 

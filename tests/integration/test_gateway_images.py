@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.stack import MODEL_REPOSITORY, encode
+from devstack.stack import MODEL_REPOSITORY, encode
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests import clips
+from devstack import clips
 
 pytestmark = pytest.mark.integration
 

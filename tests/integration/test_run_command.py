@@ -15,10 +15,10 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from devstack.media import ROOT
+from devstack.stack import free_port, gateway_process, wait_until_ready
 from service.triton_local import LocalTriton
 from tests.integration.test_slow_clients import STALLED_HEADERS
-from tests.media import ROOT
-from tests.stack import free_port, gateway_process, wait_until_ready
 
 pytestmark = pytest.mark.integration
 

@@ -12,10 +12,10 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from devstack.stack import Gateway, serve
 from service.app import create_app
 from service.config import Settings
 from tests.api.conftest import FakeDetector, FakeInference, png_bytes
-from tests.stack import Gateway, serve
 
 STALLED_HEADERS = (
     b"POST /predict HTTP/1.1\r\nHost: gateway\r\nContent-Type: image/png\r\n"

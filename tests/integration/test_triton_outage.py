@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devstack.stack import gateway_settings, start_gateway
 from service.triton_local import LocalTriton
-from tests.stack import gateway_settings, start_gateway
 
 pytestmark = pytest.mark.integration
 

@@ -23,10 +23,10 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests import clips
+from devstack import clips
+from devstack.media import ROOT
+from devstack.stack import Gateway
 from tests.integration.test_gateway_images import MESSI_FACE
-from tests.media import ROOT
-from tests.stack import Gateway
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,6 @@
 """Training and evaluation end to end on a tiny learnable problem, on CPU, with the tiny FER-former.
 
-The data: crops of a real photo (tests.media) tinted red or blue, filed under "happiness" and "sadness"
+The data: crops of a real photo (devstack.media) tinted red or blue, filed under "happiness" and "sadness"
 in the ImageFolder layout. The labels are SYNTHETIC (the tint is the class), chosen so that a few steps
 visibly learn something; nothing here measures expression recognition.
 """
@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 import fermodels.train as train_module
+from devstack.media import ensure_media
 from fermodels import registry
 from fermodels.checkpoint import load_checkpoint
 from fermodels.config import FER2013_LABELS, RAFDB_LABELS, ModelConfig
@@ -39,7 +40,6 @@ from fermodels.train import (
     training_loss,
     warmup_cosine,
 )
-from tests.media import ensure_media
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = "fer_former_tiny"

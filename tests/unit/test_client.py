@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
+from devstack.media import ROOT
 from fer_client import AsyncFerClient, ClientSettings, FerClient, FerError, FerTimeout, FerUnreachable
 from fer_client.protocol import PredictOptions, retry_after_s
 from service.schemas import PredictResponse, VideoPredictResponse
-from tests.media import ROOT
 
 EXAMPLE = (ROOT / "service" / "examples" / "predict_response.json").read_bytes()
 Handler = Callable[[httpx.Request], httpx.Response]

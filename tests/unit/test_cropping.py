@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from devstack.clips import encode
 from fermodels.config import FER2013_LABELS, ModelConfig
 from service.augment import merged, with_views
 from service.inference.base import ImageOutputs
@@ -14,7 +15,6 @@ from service.vision.cropping import CropGeometry, FaceCropper, FaceSelection
 from service.vision.tracking import TrackerConfig
 from service.vision.video import ClipReader, SamplingPlan, VideoLimits
 from tests.api.conftest import FakeDetector
-from tests.clips import encode
 
 GREY = ModelConfig(
     name="g",

@@ -1,6 +1,6 @@
 """Each dataset reader on a tiny fake copy of its public layout, built in tmp_path.
 
-Images are crops of real photos (tests.media); every label here is SYNTHETIC (assigned by the test, not
+Images are crops of real photos (devstack.media); every label here is SYNTHETIC (assigned by the test, not
 an annotation of the photo). What is checked: paths, split selection, id -> label mapping, the model's
 label order, skipped classes, pixel decoding, clip sampling.
 """
@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from devstack.media import ensure_media
 from fermodels.config import CANONICAL_LABELS, FER2013_LABELS, RAFDB_LABELS, ModelConfig, Task
 from fermodels.data import (
     FERPLUS_VOTE_COLUMNS,
@@ -29,7 +30,6 @@ from fermodels.data import (
     ferplus_majority,
     sample_indices,
 )
-from tests.media import ensure_media
 
 SIZE = 32
 

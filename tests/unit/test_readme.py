@@ -1,5 +1,5 @@
+from devstack.media import ROOT
 from scripts.settings_table import settings_table
-from tests.media import ROOT
 
 
 def test_readme_configuration_table_matches_settings() -> None:

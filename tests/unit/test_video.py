@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
+from devstack import clips
 from service.exceptions import InvalidVideo, VideoTooLarge, VideoTooLong
 from service.vision.clip_analysis import resample_indices
 from service.vision.video import ClipReader, SamplingPlan, VideoLimits, sniff_video_format
-from tests import clips
 
 LIMITS = VideoLimits(max_duration_s=60, max_pixels=1920 * 1080, max_decoded_frames=3600)
 

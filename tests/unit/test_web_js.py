@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.media import ROOT
+from devstack.media import ROOT
 
 
 def test_page_functions_pass_their_node_tests() -> None:

@@ -9,7 +9,7 @@
   Barack Obama and Joe Biden) and ``insightface`` 0.7.3 (MIT; a group photo ``t1.jpg`` and a portrait).
   Pinned by version and sha256; written to ``.cache/test-media/faces/``.
 
-Run ``python -m tests.media`` to fetch everything; the test fixtures call the same function.
+Run ``python -m devstack.media`` to fetch everything; the test fixtures call the same function.
 """
 
 from __future__ import annotations
