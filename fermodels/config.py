@@ -67,6 +67,12 @@ PBTXT_PARAMETER_KEY: Final = "fer_config"
 # The serving contract's tensors: the face crop(s), and for models with ``num_landmarks`` the landmarks.
 IMAGE_INPUT: Final = "INPUT__0"
 LANDMARKS_INPUT: Final = "INPUT__1"
+# Its outputs: softmax probabilities in ``labels`` order, the unit-norm embedding, and for a model with a
+# text side (``prompts``) the cosine of the image with each prompt. Export, the Triton client and the
+# responses all read these names and ``ModelConfig.has_text_side`` from here.
+PROBABILITIES_OUTPUT: Final = "OUTPUT__0"
+EMBEDDING_OUTPUT: Final = "OUTPUT__1"
+TEXT_OUTPUT: Final = "OUTPUT__2"
 # The gateway's detector gives 5 points (eyes, nose tip, mouth corners): all a landmark model can get.
 DETECTOR_LANDMARKS: Final = len(ARCFACE_TEMPLATE_112)
 
@@ -160,6 +166,16 @@ class ModelConfig:
             raise ValueError(f"num_landmarks must be 0 or {DETECTOR_LANDMARKS} (what the detector gives)")
         if self.num_landmarks and self.tta != "none":
             raise ValueError("test-time augmentation is not defined for landmark inputs")
+
+    @property
+    def has_text_side(self) -> bool:
+        """Trained with text prompts: the model itself scores each prompt (``TEXT_OUTPUT``)."""
+        return bool(self.prompts)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        text = (TEXT_OUTPUT,) if self.has_text_side else ()
+        return (PROBABILITIES_OUTPUT, EMBEDDING_OUTPUT, *text)
 
     @property
     def num_classes(self) -> int:

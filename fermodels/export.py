@@ -32,7 +32,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from fermodels.checkpoint import file_digest, load_checkpoint
-from fermodels.config import IMAGE_INPUT, LANDMARKS_INPUT, PBTXT_PARAMETER_KEY, EvaluationMetrics, ModelConfig
+from fermodels.config import (
+    EMBEDDING_OUTPUT,
+    IMAGE_INPUT,
+    LANDMARKS_INPUT,
+    PBTXT_PARAMETER_KEY,
+    PROBABILITIES_OUTPUT,
+    TEXT_OUTPUT,
+    EvaluationMetrics,
+    ModelConfig,
+)
 
 MODEL_FILENAME: Final = "model.pt"
 LABELS_FILENAME: Final = "labels.txt"
@@ -360,13 +369,13 @@ def _io_section(config: ModelConfig) -> str:
 {_tensor(IMAGE_INPUT, _dims(input_dims(config)))}{landmarks}
 ]
 output [
-{_tensor("OUTPUT__0", str(config.num_classes), f'label_filename: "{LABELS_FILENAME}"')},
-{_tensor("OUTPUT__1", str(config.embed_dim))}{_text_output(config)}
+{_tensor(PROBABILITIES_OUTPUT, str(config.num_classes), f'label_filename: "{LABELS_FILENAME}"')},
+{_tensor(EMBEDDING_OUTPUT, str(config.embed_dim))}{_text_output(config)}
 ]"""
 
 
 def _text_output(config: ModelConfig) -> str:
-    return f",\n{_tensor('OUTPUT__2', str(len(config.prompts)))}" if config.prompts else ""
+    return f",\n{_tensor(TEXT_OUTPUT, str(len(config.prompts)))}" if config.has_text_side else ""
 
 
 def _tensor(name: str, dims: str, extra: str = "") -> str:

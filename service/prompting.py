@@ -165,7 +165,7 @@ class TextScorer:
         return await self.encoder.embed(prompts)
 
     def score(self, config: ModelConfig, outputs: ImageOutputs, caller: PromptSet) -> TextScores:
-        similarity = outputs.text_similarity if config.prompts else None  # the model's own text side
+        similarity = outputs.text_similarity if config.has_text_side else None  # the model's own scores
         return text_scores(outputs.probabilities, similarity, self.classes.of(config), caller)
 
     def expression_encoder(self, config: ModelConfig) -> str:

@@ -150,7 +150,7 @@ def model_info(model: ServedModel, text_encoder: str = "") -> ModelInfo:
         labels=[config.labels[i] for i in order],
         prompts=[prompts[i] for i in order] if prompts else [],
         text_encoder=config.text_encoder or text_encoder,
-        text_similarity_method="cosine" if config.prompts else "conse",
+        text_similarity_method="cosine" if config.has_text_side else "conse",
         max_batch_size=model.max_batch_size,
         crop=crop_info(config),
     )
@@ -185,10 +185,10 @@ def crop_info(config: ModelConfig) -> CropInfo:
 
 def model_warnings(config: ModelConfig) -> list[str]:
     """Untrained weights, and a classifier's zero-shot text similarity (video models have no faces' text)."""
-    text = ", text similarities" if config.prompts else ""
+    text = ", text similarities" if config.has_text_side else ""
     untrained = UNTRAINED_WARNING.format(name=config.name, weights=config.weights, text=text)
     warnings = [] if config.trained else [untrained]
-    if not config.prompts and config.task == "image":
+    if not config.has_text_side and config.task == "image":
         warnings.append(NO_TEXT_WARNING.format(name=config.name))
     return warnings
 

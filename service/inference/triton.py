@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 
 from fermodels.config import (
+    EMBEDDING_OUTPUT,
     IMAGE_INPUT,
     LANDMARKS_INPUT,
     PBTXT_PARAMETER_KEY,
+    PROBABILITIES_OUTPUT,
     TEXT_ENCODER_PARAMETER_KEY,
     ModelConfig,
     TextEncoderConfig,
@@ -38,7 +40,6 @@ from service.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
-_IMAGE_OUTPUTS = ("OUTPUT__0", "OUTPUT__1", "OUTPUT__2")
 # gRPC reconnect backoff grows to 120 s by default; a restarted Triton should be found within seconds.
 _GRPC_CHANNEL_ARGS = [
     ("grpc.max_send_message_length", 2**31 - 1),
@@ -140,7 +141,7 @@ class TritonBackend:
         model's second input, for a model whose config has ``num_landmarks``."""
         result = await self._timed_call(model, crops, landmarks)
         probabilities, embeddings, *text = (
-            np.asarray(result.as_numpy(name), dtype=np.float32) for name in _output_names(model)
+            np.asarray(result.as_numpy(name), dtype=np.float32) for name in model.config.output_names
         )
         no_text = np.zeros((len(crops), 0), dtype=np.float32)  # a model without prompts has no OUTPUT__2
         return ImageOutputs(probabilities, embeddings, text[0] if text else no_text)
@@ -149,7 +150,7 @@ class TritonBackend:
         """One Triton call with N clips of T aligned crops each; N <= ``model.max_batch_size``."""
         result = await self._timed_call(model, clips)
         probabilities, embeddings = (
-            np.asarray(result.as_numpy(name), np.float32) for name in _IMAGE_OUTPUTS[:2]
+            np.asarray(result.as_numpy(name), np.float32) for name in (PROBABILITIES_OUTPUT, EMBEDDING_OUTPUT)
         )
         return ClipOutputs(probabilities, embeddings)
 
@@ -202,7 +203,7 @@ class TritonBackend:
             infer_input = module.InferInput(name, list(contiguous.shape), "FP32")
             infer_input.set_data_from_numpy(contiguous)
             infer_inputs.append(infer_input)
-        outputs = [module.InferRequestedOutput(name) for name in _output_names(model)]
+        outputs = [module.InferRequestedOutput(name) for name in model.config.output_names]
         return await client.infer(model.name, infer_inputs, outputs=outputs)
 
     # -- error mapping ---------------------------------------------------------------------------
@@ -248,10 +249,6 @@ def _client_module(protocol: str) -> Any:
     import tritonclient.http.aio as httpclient
 
     return httpclient
-
-
-def _output_names(model: ServedModel) -> tuple[str, ...]:
-    return _IMAGE_OUTPUTS if model.config.prompts and model.config.task == "image" else _IMAGE_OUTPUTS[:2]
 
 
 def classify_triton_error(exc: Exception, retry_after_s: int) -> ServiceError:
