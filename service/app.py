@@ -118,20 +118,27 @@ def open_resources(
     video_admission = AdmissionControl(
         settings.video_max_in_flight, rejected=metrics.rejected, in_flight=metrics.in_flight, kind="video"
     )
-    serving = PredictService(settings, backend, admission, video_admission, pipeline, video_pipeline)
+    serving = PredictService(
+        settings=settings,
+        inference=backend,
+        image_admission=admission,
+        video_admission=video_admission,
+        pipeline=pipeline,
+        video_pipeline=video_pipeline,
+    )
     return Resources(
-        settings,
-        metrics,
-        backend,
-        face_detector,
-        executor,
-        admission,
-        pipeline,
-        video_executor,
-        video_admission,
-        video_pipeline,
-        serving,
-        text,
+        settings=settings,
+        metrics=metrics,
+        inference=backend,
+        detector=face_detector,
+        executor=executor,
+        admission=admission,
+        pipeline=pipeline,
+        video_executor=video_executor,
+        video_admission=video_admission,
+        video_pipeline=video_pipeline,
+        serving=serving,
+        text=text,
     )
 
 

@@ -22,7 +22,7 @@ from service.video_pipeline import ClipRequest, VideoPipeline
 from service.vision.video import sniff_video_format
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PredictService:
     settings: Settings
     inference: InferenceBackend

@@ -17,7 +17,7 @@ from service.video_pipeline import VideoPipeline
 from service.vision.detection import FaceDetector
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Resources:
     settings: Settings
     metrics: Metrics
