@@ -14,11 +14,11 @@ from service.augment import merged, with_views
 from service.batching import run_batched, run_in_batches
 from service.config import Settings
 from service.inference.base import ImageOutputs, InferenceBackend, ServedModel
-from service.inference.similarity import PromptSet
 from service.metrics import Metrics
 from service.prompting import TextScorer
 from service.responses import face_results, model_info, model_warnings
 from service.schemas import ImageInfo, PredictResponse
+from service.similarity import PromptSet
 from service.vision.cropping import CropGeometry, CroppedFaces, FaceCropper, FaceSelection
 from service.vision.decode import DecodedImage, decode_image
 from service.vision.detection import Detections, FaceDetector

@@ -37,8 +37,8 @@ from service.exceptions import (
     TooManyPrompts,
 )
 from service.inference.base import ImageOutputs, InferenceBackend, ServedTextEncoder
-from service.inference.similarity import PromptSet, TextScores, text_scores
 from service.metrics import Metrics
+from service.similarity import PromptSet, TextScores, text_scores
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,6 @@ import numpy.typing as npt
 from fermodels.config import EvaluationMetrics, ModelConfig, canonical_order, prompts_for
 from service.arrays import FloatArray
 from service.inference.base import ClipOutputs, ImageOutputs, ServedModel
-from service.inference.similarity import TextScores
-from service.inference.temporal import segments, smooth, weighted_mean
 from service.schemas import (
     LANDMARK_NAMES,
     Box,
@@ -36,6 +34,8 @@ from service.schemas import (
     VideoInfo,
     VideoPredictResponse,
 )
+from service.similarity import TextScores
+from service.temporal import segments, smooth, weighted_mean
 from service.vision.clip_analysis import ClipAnalysis, FrameFaces
 from service.vision.detection import Detections
 

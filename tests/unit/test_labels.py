@@ -11,9 +11,9 @@ from fermodels.config import (
     prompts_for,
 )
 from service.inference.base import ImageOutputs, ServedModel
-from service.inference.similarity import PromptSet, text_scores
 from service.prompting import ClassPrompts
 from service.responses import face_results, model_info, model_warnings
+from service.similarity import PromptSet, text_scores
 from service.vision.detection import Detections
 
 
