@@ -47,6 +47,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 # ----------------------------------------------------------------------------- export
 
 
+def _add_repository_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where every export command writes: the repository root, the version folder, overwrite or not."""
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="repository root")
+    parser.add_argument("--version", type=int, default=1, help="Triton model version (integer >= 1)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing version")
+
+
 def _add_export(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("export", help="script a model into the Triton model repository")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -55,9 +62,7 @@ def _add_export(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     parser.add_argument(
         "--metrics", type=Path, help="evaluate's metrics.json of --checkpoint (default: next to it)"
     )
-    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="repository root")
-    parser.add_argument("--version", type=int, default=1, help="Triton model version (integer >= 1)")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing version")
+    _add_repository_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the (untrained) initialisation")
     parser.add_argument("--max-queue-delay-us", type=int, default=2000, help="dynamic batching delay")
     parser.add_argument("--queue-timeout-us", type=int, default=5_000_000, help="queued request timeout")
@@ -95,9 +100,7 @@ def _add_export_detector(subparsers: argparse._SubParsersAction[argparse.Argumen
     parser = subparsers.add_parser(
         "export-detector", help="script MTCNN's P/R/O-Nets into the repository (FER_DETECTOR_BACKEND=triton)"
     )
-    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="repository root")
-    parser.add_argument("--version", type=int, default=1, help="Triton model version (integer >= 1)")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing version")
+    _add_repository_arguments(parser)
     parser.set_defaults(handler=_run_export_detector)
 
 
@@ -118,9 +121,7 @@ def _add_export_text(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     parser = subparsers.add_parser(
         "export-text", help="script the text encoder (all-MiniLM-L6-v2) into the repository"
     )
-    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="repository root")
-    parser.add_argument("--version", type=int, default=1, help="Triton model version (integer >= 1)")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing version")
+    _add_repository_arguments(parser)
     parser.add_argument(
         "--write-tokenizer-asset",
         action="store_true",

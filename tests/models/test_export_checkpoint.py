@@ -7,7 +7,6 @@ The training data is SYNTHETIC (a coloured square per class), made here; nothing
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,17 +29,14 @@ from fermodels.export import (
 )
 from fermodels.train import TrainOptions, TrainResult, train
 
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 COLOURS = {"happiness": (230, 60, 40), "sadness": (40, 60, 230)}  # SYNTHETIC: the colour is the class
 OPTIONS = TrainOptions(epochs=1, batch_size=4, lr=3e-3, warmup_epochs=0, device="cpu", progress=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -47,14 +46,7 @@ OPTIONS = TrainOptions(epochs=3, batch_size=4, lr=3e-3, warmup_epochs=0, seed=7,
 TINTS = {"happiness": (255, 40, 40), "sadness": (40, 40, 255)}  # SYNTHETIC labels: the tint is the class
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    # The tiny model gains nothing from threads, and on a shared 2-core box OpenMP threads that wait for a
-    # busy core make each step 10x slower. One thread also keeps the determinism checks comparable.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
