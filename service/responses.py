@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -150,7 +151,7 @@ def model_info(model: ServedModel, text_encoder: str = "") -> ModelInfo:
         labels=[config.labels[i] for i in order],
         prompts=[prompts[i] for i in order] if prompts else [],
         text_encoder=config.text_encoder or text_encoder,
-        text_similarity_method="cosine" if config.has_text_side else "conse",
+        text_similarity_method=similarity_method(config),
         max_batch_size=model.max_batch_size,
         crop=crop_info(config),
     )
@@ -181,6 +182,12 @@ def crop_info(config: ModelConfig) -> CropInfo:
         cut_size=config.crop_size,
         test_time_augmentation=config.tta,
     )
+
+
+def similarity_method(config: ModelConfig) -> Literal["cosine", "conse", "none"]:
+    if config.task != "image":
+        return "none"
+    return "cosine" if config.has_text_side else "conse"
 
 
 def model_warnings(config: ModelConfig) -> list[str]:

@@ -180,10 +180,11 @@ class ModelInfo(_Schema):
     labels: list[str] = Field(description="The model's labels in canonical order.")
     prompts: list[str] = Field(description="Text prompts behind text_similarity, in label order.")
     text_encoder: str = Field(description="Encoder that produced the prompt embeddings.")
-    text_similarity_method: Literal["cosine", "conse"] = Field(
+    text_similarity_method: Literal["cosine", "conse", "none"] = Field(
         "cosine",
         description="How the expression prompts are scored: cosine (the model's text side) or conse "
-        "(zero-shot from the expression probabilities); caller prompts always use conse.",
+        "(zero-shot from the expression probabilities); caller prompts always use conse. none: a video "
+        "model, whose per-track output has no faces to score.",
     )
     max_batch_size: int
     crop: CropInfo = Field(description="The crop and augmentation that produced this model's numbers.")

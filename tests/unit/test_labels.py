@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -12,7 +14,7 @@ from fermodels.config import (
 )
 from service.inference.base import ImageOutputs, ServedModel
 from service.prompting import ClassPrompts
-from service.responses import face_results, model_info, model_warnings
+from service.responses import face_results, model_info, model_warnings, similarity_method
 from service.similarity import PromptSet, text_scores
 from service.vision.detection import Detections
 
@@ -87,6 +89,12 @@ def test_face_results_map_model_outputs_to_canonical_labels() -> None:
     assert by_label["surprise"].score == pytest.approx(-1.0)  # RAF-DB index 0
     assert "surprised" in by_label["surprise"].prompt
     assert face.landmarks.nose.x == 4.0 and face.landmarks.mouth_right.y == 9.0
+
+
+def test_each_model_says_how_it_scores_text() -> None:
+    classifier = replace(served().config, prompts=())
+    video = replace(classifier, task="video", clip_length=16)
+    assert [similarity_method(c) for c in (served().config, classifier, video)] == ["cosine", "conse", "none"]
 
 
 def test_untrained_models_are_flagged() -> None:
