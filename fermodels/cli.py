@@ -15,15 +15,8 @@ from pathlib import Path
 from fermodels import registry
 from fermodels.data import DATASET_NAMES, DatasetSpec
 from fermodels.evaluate import CONFUSION_FILENAME, METRICS_FILENAME, evaluate
-from fermodels.export import (
-    CONFIG_FILENAME,
-    LABELS_FILENAME,
-    MODEL_FILENAME,
-    README_FILENAME,
-    MetricsError,
-    export_checkpoint,
-    export_model,
-)
+from fermodels.export import MetricsError, export_checkpoint, export_model
+from fermodels.repository import CONFIG_FILENAME, LABELS_FILENAME, MODEL_FILENAME, README_FILENAME
 from fermodels.train import OBJECTIVES, TrainOptions, train
 
 

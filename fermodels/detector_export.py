@@ -23,15 +23,8 @@ import torch
 from torch import nn
 
 from fermodels.config import DETECTOR_STAGES, DetectorStage
-from fermodels.export import (
-    CONFIG_FILENAME,
-    MODEL_FILENAME,
-    _check_version,
-    _save_verified,
-    _torchscript_deprecation_silenced,
-    pbtxt_escape,
-    render_warmup,
-)
+from fermodels.export import check_version, save_verified, torchscript_deprecation_silenced
+from fermodels.repository import CONFIG_FILENAME, MODEL_FILENAME, pbtxt_escape, render_warmup
 
 DETECTOR_PARAMETER_KEY: Final = "fer_detector"
 WEIGHTS: Final = "facenet-pytorch 2.6.0 wheel, facenet_pytorch/data/{}.pt (MIT)"
@@ -50,7 +43,7 @@ def export_detector(repository: Path, version: int = 1, *, force: bool = False) 
     folders = []
     for stage in DETECTOR_STAGES:
         folder = Path(repository) / stage.name
-        target = folder / str(_check_version(version)) / MODEL_FILENAME
+        target = folder / str(check_version(version)) / MODEL_FILENAME
         if target.exists() and not force:
             raise FileExistsError(f"{target} already exists; pass force=True (CLI: --force) to overwrite it")
         net = _net(stage)
@@ -59,8 +52,8 @@ def export_detector(repository: Path, version: int = 1, *, force: bool = False) 
         )
         with torch.no_grad():
             expected = tuple(net(sample))
-        with _torchscript_deprecation_silenced():
-            _save_verified(torch.jit.script(net), target, (sample,), expected)
+        with torchscript_deprecation_silenced():
+            save_verified(torch.jit.script(net), target, (sample,), expected)
         (folder / CONFIG_FILENAME).write_text(render_stage_config(stage), encoding="utf-8")
         folders.append(folder)
     return folders

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -33,20 +33,21 @@ from torch import nn
 
 from fermodels.checkpoint import file_digest, load_checkpoint
 from fermodels.config import (
-    EMBEDDING_OUTPUT,
-    IMAGE_INPUT,
-    LANDMARKS_INPUT,
-    PBTXT_PARAMETER_KEY,
-    PROBABILITIES_OUTPUT,
-    TEXT_OUTPUT,
     EvaluationMetrics,
     ModelConfig,
 )
+from fermodels.repository import (
+    CONFIG_FILENAME,
+    LABELS_FILENAME,
+    MODEL_FILENAME,
+    README_FILENAME,
+    input_dims,
+    landmark_dims,
+    render_config_pbtxt,
+    render_labels,
+    render_model_readme,
+)
 
-MODEL_FILENAME: Final = "model.pt"
-LABELS_FILENAME: Final = "labels.txt"
-CONFIG_FILENAME: Final = "config.pbtxt"
-README_FILENAME: Final = "README.md"  # Triton ignores it; people and reviewers read it
 VERIFY_ATOL: Final = 1e-5
 
 METRICS_FILENAME: Final = "metrics.json"  # what `python -m fermodels evaluate` writes next to a checkpoint
@@ -108,13 +109,6 @@ class LandmarkServingWrapper(_Normalising):
         return logits.softmax(dim=-1), F.normalize(image, dim=-1)
 
 
-def input_dims(config: ModelConfig) -> tuple[int, ...]:
-    """One request item: a 3xSxS face crop, or a Tx3xSxS clip of face crops for a video model."""
-    size = config.input_size
-    frame = (3, size, size)
-    return (config.clip_length, *frame) if config.task == "video" else frame
-
-
 def channel_stats(values: tuple[float, float, float], config: ModelConfig) -> torch.Tensor:
     """mean/std shaped to broadcast over the channel axis of a batch of images or of clips."""
     shape = (1, 1, 3, 1, 1) if config.task == "video" else (1, 3, 1, 1)
@@ -132,11 +126,6 @@ def serving_wrapper(model: nn.Module, config: ModelConfig) -> nn.Module:
     elif config.num_landmarks:
         wrapper = LandmarkServingWrapper
     return wrapper(model, config).eval()
-
-
-def landmark_dims(config: ModelConfig) -> tuple[int, int]:
-    """``INPUT__1`` of one request item: K landmarks (x, y)."""
-    return (config.num_landmarks, 2)
 
 
 def sample_inputs(config: ModelConfig, batch: int, seed: int = 0) -> Inputs:
@@ -212,15 +201,15 @@ def export_model(
         instance_count=instance_count,
     )
     model_dir = Path(repository) / config.name
-    target = model_dir / str(_check_version(version)) / MODEL_FILENAME
+    target = model_dir / str(check_version(version)) / MODEL_FILENAME
     if target.exists() and not force:
         raise FileExistsError(f"{target} already exists; pass force=True (CLI: --force) to overwrite it")
     wrapper = serving_wrapper(model, config)
     sample = sample_inputs(config, min(2, config.max_batch_size))
     expected = _run(wrapper, sample)
     _check_shapes(expected, config)
-    with _torchscript_deprecation_silenced():
-        _save_verified(torch.jit.script(wrapper), target, sample, expected)
+    with torchscript_deprecation_silenced():
+        save_verified(torch.jit.script(wrapper), target, sample, expected)
     (model_dir / CONFIG_FILENAME).write_text(pbtxt, encoding="utf-8")
     (model_dir / LABELS_FILENAME).write_text(render_labels(config), encoding="utf-8")
     (model_dir / README_FILENAME).write_text(render_model_readme(config), encoding="utf-8")
@@ -228,7 +217,7 @@ def export_model(
 
 
 @contextmanager
-def _torchscript_deprecation_silenced() -> Iterator[None]:
+def torchscript_deprecation_silenced() -> Iterator[None]:
     # torch 2.14 flags torch.jit.script/load as deprecated, but TorchScript is the format Triton's
     # libtorch backend loads; the notice would only bury the export's own output.
     with warnings.catch_warnings():
@@ -236,7 +225,7 @@ def _torchscript_deprecation_silenced() -> Iterator[None]:
         yield
 
 
-def _check_version(version: int) -> int:
+def check_version(version: int) -> int:
     if version < 1:
         raise ValueError(f"Triton model versions are positive integers, got {version}")
     return version
@@ -258,7 +247,7 @@ def _check_shapes(outputs: Outputs, config: ModelConfig) -> None:
         raise ValueError(f"model outputs {actual} do not match the config's (C, D, P) shapes {expected}")
 
 
-def _save_verified(scripted: torch.jit.ScriptModule, target: Path, sample: Inputs, expected: Outputs) -> None:
+def save_verified(scripted: torch.jit.ScriptModule, target: Path, sample: Inputs, expected: Outputs) -> None:
     """Save to a temporary file, reload it, compare with eager, and only then move it into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(target.name + ".tmp")
@@ -272,7 +261,7 @@ def _save_verified(scripted: torch.jit.ScriptModule, target: Path, sample: Input
 
 def load_scripted(path: Path) -> torch.jit.ScriptModule:
     # torch.jit.load has no annotations, which mypy --strict rejects inside typed code.
-    with _torchscript_deprecation_silenced():
+    with torchscript_deprecation_silenced():
         module: torch.jit.ScriptModule = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
     return module
 
@@ -282,170 +271,3 @@ def _verify(reloaded: torch.jit.ScriptModule, sample: Inputs, expected: Outputs)
         if not torch.allclose(got, want, rtol=0.0, atol=VERIFY_ATOL):
             diff = (got - want).abs().max().item()
             raise ExportVerificationError(f"OUTPUT__{index} of the reloaded model differs by {diff:.3g}")
-
-
-# ----------------------------------------------------------------------------- config.pbtxt
-
-
-def render_model_readme(config: ModelConfig) -> str:
-    """Provenance, licence and accuracy next to the weights (the same facts /v1/models serves)."""
-    trained = "yes" if config.trained else "**no: outputs are not predictions**"
-    rows = [
-        ("architecture", config.architecture),
-        ("task", f"{config.task} (input {_dims_text(config)}, RGB in [0, 1])"),
-        ("trained", trained),
-        ("weights", config.weights),
-        ("licence", config.license),
-        ("trained on", config.dataset or "-"),
-        ("accuracy", config.accuracy),
-        *_recall_rows(config),
-        ("labels (output order)", ", ".join(config.labels)),
-        ("text encoder", config.text_encoder or "none (no text side)"),
-    ]
-    table = "\n".join(f"| {key} | {value} |" for key, value in rows)
-    return (
-        f"# {config.name}\n\nWritten by `python -m fermodels export`; re-export rather than edit.\n\n"
-        f"| | |\n|---|---|\n{table}\n"
-    )
-
-
-def _recall_rows(config: ModelConfig) -> list[tuple[str, str]]:
-    if config.metrics is None:
-        return []
-    recall = ", ".join(
-        f"{label} {'-' if value is None else f'{value:.4f}'}"
-        for label, value in config.metrics.per_class_recall
-    )
-    return [(f"recall per class ({config.metrics.data})", recall)]
-
-
-def _dims_text(config: ModelConfig) -> str:
-    return "x".join(str(d) for d in input_dims(config))
-
-
-def render_labels(config: ModelConfig) -> str:
-    return "".join(f"{label}\n" for label in config.labels)
-
-
-def render_config_pbtxt(
-    config: ModelConfig,
-    *,
-    max_queue_delay_us: int = 2000,
-    queue_timeout_us: int = 5_000_000,
-    max_queue_size: int = 64,
-    instance_count: int = 1,
-    preferred_batch_sizes: Sequence[int] | None = None,
-) -> str:
-    """Triton's model configuration (protobuf text format) for an exported image model."""
-    if min(max_queue_delay_us, queue_timeout_us, max_queue_size) < 0 or instance_count < 1:
-        raise ValueError("queue settings must be >= 0 and instance_count >= 1")
-    preferred = preferred_batch_sizes or default_preferred_batch_sizes(config.max_batch_size)
-    return "\n".join(
-        [
-            "# Written by `python -m fermodels export`: re-export rather than edit by hand.",
-            f'name: "{config.name}"',
-            'platform: "pytorch_libtorch"',
-            f"max_batch_size: {config.max_batch_size}",
-            _io_section(config),
-            _batching_section(preferred, max_queue_delay_us, queue_timeout_us, max_queue_size),
-            # No `kind`: Triton then uses the GPU when there is one and the CPU otherwise.
-            f"instance_group [ {{ count: {instance_count} }} ]",
-            "version_policy: { latest: { num_versions: 1 } }",
-            _warmup_section(config),
-            _parameters_section(config),
-            "",
-        ]
-    )
-
-
-def default_preferred_batch_sizes(max_batch_size: int) -> list[int]:
-    """Powers of two from 4 up, plus the maximum: 1-3 need no preference, the queue delay covers them."""
-    return sorted({size for size in (4, 8, 16, 32, 64, 128) if size < max_batch_size} | {max_batch_size})
-
-
-def _io_section(config: ModelConfig) -> str:
-    landmarks = f",\n{_tensor(LANDMARKS_INPUT, _dims(landmark_dims(config)))}" if config.num_landmarks else ""
-    return f"""input [
-{_tensor(IMAGE_INPUT, _dims(input_dims(config)))}{landmarks}
-]
-output [
-{_tensor(PROBABILITIES_OUTPUT, str(config.num_classes), f'label_filename: "{LABELS_FILENAME}"')},
-{_tensor(EMBEDDING_OUTPUT, str(config.embed_dim))}{_text_output(config)}
-]"""
-
-
-def _text_output(config: ModelConfig) -> str:
-    return f",\n{_tensor(TEXT_OUTPUT, str(len(config.prompts)))}" if config.has_text_side else ""
-
-
-def _tensor(name: str, dims: str, extra: str = "") -> str:
-    lines = ["  {", f'    name: "{name}"', "    data_type: TYPE_FP32", f"    dims: [ {dims} ]"]
-    return "\n".join([*lines, *([f"    {extra}"] if extra else []), "  }"])
-
-
-def _batching_section(preferred: Sequence[int], delay_us: int, timeout_us: int, queue_size: int) -> str:
-    return f"""dynamic_batching {{
-  preferred_batch_size: [ {", ".join(str(size) for size in preferred)} ]
-  max_queue_delay_microseconds: {delay_us}
-  default_queue_policy {{
-    timeout_action: REJECT
-    default_timeout_microseconds: {timeout_us}
-    allow_timeout_override: true
-    max_queue_size: {queue_size}
-  }}
-}}"""
-
-
-def _dims(dims: Sequence[int]) -> str:
-    return ", ".join(str(d) for d in dims)
-
-
-def _warmup_section(config: ModelConfig) -> str:
-    landmarks = (_dims(landmark_dims(config)),) if config.num_landmarks else ()
-    return render_warmup(_dims(input_dims(config)), *landmarks)
-
-
-def render_warmup(*dims: str) -> str:
-    """Triton's warm-up: one all-zeros request of batch 1 with INPUT__i of ``dims[i]`` (e.g. "3, 64, 64")."""
-    inputs = "\n".join(
-        f"""    inputs {{
-      key: "INPUT__{index}"
-      value {{ data_type: TYPE_FP32, dims: [ {shape} ], zero_data: true }}
-    }}"""
-        for index, shape in enumerate(dims)
-    )
-    return f"""model_warmup [
-  {{
-    name: "zeros_batch_1"
-    batch_size: 1
-{inputs}
-  }}
-]"""
-
-
-def _parameters_section(config: ModelConfig) -> str:
-    return "\n".join(
-        [
-            _parameter(PBTXT_PARAMETER_KEY, config.to_json()),
-            # libtorch backend option: run under torch.inference_mode() (no autograd bookkeeping).
-            _parameter("INFERENCE_MODE", "true"),
-            # libtorch backend option: TorchScript's profiling optimiser re-specialises for every new batch
-            # size the dynamic batcher forms; measured here, FER-former batch 8 spiked from 27 ms to 845 ms.
-            _parameter("DISABLE_OPTIMIZED_EXECUTION", "true"),
-            # libtorch backend option: one intra-op thread per instance. These nets are small (a batch of
-            # 16 mini-Xception crops is a few ms on one core), and on a CPU host every extra OpenMP thread
-            # spins against the gateway's face detector on the same cores: measured on 2 cores, MTCNN under
-            # oversubscription ran 4-8x slower. Scale with instance_group count instead.
-            _parameter("INTRA_OP_THREAD_COUNT", "1"),
-        ]
-    )
-
-
-def _parameter(key: str, value: str) -> str:
-    return f'parameters {{ key: "{key}" value {{ string_value: "{pbtxt_escape(value)}" }} }}'
-
-
-def pbtxt_escape(value: str) -> str:
-    """Escape a string for a double-quoted protobuf text-format literal."""
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    return escaped.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")

@@ -33,13 +33,9 @@ from fermodels.config import (
     prompts_for,
 )
 from fermodels.detector_export import _parameter
-from fermodels.export import (
-    CONFIG_FILENAME,
-    MODEL_FILENAME,
-    _check_version,
-    _torchscript_deprecation_silenced,
-)
+from fermodels.export import check_version, torchscript_deprecation_silenced
 from fermodels.models.minilm import SentenceEncoder, load_minilm
+from fermodels.repository import CONFIG_FILENAME, MODEL_FILENAME
 from fermodels.text import (
     MINILM_PACKAGE,
     _minilm_dir,
@@ -113,7 +109,7 @@ def export_text_encoder(
 ) -> Path:
     """Script, verify and write the encoder; returns its model folder."""
     folder = Path(repository) / TEXT_ENCODER.name
-    target = folder / str(_check_version(version)) / MODEL_FILENAME
+    target = folder / str(check_version(version)) / MODEL_FILENAME
     if target.exists() and not force:
         raise FileExistsError(f"{target} already exists; pass force=True (CLI: --force) to overwrite it")
     model_dir = _minilm_dir()
@@ -121,14 +117,14 @@ def export_text_encoder(
     if write_tokenizer:
         write_tokenizer_asset(model_dir)
     check_tokenizer_asset(config)
-    with _torchscript_deprecation_silenced():
+    with torchscript_deprecation_silenced():
         scripted = torch.jit.script(load_minilm(model_dir))
-        _save_verified(scripted, target, TOKENIZER_ASSET)
+        save_verified(scripted, target, TOKENIZER_ASSET)
     (folder / CONFIG_FILENAME).write_text(render_text_config(config), encoding="utf-8")
     return folder
 
 
-def _save_verified(scripted: torch.jit.ScriptModule, target: Path, tokenizer_file: Path) -> None:
+def save_verified(scripted: torch.jit.ScriptModule, target: Path, tokenizer_file: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(target.name + ".tmp")
     try:

@@ -10,7 +10,12 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from fermodels.config import PBTXT_PARAMETER_KEY, RAFDB_LABELS, EvaluationMetrics, ModelConfig, prompts_for
-from fermodels.export import default_preferred_batch_sizes, pbtxt_escape, render_config_pbtxt, render_labels
+from fermodels.repository import (
+    default_preferred_batch_sizes,
+    pbtxt_escape,
+    render_config_pbtxt,
+    render_labels,
+)
 
 CONFIG = ModelConfig(
     name="fer_former",
