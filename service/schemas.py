@@ -28,7 +28,12 @@ class PredictQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    model: str | None = Field(None, description="Image model to use; default from settings.")
+    # Triton's model names are folder names; anything else is refused before it can be echoed in an error.
+    model: str | None = Field(
+        None,
+        description="Image model to use (a name from GET /v1/models); default from settings.",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+    )
     media: Literal["auto", "image", "video"] = Field(
         "auto",
         description="auto: clip or image by content; image: first frame only (e.g. of an animated GIF).",

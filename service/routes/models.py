@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from service.config import Settings
 from service.dependencies import InferenceDep, SettingsDep, TextDep
 from service.errors import openapi_error_responses
-from service.exceptions import InferenceUnavailable
+from service.exceptions import Forbidden, InferenceUnavailable, Unauthorized
 from service.inference.base import InferenceBackend, RepositoryEntry
 from service.prompting import TextScorer
 from service.responses import model_info
@@ -20,7 +20,7 @@ router = APIRouter(tags=["models"])
 @router.get(
     "/v1/models",
     response_model=ModelsResponse,
-    responses=openapi_error_responses(InferenceUnavailable),
+    responses=openapi_error_responses(Unauthorized, Forbidden, InferenceUnavailable),
     summary="Served models, versions, labels, prompts and whether their weights are trained",
 )
 async def list_models(inference: InferenceDep, settings: SettingsDep, text: TextDep) -> ModelsResponse:

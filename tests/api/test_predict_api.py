@@ -101,6 +101,25 @@ async def test_unknown_model_is_404(client: httpx.AsyncClient) -> None:
     assert response.json()["error"]["code"] == "model_not_found"
 
 
+@pytest.mark.parametrize("name", ["<script>alert(1)</script>", "a" * 65, "../etc/passwd", "x y"])
+async def test_a_model_name_that_cannot_exist_is_refused_not_echoed(
+    client: httpx.AsyncClient, name: str
+) -> None:
+    response = await client.post(
+        "/predict", params={"model": name}, content=png_bytes(100), headers={"Content-Type": "image/png"}
+    )
+    assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_request"
+    assert name not in response.text
+
+
+async def test_openapi_declares_the_api_key_errors_on_every_protected_route(
+    client: httpx.AsyncClient,
+) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    for path, method in (("/predict", "post"), ("/annotate", "post"), ("/v1/models", "get")):
+        assert {"401", "403"} <= set(paths[path][method]["responses"]), path
+
+
 @pytest.mark.parametrize(
     ("error", "status", "retry_after"),
     [(InferenceUnavailable("down", retry_after_s=5), 503, "5"), (InferenceTimeout("slow"), 504, None)],
