@@ -20,7 +20,7 @@ from service.inference.triton import TritonBackend
 from service.inference.triton_detector import triton_nets
 from service.logs import RequestId
 from service.metrics import Metrics
-from service.middleware import BodySizeLimit, HttpMetrics
+from service.middleware import BodySizeLimit, HttpMetrics, UnambiguousFraming
 from service.pipeline import ImagePipeline
 from service.prompting import ClassPrompts, PromptEncoder, TextScorer
 from service.routes import annotate, health, models, predict, web
@@ -203,6 +203,7 @@ def create_app(
     for router in (predict.router, annotate.router, health.router, models.router, web.router):
         app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(UnambiguousFraming)  # before the size limit trusts Content-Length
     app.add_middleware(ApiKeyAuth, key_sha256=settings.api_key_sha256)  # outside the body limit, so first
     app.add_middleware(HttpMetrics, metrics=metrics)
     app.add_middleware(RequestId)  # outermost: every line logged for a request, uvicorn's too, carries its id

@@ -54,7 +54,7 @@ class HttpError:
 HTTP_ERRORS: Final[dict[type[ServiceError], HttpError]] = {
     EmptyPayload: HttpError(400),
     InvalidMultipart: HttpError(400),
-    MalformedRequest: HttpError(400),
+    MalformedRequest: HttpError(400, (("Connection", "close"),)),  # its framing cannot be trusted further
     Unauthorized: HttpError(401, (("WWW-Authenticate", "Bearer"),)),  # RFC 9110 §15.5.2: names its scheme
     Forbidden: HttpError(403),
     # The rest of the body may still arrive: the connection cannot carry another request (RFC 9110 §15.5.9).

@@ -1,4 +1,5 @@
-"""Pure-ASGI middleware: request-body size limit and HTTP metrics (they must see every request)."""
+"""Pure-ASGI middleware: unambiguous framing, request-body size limit and HTTP metrics (they must see every
+request)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,24 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import CLIENT_CLOSED_REQUEST, error_response
-from service.exceptions import PayloadTooLarge
+from service.exceptions import MalformedRequest, PayloadTooLarge
 from service.metrics import Metrics
+
+
+class UnambiguousFraming:
+    """Refuse a request that declares both Transfer-Encoding and Content-Length (RFC 9112 §6.3): a proxy
+    in front may frame it one way and this server the other, the classic request-smuggling setup."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        names = {name for name, _ in scope.get("headers", ())} if scope["type"] == "http" else set()
+        if {b"transfer-encoding", b"content-length"} <= names:
+            refusal = MalformedRequest("a request may declare Transfer-Encoding or Content-Length, not both")
+            await error_response(refusal)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 class BodySizeLimit:

@@ -101,6 +101,14 @@ async def test_unknown_model_is_404(client: httpx.AsyncClient) -> None:
     assert response.json()["error"]["code"] == "model_not_found"
 
 
+async def test_both_transfer_encoding_and_content_length_is_a_400(client: httpx.AsyncClient) -> None:
+    body = png_bytes(100)
+    headers = {"Content-Type": "image/png", "Transfer-Encoding": "chunked", "Content-Length": str(len(body))}
+    response = await client.post("/predict", content=body, headers=headers)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "malformed_request"
+    assert response.headers["connection"] == "close"
+
+
 @pytest.mark.parametrize("name", ["<script>alert(1)</script>", "a" * 65, "../etc/passwd", "x y"])
 async def test_a_model_name_that_cannot_exist_is_refused_not_echoed(
     client: httpx.AsyncClient, name: str
