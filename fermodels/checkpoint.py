@@ -16,7 +16,6 @@ is read as the ``<name>_tiny`` entry.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,12 +80,3 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> Checkpoin
     model, _ = registry.build(model_name(payload), seed=payload["seed"])
     model.load_state_dict(payload["state_dict"])
     return Checkpoint(model.to(device).eval(), ModelConfig.from_json(payload["config"]), payload)
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a checkpoint file: evaluate records it, export checks its metrics belong to the file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

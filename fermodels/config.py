@@ -9,6 +9,8 @@ This module is deliberately dependency-free (no torch, no numpy): the gateway im
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -282,3 +284,53 @@ class TextEncoderConfig:
 
 
 TEXT_ENCODER: Final = TextEncoderConfig()
+
+
+# ----------------------------------------------------------------------------- the committed assets, read
+# Standard library only: the gateway reads them through this module (the only fermodels file it ships).
+
+
+class MissingPromptError(LookupError):
+    """The asset holds no embedding for a prompt; regenerate it with ``python -m fermodels.text --write``."""
+
+
+@dataclass(frozen=True)
+class TextEmbeddings:
+    """Unit-norm embeddings of ``prompts`` (same order) and the encoder that made them."""
+
+    encoder: str
+    dim: int
+    prompts: tuple[str, ...]
+    vectors: tuple[tuple[float, ...], ...]
+
+
+def load_text_embeddings(
+    prompts: tuple[str, ...] | list[str], asset: Path = TEXT_EMBEDDINGS_ASSET
+) -> TextEmbeddings:
+    """The committed embeddings of ``prompts``, in that order; raises MissingPromptError for unknown ones."""
+    data = json.loads(asset.read_text(encoding="utf-8"))
+    table: dict[str, list[float]] = data["embeddings"]
+    missing = [prompt for prompt in prompts if prompt not in table]
+    if missing:
+        raise MissingPromptError(
+            f"{asset.name} has no embedding for {missing}; run `python -m fermodels.text --write`"
+        )
+    vectors = tuple(tuple(table[prompt]) for prompt in prompts)
+    return TextEmbeddings(
+        encoder=data["encoder"], dim=int(data["dim"]), prompts=tuple(prompts), vectors=vectors
+    )
+
+
+def tokenizer_bytes(path: Path) -> bytes:
+    """A tokenizers-library ``tokenizer.json``, gunzipped when the file is ``.gz`` (the committed asset)."""
+    data = path.read_bytes()
+    return gzip.decompress(data) if path.suffix == ".gz" else data
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, read in 1 MiB blocks (weights and checkpoints can be large)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -22,8 +22,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs in the venv (types-tqdm not pinned)
 
-from fermodels.checkpoint import file_digest, load_checkpoint
-from fermodels.config import ModelConfig
+from fermodels.checkpoint import load_checkpoint
+from fermodels.config import ModelConfig, file_sha256
 from fermodels.data import DatasetSpec, build_dataset
 from fermodels.metrics import confusion_matrix, save_confusion_png, summarize
 
@@ -125,7 +125,7 @@ def evaluate(
         "loss": result.loss,
         "data": data.describe(),
         "checkpoint": str(checkpoint),
-        "checkpoint_sha256": file_digest(checkpoint),
+        "checkpoint_sha256": file_sha256(checkpoint),
         "epoch": loaded.payload["epoch"],
         "dataset": data.as_dict(),
         "dropped_samples": dataset.dropped,

@@ -31,10 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fermodels.checkpoint import file_digest, load_checkpoint
+from fermodels.checkpoint import load_checkpoint
 from fermodels.config import (
     EvaluationMetrics,
     ModelConfig,
+    file_sha256,
 )
 from fermodels.repository import (
     CONFIG_FILENAME,
@@ -169,7 +170,7 @@ def read_metrics(checkpoint: Path, path: Path) -> EvaluationMetrics:
             f"--checkpoint {checkpoint} ...` first, or pass --metrics PATH"
         )
     raw: dict[str, Any] = json.loads(path.read_text())
-    if raw.get("checkpoint_sha256") != file_digest(checkpoint):
+    if raw.get("checkpoint_sha256") != file_sha256(checkpoint):
         raise MetricsError(f"{path} is the evaluation of {raw.get('checkpoint')}, not of {checkpoint}")
     return EvaluationMetrics.from_dict(raw)
 

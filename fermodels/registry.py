@@ -14,11 +14,17 @@ from typing import Final, TypeVar
 import torch
 from torch import nn
 
-from fermodels.config import DETECTOR_LANDMARKS, DFEW_LABELS, RAFDB_LABELS, ModelConfig, prompts_for
+from fermodels.config import (
+    DETECTOR_LANDMARKS,
+    DFEW_LABELS,
+    RAFDB_LABELS,
+    ModelConfig,
+    load_text_embeddings,
+    prompts_for,
+)
 from fermodels.models.fer_former import FERFormer
 from fermodels.models.poster import POSTER
 from fermodels.models.stt import STT
-from fermodels.text import load_text_embeddings
 
 Builder = Callable[[int], tuple[nn.Module, ModelConfig]]
 M = TypeVar("M", bound=nn.Module)

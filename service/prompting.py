@@ -8,9 +8,7 @@ without ``prompts=`` costs no encoder call. A caller's prompt is tokenised here 
 from __future__ import annotations
 
 import asyncio
-import gzip
 import hashlib
-import json
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -22,9 +20,12 @@ import numpy as np
 from fermodels.config import (
     TEXT_EMBEDDINGS_ASSET,
     TOKENIZER_ASSET,
+    MissingPromptError,
     ModelConfig,
     TextEncoderConfig,
+    load_text_embeddings,
     prompts_for,
+    tokenizer_bytes,
 )
 from service.arrays import FloatArray
 from service.batching import batches
@@ -59,11 +60,10 @@ def validate_prompts(prompts: Sequence[str], settings: Settings) -> tuple[str, .
 
 
 class ClassPrompts:
-    """Each model's expression prompts with their committed embeddings (the asset is read once)."""
+    """Each model's expression prompts with their committed embeddings (read once per set of prompts)."""
 
     def __init__(self, asset: Path = TEXT_EMBEDDINGS_ASSET) -> None:
         self._asset = asset
-        self._table: dict[str, Any] | None = None
         self._sets: dict[tuple[str, ...], PromptSet] = {}
 
     def of(self, config: ModelConfig) -> PromptSet:
@@ -73,15 +73,11 @@ class ClassPrompts:
         return self._sets[prompts]
 
     def _load(self, prompts: tuple[str, ...]) -> PromptSet:
-        # The format fermodels/text.py writes: {"encoder": ..., "embeddings": {prompt: [floats]}}.
-        if self._table is None:
-            self._table = json.loads(self._asset.read_text(encoding="utf-8"))
-        vectors = self._table["embeddings"]
-        missing = [prompt for prompt in prompts if prompt not in vectors]
-        if missing:
-            raise InferenceFailed(f"no committed text embedding for the model's prompts {missing}")
-        matrix = np.asarray([vectors[prompt] for prompt in prompts], np.float32)
-        return PromptSet(prompts, matrix, str(self._table["encoder"]))
+        try:
+            text = load_text_embeddings(prompts, self._asset)
+        except MissingPromptError as exc:
+            raise InferenceFailed(f"no committed text embedding for the model's prompts: {exc}") from exc
+        return PromptSet(prompts, np.asarray(text.vectors, np.float32), text.encoder)
 
 
 class PromptEncoder:
@@ -177,8 +173,7 @@ def load_tokenizer(path: Path, expected_sha256: str, config: TextEncoderConfig) 
     truncated as the checkpoint is; refuses a file other than the one the served encoder was exported with."""
     from tokenizers import Tokenizer
 
-    data = path.read_bytes()
-    data = gzip.decompress(data) if path.suffix == ".gz" else data
+    data = tokenizer_bytes(path)
     if expected_sha256 and hashlib.sha256(data).hexdigest() != expected_sha256:
         logger.error(
             "tokenizer %s does not match the served text encoder's (sha256 %s)", path, expected_sha256

@@ -10,10 +10,9 @@ import torch
 from torch import nn
 
 from fermodels.cli import main
-from fermodels.config import RAFDB_LABELS, ModelConfig, prompts_for
+from fermodels.config import RAFDB_LABELS, ModelConfig, load_text_embeddings, prompts_for
 from fermodels.export import ExportVerificationError, ServingWrapper, export_model, load_scripted
 from fermodels.models.fer_former import FERFormer
-from fermodels.text import load_text_embeddings
 
 PROMPTS = prompts_for(RAFDB_LABELS)
 CONFIG = ModelConfig(

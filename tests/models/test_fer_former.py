@@ -8,11 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fermodels.config import RAFDB_LABELS, prompts_for
+from fermodels.config import RAFDB_LABELS, load_text_embeddings, prompts_for
 from fermodels.export import ServingWrapper
 from fermodels.models.fer_former import FERFormer
 from fermodels.registry import build
-from fermodels.text import load_text_embeddings
 from tests.models import helpers
 
 BATCH = 3

