@@ -11,7 +11,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from fermodels.config import EvaluationMetrics, ModelConfig, canonical_order, prompts_for
+from fermodels.config import EvaluationMetrics, ModelConfig, TextEncoderConfig, canonical_order, prompts_for
 from service.arrays import FloatArray
 from service.inference.base import ClipOutputs, ImageOutputs, ServedModel
 from service.schemas import (
@@ -27,6 +27,7 @@ from service.schemas import (
     ModelInfo,
     ModelMetrics,
     Point,
+    TextEncoderInfo,
     TextSimilarity,
     TimelineFrame,
     TrackedFace,
@@ -154,6 +155,16 @@ def model_info(model: ServedModel, text_encoder: str = "") -> ModelInfo:
         text_similarity_method=similarity_method(config),
         max_batch_size=model.max_batch_size,
         crop=crop_info(config),
+    )
+
+
+def text_encoder_info(config: TextEncoderConfig) -> TextEncoderInfo:
+    return TextEncoderInfo(
+        encoder=config.encoder,
+        dim=config.dim,
+        max_tokens=config.max_tokens,
+        weights=config.weights,
+        license=config.license,
     )
 
 

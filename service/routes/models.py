@@ -10,8 +10,8 @@ from service.errors import openapi_error_responses
 from service.exceptions import Forbidden, InferenceUnavailable, Unauthorized
 from service.inference.base import InferenceBackend, RepositoryEntry
 from service.prompting import TextScorer
-from service.responses import model_info
-from service.schemas import ModelsResponse, ModelState, TextEncoderInfo
+from service.responses import model_info, text_encoder_info
+from service.schemas import ModelsResponse, ModelState
 from service.vision.mtcnn import TRITON_STAGES
 
 router = APIRouter(tags=["models"])
@@ -49,15 +49,11 @@ async def _model_state(
 
 
 async def _text_encoder_state(inference: InferenceBackend, status: RepositoryEntry) -> ModelState:
-    state = ModelState(name=status.name, version=status.version, state=status.state, kind="text_encoder")
-    if not status.ready:
-        return state
-    config = (await inference.served_text_encoder(status.name)).config
-    info = TextEncoderInfo(
-        encoder=config.encoder,
-        dim=config.dim,
-        max_tokens=config.max_tokens,
-        weights=config.weights,
-        license=config.license,
+    encoder = await inference.served_text_encoder(status.name) if status.ready else None
+    return ModelState(
+        name=status.name,
+        version=status.version,
+        state=status.state,
+        kind="text_encoder",
+        text_encoder=text_encoder_info(encoder.config) if encoder else None,
     )
-    return state.model_copy(update={"text_encoder": info})
