@@ -247,6 +247,9 @@ def canonical_order(labels: tuple[str, ...]) -> tuple[int, ...]:
 
 
 TEXT_ENCODER_PARAMETER_KEY: Final = "fer_text_encoder"
+# The text encoder's tensors (INPUT__i in this order: token ids, attention mask) and its embedding output.
+TEXT_ENCODER_INPUTS: Final = ("INPUT__0", "INPUT__1")
+TEXT_ENCODER_OUTPUT: Final = "OUTPUT__0"
 
 # Committed assets the gateway reads too (its image copies them next to this file): the expression prompts'
 # embeddings (fermodels/text.py writes them) and the text encoder's tokenizer (fermodels/text_export.py).

@@ -24,7 +24,14 @@ from torch import nn
 
 from fermodels.config import DETECTOR_STAGES, DetectorStage
 from fermodels.export import check_version, save_verified, torchscript_deprecation_silenced
-from fermodels.repository import CONFIG_FILENAME, MODEL_FILENAME, pbtxt_escape, render_warmup
+from fermodels.repository import (
+    CONFIG_FILENAME,
+    MODEL_FILENAME,
+    render_libtorch_options,
+    render_parameter,
+    render_tensor,
+    render_warmup,
+)
 
 DETECTOR_PARAMETER_KEY: Final = "fer_detector"
 WEIGHTS: Final = "facenet-pytorch 2.6.0 wheel, facenet_pytorch/data/{}.pt (MIT)"
@@ -79,23 +86,15 @@ def render_stage_config(stage: DetectorStage) -> str:
         "instance_group [ { count: 1 } ]",
         "version_policy: { latest: { num_versions: 1 } }",
         _warmup(stage),
-        _parameter(DETECTOR_PARAMETER_KEY, provenance),
-        'parameters { key: "INFERENCE_MODE" value { string_value: "true" } }',
-        'parameters { key: "DISABLE_OPTIMIZED_EXECUTION" value { string_value: "true" } }',
-        # See fermodels/export.py: on a CPU host extra OpenMP threads fight the gateway for the cores.
-        'parameters { key: "INTRA_OP_THREAD_COUNT" value { string_value: "1" } }',
+        render_parameter(DETECTOR_PARAMETER_KEY, provenance),
+        render_libtorch_options(),
         "",
     ]
     return "\n".join(lines)
 
 
-def _parameter(key: str, value: str) -> str:
-    return f'parameters {{ key: "{key}" value {{ string_value: "{pbtxt_escape(value)}" }} }}'
-
-
 def _tensor(name: str, dims: tuple[int, ...]) -> str:
-    shown = ", ".join(str(d) for d in dims)
-    return f'  {{\n    name: "{name}"\n    data_type: TYPE_FP32\n    dims: [ {shown} ]\n  }}'
+    return render_tensor(name, ", ".join(str(d) for d in dims))
 
 
 def _warmup(stage: DetectorStage) -> str:

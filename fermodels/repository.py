@@ -116,22 +116,25 @@ def default_preferred_batch_sizes(max_batch_size: int) -> list[int]:
 
 
 def _io_section(config: ModelConfig) -> str:
-    landmarks = f",\n{_tensor(LANDMARKS_INPUT, _dims(landmark_dims(config)))}" if config.num_landmarks else ""
+    landmarks = (
+        f",\n{render_tensor(LANDMARKS_INPUT, _dims(landmark_dims(config)))}" if config.num_landmarks else ""
+    )
     return f"""input [
-{_tensor(IMAGE_INPUT, _dims(input_dims(config)))}{landmarks}
+{render_tensor(IMAGE_INPUT, _dims(input_dims(config)))}{landmarks}
 ]
 output [
-{_tensor(PROBABILITIES_OUTPUT, str(config.num_classes), f'label_filename: "{LABELS_FILENAME}"')},
-{_tensor(EMBEDDING_OUTPUT, str(config.embed_dim))}{_text_output(config)}
+{render_tensor(PROBABILITIES_OUTPUT, str(config.num_classes), f'label_filename: "{LABELS_FILENAME}"')},
+{render_tensor(EMBEDDING_OUTPUT, str(config.embed_dim))}{_text_output(config)}
 ]"""
 
 
 def _text_output(config: ModelConfig) -> str:
-    return f",\n{_tensor(TEXT_OUTPUT, str(len(config.prompts)))}" if config.has_text_side else ""
+    return f",\n{render_tensor(TEXT_OUTPUT, str(len(config.prompts)))}" if config.has_text_side else ""
 
 
-def _tensor(name: str, dims: str, extra: str = "") -> str:
-    lines = ["  {", f'    name: "{name}"', "    data_type: TYPE_FP32", f"    dims: [ {dims} ]"]
+def render_tensor(name: str, dims: str, extra: str = "", data_type: str = "TYPE_FP32") -> str:
+    """One entry of config.pbtxt's ``input`` or ``output`` list (every export writes them alike)."""
+    lines = ["  {", f'    name: "{name}"', f"    data_type: {data_type}", f"    dims: [ {dims} ]"]
     return "\n".join([*lines, *([f"    {extra}"] if extra else []), "  }"])
 
 
@@ -157,18 +160,18 @@ def _warmup_section(config: ModelConfig) -> str:
     return render_warmup(_dims(input_dims(config)), *landmarks)
 
 
-def render_warmup(*dims: str) -> str:
+def render_warmup(*dims: str, data_type: str = "TYPE_FP32", name: str = "zeros_batch_1") -> str:
     """Triton's warm-up: one all-zeros request of batch 1 with INPUT__i of ``dims[i]`` (e.g. "3, 64, 64")."""
     inputs = "\n".join(
         f"""    inputs {{
       key: "INPUT__{index}"
-      value {{ data_type: TYPE_FP32, dims: [ {shape} ], zero_data: true }}
+      value {{ data_type: {data_type}, dims: [ {shape} ], zero_data: true }}
     }}"""
         for index, shape in enumerate(dims)
     )
     return f"""model_warmup [
   {{
-    name: "zeros_batch_1"
+    name: "{name}"
     batch_size: 1
 {inputs}
   }}
@@ -176,24 +179,29 @@ def render_warmup(*dims: str) -> str:
 
 
 def _parameters_section(config: ModelConfig) -> str:
+    return "\n".join([render_parameter(PBTXT_PARAMETER_KEY, config.to_json()), render_libtorch_options()])
+
+
+def render_libtorch_options() -> str:
+    """The libtorch backend options every model of this repository is served with (detector and text
+    encoder too)."""
     return "\n".join(
         [
-            _parameter(PBTXT_PARAMETER_KEY, config.to_json()),
             # libtorch backend option: run under torch.inference_mode() (no autograd bookkeeping).
-            _parameter("INFERENCE_MODE", "true"),
+            render_parameter("INFERENCE_MODE", "true"),
             # libtorch backend option: TorchScript's profiling optimiser re-specialises for every new batch
             # size the dynamic batcher forms; measured here, FER-former batch 8 spiked from 27 ms to 845 ms.
-            _parameter("DISABLE_OPTIMIZED_EXECUTION", "true"),
+            render_parameter("DISABLE_OPTIMIZED_EXECUTION", "true"),
             # libtorch backend option: one intra-op thread per instance. These nets are small (a batch of
             # 16 mini-Xception crops is a few ms on one core), and on a CPU host every extra OpenMP thread
             # spins against the gateway's face detector on the same cores: measured on 2 cores, MTCNN under
             # oversubscription ran 4-8x slower. Scale with instance_group count instead.
-            _parameter("INTRA_OP_THREAD_COUNT", "1"),
+            render_parameter("INTRA_OP_THREAD_COUNT", "1"),
         ]
     )
 
 
-def _parameter(key: str, value: str) -> str:
+def render_parameter(key: str, value: str) -> str:
     return f'parameters {{ key: "{key}" value {{ string_value: "{pbtxt_escape(value)}" }} }}'
 
 

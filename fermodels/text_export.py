@@ -27,6 +27,8 @@ import torch
 from fermodels.config import (
     CANONICAL_LABELS,
     TEXT_ENCODER,
+    TEXT_ENCODER_INPUTS,
+    TEXT_ENCODER_OUTPUT,
     TEXT_ENCODER_PARAMETER_KEY,
     TOKENIZER_ASSET,
     TextEncoderConfig,
@@ -35,10 +37,16 @@ from fermodels.config import (
     prompts_for,
     tokenizer_bytes,
 )
-from fermodels.detector_export import _parameter
 from fermodels.export import check_version, torchscript_deprecation_silenced
 from fermodels.models.minilm import SentenceEncoder, load_minilm
-from fermodels.repository import CONFIG_FILENAME, MODEL_FILENAME
+from fermodels.repository import (
+    CONFIG_FILENAME,
+    MODEL_FILENAME,
+    render_libtorch_options,
+    render_parameter,
+    render_tensor,
+    render_warmup,
+)
 from fermodels.text import MINILM_PACKAGE, _minilm_dir, _version, embed_prompts
 
 # Compared with the reference encoder at export: short, long, punctuation, a caller-style paraphrase.
@@ -144,47 +152,25 @@ def verify(encoder: SentenceEncoder | torch.jit.ScriptModule, tokenizer_file: Pa
 
 
 def render_text_config(config: TextEncoderConfig) -> str:
-    tensors = (
-        ("input", "INPUT__0", "TYPE_INT64", "-1"),
-        ("input", "INPUT__1", "TYPE_INT64", "-1"),
-        ("output", "OUTPUT__0", "TYPE_FP32", str(config.dim)),
-    )
-    blocks = {
-        kind: [_tensor(name, dtype, dims) for k, name, dtype, dims in tensors if k == kind]
-        for kind in ("input", "output")
-    }
+    inputs = [render_tensor(name, "-1", data_type="TYPE_INT64") for name in TEXT_ENCODER_INPUTS]
     return "\n".join(
         [
             "# Written by `python -m fermodels export-text`: re-export rather than edit by hand.",
             f'name: "{config.name}"',
             'platform: "pytorch_libtorch"',
             f"max_batch_size: {config.max_batch_size}",
-            "input [\n" + ",\n".join(blocks["input"]) + "\n]",
-            "output [\n" + ",\n".join(blocks["output"]) + "\n]",
+            "input [\n" + ",\n".join(inputs) + "\n]",
+            f"output [\n{render_tensor(TEXT_ENCODER_OUTPUT, str(config.dim))}\n]",
             # Prompts of concurrent requests padded to the same length share one forward call.
             "dynamic_batching { max_queue_delay_microseconds: 1000 }",
             "instance_group [ { count: 1 } ]",
             "version_policy: { latest: { num_versions: 1 } }",
-            _warmup(),
-            _parameter(TEXT_ENCODER_PARAMETER_KEY, config.to_json()),
-            'parameters { key: "INFERENCE_MODE" value { string_value: "true" } }',
-            'parameters { key: "DISABLE_OPTIMIZED_EXECUTION" value { string_value: "true" } }',
-            # See fermodels/export.py: on a CPU host extra OpenMP threads fight the gateway for the cores.
-            'parameters { key: "INTRA_OP_THREAD_COUNT" value { string_value: "1" } }',
+            # All zeros: [PAD] ids and an empty mask still run every layer (the pooled zero vector is finite).
+            render_warmup(
+                str(WARMUP_TOKENS), str(WARMUP_TOKENS), data_type="TYPE_INT64", name="tokens_batch_1"
+            ),
+            render_parameter(TEXT_ENCODER_PARAMETER_KEY, config.to_json()),
+            render_libtorch_options(),
             "",
         ]
     )
-
-
-def _tensor(name: str, dtype: str, dims: str) -> str:
-    return f'  {{\n    name: "{name}"\n    data_type: {dtype}\n    dims: [ {dims} ]\n  }}'
-
-
-def _warmup() -> str:
-    # All zeros: [PAD] ids and an empty mask still run every layer (the pooled zero vector stays finite).
-    inputs = "\n".join(
-        f'    inputs {{\n      key: "{name}"\n      value {{ data_type: TYPE_INT64, '
-        f"dims: [ {WARMUP_TOKENS} ], {fill}: true }}\n    }}"
-        for name, fill in (("INPUT__0", "zero_data"), ("INPUT__1", "zero_data"))
-    )
-    return f'model_warmup [\n  {{\n    name: "tokens_batch_1"\n    batch_size: 1\n{inputs}\n  }}\n]'
