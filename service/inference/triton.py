@@ -10,7 +10,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,8 @@ from fermodels.config import (
     LANDMARKS_INPUT,
     PBTXT_PARAMETER_KEY,
     PROBABILITIES_OUTPUT,
+    TEXT_ENCODER_INPUTS,
+    TEXT_ENCODER_OUTPUT,
     TEXT_ENCODER_PARAMETER_KEY,
     ModelConfig,
     TextEncoderConfig,
@@ -40,6 +42,8 @@ from service.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
+NamedTensors = Sequence[tuple[str, FloatArray | IntArray]]  # (input name, values)
+_TRITON_DTYPES: dict[type, str] = {np.float32: "FP32", np.int64: "INT64"}
 # gRPC reconnect backoff grows to 120 s by default; a restarted Triton should be found within seconds.
 _GRPC_CHANNEL_ARGS = [
     ("grpc.max_send_message_length", 2**31 - 1),
@@ -158,23 +162,9 @@ class TritonBackend:
         """One Triton call with N tokenised prompts (ids and attention mask, N x L)."""
         if len(ids) > encoder.config.max_batch_size:
             raise ValueError(f"{len(ids)} prompts exceed max_batch_size {encoder.config.max_batch_size}")
-        start, outcome = time.perf_counter(), "error"
-        try:
-            result = await self._call(functools.partial(self._send_tokens, encoder.name, ids, mask))
-            outcome = "ok"
-        finally:
-            self._metrics.triton_seconds.labels(encoder.name, outcome).observe(time.perf_counter() - start)
-        return np.asarray(result.as_numpy("OUTPUT__0"), dtype=np.float32)
-
-    async def _send_tokens(self, name: str, ids: IntArray, mask: IntArray, client: Any) -> Any:
-        inputs = []
-        for index, array in enumerate((ids, mask)):
-            contiguous = np.ascontiguousarray(array, dtype=np.int64)
-            tensor = self._module.InferInput(f"INPUT__{index}", list(contiguous.shape), "INT64")
-            tensor.set_data_from_numpy(contiguous)
-            inputs.append(tensor)
-        outputs = [self._module.InferRequestedOutput("OUTPUT__0")]
-        return await client.infer(name, inputs, outputs=outputs)
+        inputs = list(zip(TEXT_ENCODER_INPUTS, (ids, mask), strict=True))
+        result = await self._timed_infer(encoder.name, inputs, (TEXT_ENCODER_OUTPUT,))
+        return np.asarray(result.as_numpy(TEXT_ENCODER_OUTPUT), dtype=np.float32)
 
     async def _timed_call(
         self, model: ServedModel, batch: FloatArray, landmarks: FloatArray | None = None
@@ -182,29 +172,39 @@ class TritonBackend:
         if len(batch) > model.max_batch_size:
             raise ValueError(f"{len(batch)} items exceed max_batch_size {model.max_batch_size}")
         self._metrics.batch_size.labels(model.name).observe(len(batch))
+        inputs: list[tuple[str, FloatArray | IntArray]] = [(IMAGE_INPUT, batch)]
+        if landmarks is not None:
+            inputs.append((LANDMARKS_INPUT, landmarks))
+        return await self._timed_infer(model.name, inputs, model.config.output_names)
+
+    async def _timed_infer(self, name: str, inputs: NamedTensors, outputs: tuple[str, ...]) -> Any:
+        """One inference call of any model, timed into fer_triton_request_duration_seconds."""
         start, outcome = time.perf_counter(), "error"
         try:
-            inputs = (
-                [(IMAGE_INPUT, batch)]
-                if landmarks is None
-                else [(IMAGE_INPUT, batch), (LANDMARKS_INPUT, landmarks)]
-            )
-            result = await self._call(functools.partial(self._send, model, inputs))
+            result = await self._call(functools.partial(self._send, name, inputs, outputs))
             outcome = "ok"
         finally:
-            self._metrics.triton_seconds.labels(model.name, outcome).observe(time.perf_counter() - start)
+            self._metrics.triton_seconds.labels(name, outcome).observe(time.perf_counter() - start)
         return result
 
-    async def _send(self, model: ServedModel, inputs: list[tuple[str, FloatArray]], client: Any) -> Any:
+    async def _send(
+        self,
+        name: str,
+        inputs: NamedTensors,
+        outputs: tuple[str, ...],
+        client: Any,
+    ) -> Any:
         module = self._module
         infer_inputs = []
-        for name, values in inputs:
-            contiguous = np.ascontiguousarray(values, dtype=np.float32)
-            infer_input = module.InferInput(name, list(contiguous.shape), "FP32")
+        for input_name, values in inputs:
+            # The contract's dtypes: FP32 crops and landmarks, INT64 token ids and masks.
+            dtype = np.int64 if np.issubdtype(values.dtype, np.integer) else np.float32
+            contiguous = np.ascontiguousarray(values, dtype=dtype)
+            infer_input = module.InferInput(input_name, list(contiguous.shape), _TRITON_DTYPES[dtype])
             infer_input.set_data_from_numpy(contiguous)
             infer_inputs.append(infer_input)
-        outputs = [module.InferRequestedOutput(name) for name in model.config.output_names]
-        return await client.infer(model.name, infer_inputs, outputs=outputs)
+        requested = [module.InferRequestedOutput(output) for output in outputs]
+        return await client.infer(name, infer_inputs, outputs=requested)
 
     # -- error mapping ---------------------------------------------------------------------------
     async def _call(self, operation: Callable[[Any], Awaitable[Any]]) -> Any:
