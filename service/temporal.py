@@ -12,11 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
-from service.arrays import FloatArray
-
-Float64Array = npt.NDArray[np.float64]
+from service.arrays import Float64Array, FloatArray
 
 
 @dataclass(frozen=True)
@@ -29,7 +26,7 @@ class Segment:
 
 def weighted_mean(probabilities: FloatArray, weights: Float64Array) -> FloatArray:
     """``[T, C]`` per-frame distributions and ``[T]`` weights (detection scores) → one ``[C]``."""
-    w = np.maximum(weights.astype(np.float64), 1e-6)  # a zero score must not zero the whole track
+    w = _floored(weights)
     mean = (probabilities.astype(np.float64) * w[:, None]).sum(axis=0) / w.sum()
     result: FloatArray = (mean / mean.sum()).astype(np.float32)
     return result
@@ -40,10 +37,16 @@ def smooth(
 ) -> FloatArray:
     """Each frame's distribution replaced by the weighted mean over the frames within ``window_s / 2``."""
     near = np.abs(timestamps[:, None] - timestamps[None, :]) <= window_s / 2.0 + 1e-9  # T x T, diagonal set
-    w = near * np.maximum(weights.astype(np.float64), 1e-6)[None, :]
+    w = near * _floored(weights)[None, :]
     mixed = (w @ probabilities.astype(np.float64)) / w.sum(axis=1, keepdims=True)
     result: FloatArray = mixed.astype(np.float32)
     return result
+
+
+def _floored(weights: Float64Array) -> Float64Array:
+    """Detection-score weights, floored: a zero score must not zero a track (or a window) out."""
+    floored: Float64Array = np.maximum(weights.astype(np.float64), 1e-6)
+    return floored
 
 
 def segments(smoothed: FloatArray, timestamps: Float64Array, min_duration_s: float) -> list[Segment]:
@@ -64,13 +67,8 @@ def segments(smoothed: FloatArray, timestamps: Float64Array, min_duration_s: flo
 
 
 def _runs(labels: list[int]) -> list[tuple[int, int, int]]:
-    runs: list[tuple[int, int, int]] = []
-    for index, label in enumerate(labels):
-        if runs and runs[-1][0] == label:
-            runs[-1] = (label, runs[-1][1], index)
-        else:
-            runs.append((label, index, index))
-    return runs
+    """(label, first, last) runs of equal consecutive labels: each frame a run of one, joined."""
+    return _rejoin([(label, index, index) for index, label in enumerate(labels)])
 
 
 def _merge(
