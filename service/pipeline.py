@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from functools import cached_property
 from typing import TypeVar
 
@@ -60,11 +61,16 @@ class PipelineBase:
     def _selection(self) -> FaceSelection:
         return FaceSelection(self._settings.max_faces, self._settings.detector_min_score)
 
-    def _embed_caller_prompts(self, prompts: tuple[str, ...]) -> asyncio.Task[PromptSet]:
-        """Started first, so the encoder call (or cache hit) overlaps decode and detection."""
+    @asynccontextmanager
+    async def _caller_prompts(self, prompts: tuple[str, ...]) -> AsyncIterator[asyncio.Task[PromptSet]]:
+        """The caller's prompts embedding, started first so the encoder call (or cache hit) overlaps
+        decode and detection; cancelled on the way out (a no-op once it finished)."""
         task = asyncio.ensure_future(self._text.caller(prompts))
         task.add_done_callback(_retrieve)  # a failure surfaces where it is awaited, never as a stray log
-        return task
+        try:
+            yield task
+        finally:
+            task.cancel()
 
     async def _infer_images(
         self, model: ServedModel, crops: FloatArray, landmarks: FloatArray
@@ -89,11 +95,8 @@ class ImagePipeline(PipelineBase):
     async def predict(
         self, data: bytes, model_name: str | None, prompts: tuple[str, ...] = ()
     ) -> PredictResponse:
-        caller = self._embed_caller_prompts(prompts)
-        try:
+        async with self._caller_prompts(prompts) as caller:
             return await self._predict(data, model_name, caller)
-        finally:
-            caller.cancel()  # a no-op once it finished
 
     async def _predict(
         self, data: bytes, model_name: str | None, caller: asyncio.Task[PromptSet]

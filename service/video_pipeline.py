@@ -86,11 +86,8 @@ class VideoPipeline(PipelineBase):
         model_name: str | None,
         prompts: tuple[str, ...] = (),
     ) -> VideoPredictResponse:
-        caller = self._embed_caller_prompts(prompts)
-        try:
+        async with self._caller_prompts(prompts) as caller:
             return await self._predict(data, container, options, model_name, caller)
-        finally:
-            caller.cancel()
 
     async def _predict(
         self,
