@@ -62,7 +62,7 @@ def model_outputs(model: nn.Module, config: ModelConfig, inputs: torch.Tensor) -
     """The training view of a model on normalised RGB input (what the datasets yield): both heads'
     logits (class, text similarity) from ``forward`` for a model with prompts, else the class logits of
     ``forward_serving`` (normalised RGB whatever ``forward`` takes, e.g. mini-Xception's grey)."""
-    if config.prompts:
+    if config.has_text_side:
         outputs: ModelOutputs = model(*model_inputs(config, inputs))
         return outputs
     return serving_outputs(model, config, inputs)[0]

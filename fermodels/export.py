@@ -119,10 +119,10 @@ def channel_stats(values: tuple[float, float, float], config: ModelConfig) -> to
 def serving_wrapper(model: nn.Module, config: ModelConfig) -> nn.Module:
     """The contract's wrapper for this model: with text similarity when the config has prompts, with a
     landmark input when it has ``num_landmarks``."""
-    if config.prompts and config.num_landmarks:
+    if config.has_text_side and config.num_landmarks:
         raise ValueError("no serving contract has both prompts and landmarks")
     wrapper: type[_Normalising] = ClassifierServingWrapper
-    if config.prompts:
+    if config.has_text_side:
         wrapper = ServingWrapper
     elif config.num_landmarks:
         wrapper = LandmarkServingWrapper
@@ -241,7 +241,7 @@ def _run(module: nn.Module | torch.jit.ScriptModule, inputs: Inputs) -> Outputs:
 def _check_shapes(outputs: Outputs, config: ModelConfig) -> None:
     batch = outputs[0].shape[0]
     expected: tuple[tuple[int, int], ...] = ((batch, config.num_classes), (batch, config.embed_dim))
-    if config.prompts:
+    if config.has_text_side:
         expected = (*expected, (batch, len(config.prompts)))
     actual = tuple(tuple(output.shape) for output in outputs)
     if actual != expected:

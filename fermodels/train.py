@@ -171,7 +171,7 @@ def build_objective(
     if options.objective == "ce":
         return None
     if options.objective == "kefer":
-        if not config.prompts:
+        if not config.has_text_side:
             raise ValueError(
                 f"objective 'kefer' needs a model with a text side (prompts); {config.name!r} has none"
             )
