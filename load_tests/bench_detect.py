@@ -4,8 +4,10 @@
     python -m load_tests.bench_detect --requests 30 --concurrency 1,4,16
 
 1. Detector: facenet-pytorch's own ``MTCNN.detect`` (the reference) against our cascade
-   (service/vision/mtcnn.py) at 0.2 MP (messi5.jpg, one face), on a 1080p frame with several faces
-   (insightface's t1.jpg group photo on a 1920x1080 canvas) and on a batch of 8 clip frames (Megamind.avi).
+   (service/vision/mtcnn.py, on the gateway's default OpenVINO runtime and on torch channels-last) at
+   0.2 MP (messi5.jpg, one face), on a 1080p frame with several faces (insightface's t1.jpg group photo on
+   a 1920x1080 canvas) and on a batch of 8 clip frames (Megamind.avi); then each net alone on the inputs
+   the cascade gives it for messi5, in every runtime installed (why the gateway runs OpenVINO).
 2. Throughput on OpenCV's messi5.jpg and scikit-image's astronaut, alternating:
    the naive in-process loop a user would write (facenet-pytorch MTCNN, then the served TorchScript
    mini-Xception per face, batch 1), the service (its own process + the local Triton) at each concurrency,
@@ -16,10 +18,15 @@ Nothing here asserts on time: speed is reported, not tested.
 
 from __future__ import annotations
 
+import os
+
+# As the gateway sets it (service/__main__.py), before torch loads libgomp: the detector is measured as it
+# runs there. facenet-pytorch's times are the same either way (README benchmark notes).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import asyncio
 import json
-import os
 import platform
 import statistics
 import subprocess
@@ -39,26 +46,31 @@ from PIL import Image
 from devstack.media import ROOT, ensure_face_photos, ensure_media
 from devstack.stack import free_port, wait_until_ready
 from service.triton_local import LocalTriton
-from service.vision.mtcnn import CascadeDetector
+from service.vision.mtcnn import CascadeDetector, CascadeNets, Net, SummedArea, crops, load_nets, pyramid
+from service.vision.openvino_nets import openvino_nets
 
 MODEL_FILE = ROOT / "model_repository" / "mini_xception_fer2013" / "1" / "model.pt"
 PEER_PYTHON = ROOT / ".cache" / "peer-venv" / "bin" / "python"
 THRESHOLDS = (0.6, 0.7, 0.7)
 
 
-def paired_ms(
-    first: Callable[[], object], second: Callable[[], object], repeats: int = 11
-) -> tuple[float, float]:
-    """Median ms of each, timed alternately (A, B, A, B, ...): a shared VM's speed drifts between runs, and
-    alternating puts both under the same drift."""
-    first(), second()  # warm-up
-    times: tuple[list[float], list[float]] = ([], [])
+def alternating_ms(calls: list[Callable[[], object]], repeats: int = 11) -> list[float]:
+    """Median ms of each call, timed in turn (A, B, C, A, B, C, ...): a shared VM's speed drifts between
+    runs, and alternating puts every call under the same drift."""
+    for call in calls:
+        call()  # warm-up
+    times: list[list[float]] = [[] for _ in calls]
     for _ in range(repeats):
-        for call, sink in ((first, times[0]), (second, times[1])):
+        for call, sink in zip(calls, times, strict=True):
             start = time.perf_counter()
             call()
             sink.append(time.perf_counter() - start)
-    return statistics.median(times[0]) * 1000.0, statistics.median(times[1]) * 1000.0
+    return [statistics.median(sink) * 1000.0 for sink in times]
+
+
+def paired_ms(first: Callable[[], object], second: Callable[[], object]) -> tuple[float, float]:
+    theirs, ours = alternating_ms([first, second])
+    return theirs, ours
 
 
 # ----------------------------------------------------------------------------- 1. the detector
@@ -82,27 +94,90 @@ def detector_cases() -> list[tuple[str, list[np.ndarray]]]:
     ]
 
 
-def _detector_row(name: str, images: list[np.ndarray], reference: object, ours: CascadeDetector) -> str:
+def _detector_row(
+    name: str, images: list[np.ndarray], reference: object, ours: dict[str, CascadeDetector]
+) -> str:
     # facenet-pytorch's batch mode wants a 4-D array; one image goes in as itself.
     sample = np.stack(images) if len(images) > 1 else images[0]
+    cells = []
     with torch.inference_mode():
-        theirs, mine = paired_ms(
-            lambda: reference.detect(sample),  # type: ignore[attr-defined]
-            lambda: ours.detect_many(images),
-        )
-        faces = sum(len(found) for found in ours.detect_many(images))
-    return f"| {name} | {faces} | {theirs:.1f} | {mine:.1f} | {theirs / mine:.2f}x |"
+        for detector in ours.values():
+            theirs, mine = paired_ms(
+                lambda: reference.detect(sample),  # type: ignore[attr-defined]
+                lambda d=detector: d.detect_many(images),  # type: ignore[misc]
+            )
+            cells.append(f"{theirs:.1f} | {mine:.1f} | {theirs / mine:.2f}x")
+        faces = sum(len(found) for found in next(iter(ours.values())).detect_many(images))
+    return f"| {name} | {faces} | " + " | ".join(cells) + " |"
 
 
-def bench_detector() -> list[str]:
+def bench_detector(threads: int) -> list[str]:
     from facenet_pytorch import MTCNN
 
     reference = MTCNN(keep_all=True, thresholds=list(THRESHOLDS), min_face_size=20, post_process=False)
-    ours = CascadeDetector(thresholds=THRESHOLDS, min_face_size=20)
-    rows = ["| input | faces | facenet-pytorch detect ms | ours ms | speed-up |", "|---|---|---|---|---|"]
+    ours = {
+        "OpenVINO (default)": CascadeDetector(
+            thresholds=THRESHOLDS, min_face_size=20, nets=openvino_nets(threads)
+        ),
+        "torch channels-last": CascadeDetector(thresholds=THRESHOLDS, min_face_size=20),
+    }
+    head = " | ".join(f"facenet-pytorch ms | ours, {runtime} ms | speed-up" for runtime in ours)
+    rows = [f"| input | faces | {head} |", "|---|---|" + "---|---|---|" * len(ours)]
     for name, images in detector_cases():
         rows.append(_detector_row(name, images, reference, ours))
     return rows
+
+
+def net_inputs(image: np.ndarray) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """What the cascade feeds each net for this image: P-Net's pyramid levels, then R-Net's and O-Net's
+    crops of the candidates the torch cascade finds (their count is printed with the table)."""
+    from service.vision.mtcnn import _as_tensor, normalised
+
+    table = SummedArea(_as_tensor(image))
+    levels = [
+        normalised(table.level((int(table.height * s + 1), int(table.width * s + 1))))
+        for s in pyramid((table.height, table.width), 20)
+    ]
+    detector = CascadeDetector(thresholds=THRESHOLDS, min_face_size=20)
+    proposals = detector._proposals([table], [20])
+    refined = detector._refine([table], proposals)
+    return levels, crops([table], proposals, 24), crops([table], refined, 48)
+
+
+def bench_nets(threads: int) -> list[str]:
+    """Each net alone, timed alternately in every runtime: the measurement the default runtime rests on."""
+    image = np.asarray(Image.open(ensure_media() / "messi5.jpg").convert("RGB"))
+    levels, rnet_in, onet_in = net_inputs(image)
+    default_layout = tuple(net.to(memory_format=torch.contiguous_format) for net in load_nets())
+    runtimes: dict[str, CascadeNets] = {
+        "torch default layout": CascadeNets(*default_layout),
+        "torch channels-last": CascadeNets(*load_nets()),
+        "OpenVINO": openvino_nets(threads),
+    }
+    stages: list[tuple[str, Callable[[CascadeNets], Net], list[torch.Tensor]]] = [
+        (f"P-Net, {len(levels)} pyramid levels", lambda n: n.pnet, levels),
+        (f"R-Net, {len(rnet_in)} candidates", lambda n: n.rnet, [rnet_in]),
+        (f"O-Net, {len(onet_in)} candidates", lambda n: n.onet, [onet_in]),
+    ]
+    rows = [
+        "| net (messi5) | " + " | ".join(f"{runtime} ms" for runtime in runtimes) + " |",
+        "|---|" + "---|" * len(runtimes),
+    ]
+    with torch.inference_mode():
+        for name, pick, inputs in stages:
+            # The default-layout nets get default-layout inputs (the cascade builds channels-last ones).
+            calls = [
+                _run_all(
+                    pick(nets), [x.contiguous() for x in inputs] if runtime.endswith("layout") else inputs
+                )
+                for runtime, nets in runtimes.items()
+            ]
+            rows.append(f"| {name} | " + " | ".join(f"{ms:.1f}" for ms in alternating_ms(calls, 21)) + " |")
+    return rows
+
+
+def _run_all(net: Net, inputs: list[torch.Tensor]) -> Callable[[], object]:
+    return lambda: [net(x) for x in inputs]
 
 
 # ----------------------------------------------------------------------------- 2. throughput
@@ -273,7 +348,9 @@ def main(argv: list[str] | None = None) -> int:
         f"# {platform.node()}: {os.cpu_count()} CPUs, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}"
     )
     if not args.skip_detector:
-        print("\n".join(bench_detector()), end="\n\n")
+        threads = min(2, os.cpu_count() or 1)
+        print("\n".join(bench_detector(threads)), end="\n\n")
+        print("\n".join(bench_nets(threads)), end="\n\n")
     paths = photos()
     results = [naive_loop(paths, args.requests)]
     bodies = [p.read_bytes() for p in paths]

@@ -121,6 +121,12 @@ class Settings(BaseSettings):
         "mtcnn_pnet/rnet/onet models of the Triton repository (`python -m fermodels export-detector`), "
         "e.g. on the GPU next to the FER models; the cascade's logic stays in the gateway either way.",
     )
+    detector_runtime: Literal["openvino", "torch"] = Field(
+        "openvino",
+        description="How the local nets run on the CPU (FER_DETECTOR_BACKEND=local, FER_DEVICE=cpu): "
+        "'openvino' compiles them for this CPU (the fastest measured, see the README benchmark), 'torch' "
+        "runs facenet-pytorch's modules channels-last. A CUDA device always uses torch.",
+    )
     detector_max_side: int = Field(
         1280,
         ge=0,
@@ -151,7 +157,11 @@ class Settings(BaseSettings):
         0.9, ge=0.0, le=1.0, description="Faces with a final detection score below this are dropped."
     )
     device: str = Field("cpu", description="Torch device for face detection and alignment (cpu, cuda:0).")
-    torch_threads: int = Field(2, ge=1, description="Intra-op threads torch may use in the gateway.")
+    torch_threads: int = Field(
+        2,
+        ge=1,
+        description="Intra-op threads torch may use in the gateway; also the OpenVINO detector's threads.",
+    )
     cpu_workers: int = Field(
         8,
         ge=1,

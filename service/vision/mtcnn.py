@@ -127,12 +127,15 @@ class CascadeDetector:
         from torchvision.ops import batched_nms
 
         found, groups, owners = [], [], []
-        for index, image in enumerate(images):
-            for level, scale in enumerate(pyramid((image.height, image.width), min_face_sizes[index])):
-                boxes, _ = generateBoundingBox(*self._pnet_on(image, scale), scale, self._thresholds[0])
+        for members in same_pyramid(images, min_face_sizes):
+            first = images[members[0]]
+            for level, scale in enumerate(pyramid((first.height, first.width), min_face_sizes[members[0]])):
+                regression, probabilities = self._pnet_on([images[i] for i in members], scale)
+                boxes, which = generateBoundingBox(regression, probabilities, scale, self._thresholds[0])
+                owner = torch.tensor(members, dtype=torch.int64)[which]
                 found.append(boxes)
-                groups.append(torch.full_like(boxes[:, 0], index * 1000 + level, dtype=torch.int64))
-                owners.append(torch.full_like(boxes[:, 0], index, dtype=torch.int64))
+                groups.append(owner * 1000 + level)
+                owners.append(owner)
         if not found:
             return Candidates(torch.zeros((0, 9)), torch.zeros((0,), dtype=torch.int64))
         boxes, group, owner = torch.cat(found), torch.cat(groups), torch.cat(owners)
@@ -141,12 +144,12 @@ class CascadeDetector:
         keep = batched_nms(boxes[:, :4], boxes[:, 4], owner, 0.7)  # then across levels, per image
         return _regressed_square(Candidates(boxes[keep], owner[keep]))
 
-    def _pnet_on(self, image: SummedArea, scale: float) -> tuple[Tensor, Tensor]:
-        # facenet-pytorch's level: interpolate(image, (int(h s + 1), int(w s + 1)), mode="area"), read
-        # from the summed-area table instead of a pass over the full image per level.
-        level = image.level((int(image.height * scale + 1), int(image.width * scale + 1)))
-        level = ((level - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
-        regression, probabilities = self._pnet(level)
+    def _pnet_on(self, images: list[SummedArea], scale: float) -> tuple[Tensor, Tensor]:
+        """One P-Net call on one pyramid level of equally sized images (a clip's frames: one call, not one
+        per frame). facenet-pytorch's level is interpolate(image, (int(h s + 1), int(w s + 1)),
+        mode="area"), read here from each summed-area table instead of a pass over the full image."""
+        size = (int(images[0].height * scale + 1), int(images[0].width * scale + 1))
+        regression, probabilities = self._pnet(normalised(torch.cat([image.level(size) for image in images])))
         return regression, probabilities[:, 1]
 
     # --- stage 2: R-Net on every candidate of every image at once
@@ -188,6 +191,14 @@ class CascadeDetector:
         return Candidates(boxes[keep], owner[keep]), landmarks[keep]
 
 
+def same_pyramid(images: list[SummedArea], min_face_sizes: list[int]) -> list[list[int]]:
+    """Indices of the images, grouped by size and smallest face: each group shares its pyramid levels."""
+    groups: dict[tuple[int, int, int], list[int]] = {}
+    for index, (image, min_face) in enumerate(zip(images, min_face_sizes, strict=True)):
+        groups.setdefault((image.height, image.width, min_face), []).append(index)
+    return list(groups.values())
+
+
 def pyramid(size: Sequence[int], min_face_size: int) -> list[float]:
     """facenet-pytorch's scales: the smallest face maps to P-Net's 12-px cell, then steps of 0.709."""
     scale = PNET_CELL / min_face_size
@@ -223,61 +234,76 @@ def _regressed_square(candidates: Candidates) -> Candidates:
 
 
 def crops(images: list[SummedArea], candidates: Candidates, size: int) -> Tensor:
-    """Every candidate, clipped to its image, area-resampled to size x size: N x 3 x S x S, normalised.
+    """Every candidate, clipped to its image, area-resampled to size x size: N x 3 x S x S (channels-last
+    in memory), normalised.
 
     Equal to facenet-pytorch's per-box ``interpolate(image[:, :, y0:y1, x0:x1], size, mode="area")``
     (adaptive average pooling): each output pixel is the mean of an integer box of input pixels, read
     here from the image's summed-area table in one gather for all boxes.
     """
-    out = torch.empty((len(candidates), 3, size, size), device=candidates.boxes.device)
+    out = torch.empty((len(candidates), size, size, 3), device=candidates.boxes.device)
     for index, image in enumerate(images):
         mine = (candidates.image == index).nonzero().flatten()
         if len(mine):
             out[mine] = image.crops(candidates.boxes[mine], size)
-    return ((out - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
+    return normalised(out)
+
+
+def normalised(pixels: Tensor) -> Tensor:
+    """N x H x W x C means → the nets' N x C x H x W input, (x - 127.5) / 128, channels-last in memory."""
+    return pixels.sub_(127.5).mul_(0.0078125).permute(0, 3, 1, 2)
 
 
 class SummedArea:
-    """One image's summed-area table: the mean of any integer box of pixels in four lookups. Sums of
-    integer pixels in float64 are exact, so a box mean equals what area resampling computes."""
+    """One image's summed-area table: the sum of any integer box of pixels in four lookups.
+
+    Integer sums are exact, so a box mean equals what area resampling computes. The table is H+1 x W+1
+    rows of C channels (channels last), so one lookup fetches a pixel's three channels together; int32
+    while 255 x H x W fits, which halves the memory each gather reads (the analysis size keeps images far
+    below that bound)."""
 
     def __init__(self, image: Tensor) -> None:
         channels, self.height, self.width = image.shape[1], image.shape[2], image.shape[3]
-        table = torch.zeros(
-            (channels, self.height + 1, self.width + 1), dtype=torch.float64, device=image.device
-        )
-        table[:, 1:, 1:] = image[0].to(torch.float64).cumsum(1).cumsum(2)
-        self._flat = table.reshape(channels, -1)
+        dtype = torch.int32 if 255 * self.height * self.width < 2**31 else torch.int64
+        sums = image[0].permute(1, 2, 0).to(dtype)
+        # In place (out=): measured 11 ms on a 1080p frame against 105 ms for the allocating cumsum().
+        torch.cumsum(sums, 0, out=sums)
+        torch.cumsum(sums, 1, out=sums)
+        table = torch.zeros((self.height + 1, self.width + 1, channels), dtype=dtype, device=image.device)
+        table[1:, 1:] = sums
+        self._flat = table.reshape(-1, channels)
         self._stride = self.width + 1
 
     def means(self, r0: Tensor, r1: Tensor, c0: Tensor, c1: Tensor) -> Tensor:
-        """Means of the boxes rows [r0, r1) x cols [c0, c1) (broadcast together): C x shape, float32."""
-        shape = (r0 + c0).shape  # the boxes' broadcast shape (index tensors are small)
+        """Means of the boxes rows [r0, r1) x cols [c0, c1) (broadcast together): shape x C, float32.
+
+        A box sum is at most 255 x its area, far below 2^24, so it is exact in float32 too."""
+        shape = (r0 + c0).shape
+        top, bottom = r0 * self._stride, r1 * self._stride
 
         def at(rows: Tensor, cols: Tensor) -> Tensor:
-            return self._flat[:, (rows * self._stride + cols).expand(shape).reshape(-1)]
+            return self._flat.index_select(0, (rows + cols).reshape(-1))
 
-        sums = at(r1, c1) - at(r0, c1) - at(r1, c0) + at(r0, c0)
-        area = ((r1 - r0) * (c1 - c0)).expand(shape).reshape(-1)
-        return (sums / area).reshape(-1, *shape).to(torch.float32)
+        sums = at(bottom, c1) - at(top, c1) - at(bottom, c0) + at(top, c0)
+        area = ((r1 - r0) * (c1 - c0)).reshape(-1, 1)
+        return (sums.to(torch.float32) / area).reshape(*shape, -1)
 
     def level(self, size: tuple[int, int]) -> Tensor:
-        """The whole image area-resampled to ``size`` (h, w): 1 x C x h x w."""
+        """The whole image area-resampled to ``size`` (h, w): 1 x h x w x C."""
         zero = torch.zeros(1, dtype=torch.int64, device=self._flat.device)
         rows0, rows1 = _bins(zero, zero + self.height, size[0])
         cols0, cols1 = _bins(zero, zero + self.width, size[1])
         return self.means(rows0[0][:, None], rows1[0][:, None], cols0[0][None, :], cols1[0][None, :])[None]
 
     def crops(self, boxes: Tensor, size: int) -> Tensor:
-        """Each box (x1, y1, x2, y2), clipped as facenet-pytorch's pad() does, at S x S: N x C x S x S."""
+        """Each box (x1, y1, x2, y2), clipped as facenet-pytorch's pad() does, at S x S: N x S x S x C."""
         b = boxes[:, :4].trunc().to(torch.int64)
         # pad(): truncate to int, clip to [1, size], then read rows y-1 .. ey-1 (columns alike).
         x0, y0 = b[:, 0].clamp(min=1) - 1, b[:, 1].clamp(min=1) - 1
         x1, y1 = b[:, 2].clamp(max=self.width), b[:, 3].clamp(max=self.height)
         rows0, rows1 = _bins(y0, y1, size)
         cols0, cols1 = _bins(x0, x1, size)
-        means = self.means(rows0[:, :, None], rows1[:, :, None], cols0[:, None, :], cols1[:, None, :])
-        return means.permute(1, 0, 2, 3)
+        return self.means(rows0[:, :, None], rows1[:, :, None], cols0[:, None, :], cols1[:, None, :])
 
 
 def _bins(start: Tensor, stop: Tensor, size: int) -> tuple[Tensor, Tensor]:

@@ -13,6 +13,7 @@ from PIL import Image
 from devstack.media import ensure_face_photos, ensure_media
 from service.vision.detection import Detections, MTCNNDetector
 from service.vision.mtcnn import CascadeDetector
+from service.vision.openvino_nets import openvino_nets
 
 THRESHOLDS = (0.6, 0.7, 0.7)
 
@@ -22,9 +23,11 @@ def reference() -> MTCNNDetector:
     return MTCNNDetector(thresholds=THRESHOLDS, min_face_size=20, device="cpu")
 
 
-@pytest.fixture(scope="module")
-def fast() -> CascadeDetector:
-    return CascadeDetector(thresholds=THRESHOLDS, min_face_size=20)
+@pytest.fixture(scope="module", params=["openvino", "torch"])
+def fast(request: pytest.FixtureRequest) -> CascadeDetector:
+    """Both local runtimes: OpenVINO (the default) and facenet-pytorch's modules channels-last."""
+    nets = openvino_nets(threads=2) if request.param == "openvino" else None
+    return CascadeDetector(thresholds=THRESHOLDS, min_face_size=20, nets=nets)
 
 
 def photos() -> list[Path]:

@@ -1,0 +1,82 @@
+"""MTCNN's three nets compiled by OpenVINO for this CPU (``FER_DETECTOR_RUNTIME=openvino``, the default).
+
+Chosen by measurement (README "Benchmarks"; the same random batches, 2 cores, median of 30): P-Net over
+messi5's 9 pyramid levels 6.4 ms with OpenVINO, 9.3 ms in torch channels-last, 13.3 ms torch default
+layout, 10.9 ms ONNX Runtime; R-Net on 390 candidates 11.4 / 14.2 / 44.7 / 26.9 ms; O-Net on 29 boxes
+5.0 / 6.4 / 19.8 / 10.1 ms. OpenVINO fuses each convolution with its PReLU and picks its kernels per
+shape, which is where torch spends its time on these tiny nets.
+
+The nets are converted in process from facenet-pytorch's modules (``openvino.convert_model``: no file, no
+ONNX step), so its wheel stays the weights' only source. Outputs equal torch's to ~3e-6
+(tests/integration/test_detector_parity.py holds the whole cascade to facenet-pytorch's ``detect``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from service.vision.mtcnn import CascadeNets, load_nets
+
+logger = logging.getLogger(__name__)
+
+# P-Net is fully convolutional (any H x W); R-Net and O-Net take fixed 24- and 48-px crops.
+INPUT_SHAPES = ([-1, 3, -1, -1], [-1, 3, 24, 24], [-1, 3, 48, 48])
+EXAMPLES = ((1, 3, 64, 64), (2, 3, 24, 24), (2, 3, 48, 48))
+
+
+class OpenVinoNet:
+    """One compiled net as a callable: N x 3 x H x W float32 in (any memory layout), its outputs back.
+
+    An infer request holds its own buffers, so each calling thread gets its own (FER_DETECTOR_WORKERS may
+    run several cascades at once)."""
+
+    def __init__(self, compiled: Any) -> None:
+        self._compiled = compiled
+        self._local = threading.local()
+
+    def __call__(self, batch: Tensor) -> tuple[Tensor, ...]:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self._compiled.create_infer_request()
+        # The cascade builds its inputs channels-last (N x C x H x W over N x H x W x C memory), which is the
+        # NHWC layout the compiled model takes: handed over without a copy.
+        pixels = batch.permute(0, 2, 3, 1).contiguous().numpy()
+        # share_outputs=False copies the outputs: the request reuses its buffers on the next call.
+        result = request.infer({0: pixels}, share_inputs=True, share_outputs=False)
+        return tuple(torch.from_numpy(result[output]) for output in self._compiled.outputs)
+
+
+def nhwc_input(model: Any) -> Any:
+    """The model takes N x H x W x C; OpenVINO folds the transpose into the first convolution."""
+    from openvino.preprocess import PrePostProcessor
+
+    steps = PrePostProcessor(model)
+    steps.input().tensor().set_layout("NHWC")
+    steps.input().model().set_layout("NCHW")
+    return steps.build()
+
+
+def openvino_nets(threads: int) -> CascadeNets:
+    import openvino as ov
+
+    core = ov.Core()
+    config = {
+        "PERFORMANCE_HINT": "LATENCY",  # one stream: the cascade's calls are sequential
+        "INFERENCE_NUM_THREADS": threads,
+        # f32 on purpose: on CPUs with AMX/AVX512-BF16 OpenVINO would otherwise default to bf16, which moves
+        # scores by more than the 1e-3 the parity test allows.
+        "INFERENCE_PRECISION_HINT": "f32",
+    }
+    compiled = []
+    with torch.inference_mode():
+        for net, shape, example in zip(load_nets(), INPUT_SHAPES, EXAMPLES, strict=True):
+            model = ov.convert_model(net, example_input=torch.zeros(example), input=[ov.PartialShape(shape)])
+            compiled.append(OpenVinoNet(core.compile_model(nhwc_input(model), "CPU", config)))
+    logger.info("MTCNN nets compiled by OpenVINO %s (%d threads)", ov.__version__, threads)
+    pnet, rnet, onet = compiled
+    return CascadeNets(pnet, rnet, onet)
