@@ -14,7 +14,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, ClassVar, Final, Literal
 
 # The API's label vocabulary and order (AffectNet-8 order). Every model names its outputs with these
 # words, in its own order; the gateway re-orders to this order. 7-class models simply lack "contempt".
@@ -231,6 +231,13 @@ class DetectorStage:
     max_batch_size: int
     dynamic_batching: bool  # candidates of concurrent requests share one execution
     sample_size: int  # spatial size of the verification / warm-up input
+
+    input_name: ClassVar[str] = "INPUT__0"
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """``OUTPUT__i``, in the order the net returns its outputs."""
+        return tuple(f"OUTPUT__{i}" for i in range(len(self.output_dims)))
 
 
 DETECTOR_STAGES: Final = (

@@ -67,7 +67,9 @@ def export_detector(repository: Path, version: int = 1, *, force: bool = False) 
 
 
 def render_stage_config(stage: DetectorStage) -> str:
-    outputs = ",\n".join(_tensor(f"OUTPUT__{i}", dims) for i, dims in enumerate(stage.output_dims))
+    outputs = ",\n".join(
+        _tensor(name, dims) for name, dims in zip(stage.output_names, stage.output_dims, strict=True)
+    )
     provenance = json.dumps(
         {"stage": stage.weights, "weights": WEIGHTS.format(stage.weights)}, sort_keys=True
     )
@@ -76,7 +78,7 @@ def render_stage_config(stage: DetectorStage) -> str:
         f'name: "{stage.name}"',
         'platform: "pytorch_libtorch"',
         f"max_batch_size: {stage.max_batch_size}",
-        f"input [\n{_tensor('INPUT__0', stage.input_dims)}\n]",
+        f"input [\n{_tensor(stage.input_name, stage.input_dims)}\n]",
         f"output [\n{outputs}\n]",
     ]
     if stage.dynamic_batching:

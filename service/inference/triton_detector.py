@@ -21,8 +21,8 @@ from service.vision.mtcnn import TRITON_STAGES, CascadeNets, Net
 
 logger = logging.getLogger(__name__)
 
-# (outputs, max_batch_size) per stage, from the contract export writes them with.
-STAGE_SHAPES = {stage.name: (len(stage.output_dims), stage.max_batch_size) for stage in DETECTOR_STAGES}
+# Each stage's tensors and batch limit, from the contract export writes them with.
+STAGES = {stage.name: stage for stage in DETECTOR_STAGES}
 
 
 class TritonStage:
@@ -30,23 +30,23 @@ class TritonStage:
 
     def __init__(self, client: Any, module: Any, name: str, timeout_s: float, retry_after_s: int) -> None:
         self._client, self._module, self._name = client, module, name
-        self._outputs, self._max_batch = STAGE_SHAPES[name]
+        self._stage = STAGES[name]
         self._timeout_s, self._retry_after_s = timeout_s, retry_after_s
 
     def __call__(self, batch: Tensor) -> tuple[Tensor, ...]:
-        parts = [self._infer(part) for part in torch.split(batch, self._max_batch)]
-        return tuple(torch.cat([part[i] for part in parts]) for i in range(self._outputs))
+        parts = [self._infer(part) for part in torch.split(batch, self._stage.max_batch_size)]
+        return tuple(torch.cat([part[i] for part in parts]) for i in range(len(self._stage.output_names)))
 
     def _infer(self, batch: Tensor) -> list[Tensor]:
         pixels = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
-        request = self._module.InferInput("INPUT__0", list(pixels.shape), "FP32")
+        request = self._module.InferInput(self._stage.input_name, list(pixels.shape), "FP32")
         request.set_data_from_numpy(pixels)
-        wanted = [self._module.InferRequestedOutput(f"OUTPUT__{i}") for i in range(self._outputs)]
+        wanted = [self._module.InferRequestedOutput(name) for name in self._stage.output_names]
         try:
             result = self._client.infer(self._name, [request], outputs=wanted, client_timeout=self._timeout_s)
         except Exception as exc:  # tritonclient and transport errors alike: one table decides
             raise classify_triton_error(exc, self._retry_after_s) from exc
-        return [torch.from_numpy(np.array(result.as_numpy(f"OUTPUT__{i}"))) for i in range(self._outputs)]
+        return [torch.from_numpy(np.array(result.as_numpy(name))) for name in self._stage.output_names]
 
 
 def triton_nets(url: str, *, protocol: str, timeout_s: float, retry_after_s: int) -> CascadeNets:

@@ -33,3 +33,20 @@ def test_environment_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_invalid_values_are_refused(overrides: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         Settings(**overrides)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "runs_on"),
+    [
+        ({}, "OpenVinoNet"),  # the default: compiled for this CPU
+        ({"detector_runtime": "torch"}, "ONet"),  # facenet-pytorch's own module
+        ({"detector_runtime": "openvino", "device": "meta"}, "ONet"),  # not a CPU: torch on that device
+    ],
+)
+def test_the_detector_runtime_setting_picks_where_the_local_nets_run(
+    overrides: dict[str, object], runs_on: str
+) -> None:
+    from service.app import cascade_nets
+
+    nets = cascade_nets(Settings(**overrides))  # type: ignore[arg-type]
+    assert type(nets.onet).__name__ == runs_on

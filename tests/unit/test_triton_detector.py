@@ -11,15 +11,16 @@ import torch
 from fermodels.config import DETECTOR_STAGES
 from fermodels.detector_export import render_stage_config
 from service.exceptions import InferenceUnavailable
-from service.inference.triton_detector import STAGE_SHAPES, TritonStage
+from service.inference.triton_detector import TritonStage
 
 
 def test_configs_declare_what_the_gateway_sends_and_reads() -> None:
     for stage in DETECTOR_STAGES:
         text = render_stage_config(stage)
-        outputs, max_batch = STAGE_SHAPES[stage.name]
-        assert f'name: "{stage.name}"' in text and f"max_batch_size: {max_batch}" in text
-        assert text.count('name: "OUTPUT__') == outputs == len(stage.output_dims)
+        assert f'name: "{stage.name}"' in text and f"max_batch_size: {stage.max_batch_size}" in text
+        assert f'name: "{stage.input_name}"' in text
+        assert text.count('name: "OUTPUT__') == len(stage.output_dims)
+        assert all(f'name: "{name}"' in text for name in stage.output_names)
         assert ("dynamic_batching" in text) == (stage.name != "mtcnn_pnet")  # P-Net levels differ in size
         assert 'key: "fer_detector"' in text and "facenet-pytorch 2.6.0" in text
 
@@ -27,6 +28,7 @@ def test_configs_declare_what_the_gateway_sends_and_reads() -> None:
 class FakeModule:
     class InferInput:
         def __init__(self, name: str, shape: list[int], dtype: str) -> None:
+            assert name == "INPUT__0"  # what the exported configs declare (checked above)
             self.shape = shape
 
         def set_data_from_numpy(self, array: np.ndarray) -> None:

@@ -1,0 +1,87 @@
+"""MTCNN's nets as the gateway runs them: OpenVINO-compiled == facenet-pytorch's eager modules.
+
+The cascade hands every net an N x C x H x W tensor over N x H x W x C memory (channels-last); the compiled
+models take that memory as it is (service/vision/openvino_nets.py), for any batch size and, for P-Net,
+any pyramid-level size. The whole cascade is held to facenet-pytorch's ``detect`` in
+tests/integration/test_detector_parity.py; this pins each net on its own.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from service.vision.mtcnn import CascadeNets, load_nets
+from service.vision.openvino_nets import openvino_nets
+from tests.models.helpers import assert_same_outputs, seeded_randn
+
+OPENVINO_ATOL = 1e-4  # measured ~3e-6: different kernels, same float32 arithmetic
+
+
+@pytest.fixture(scope="module")
+def compiled() -> CascadeNets:
+    return openvino_nets(threads=2)
+
+
+def channels_last(*shape: int, seed: int = 1) -> torch.Tensor:
+    return seeded_randn(*shape, seed=seed).contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize(
+    ("stage", "shape"),
+    [
+        ("pnet", (1, 3, 205, 329)),  # messi5's first pyramid level
+        ("pnet", (3, 3, 13, 21)),  # its smallest, for three frames of a clip
+        ("rnet", (1, 3, 24, 24)),
+        ("rnet", (390, 3, 24, 24)),
+        ("onet", (29, 3, 48, 48)),
+    ],
+)
+def test_openvino_nets_equal_the_eager_modules(
+    compiled: CascadeNets, stage: str, shape: tuple[int, ...]
+) -> None:
+    eager = dict(zip(("pnet", "rnet", "onet"), load_nets(), strict=True))[stage]
+    batch = channels_last(*shape)
+    with torch.inference_mode():
+        expected = tuple(eager(batch))
+        actual = getattr(compiled, stage)(batch)
+    assert_same_outputs(actual, expected, atol=OPENVINO_ATOL)
+
+
+def test_a_default_layout_input_gives_the_same_outputs(compiled: CascadeNets) -> None:
+    batch = channels_last(7, 3, 24, 24)
+    with torch.inference_mode():
+        assert_same_outputs(compiled.rnet(batch.contiguous()), compiled.rnet(batch), atol=0.0)
+
+
+def test_outputs_survive_the_next_call(compiled: CascadeNets) -> None:
+    """The request reuses its buffers: what a call returned must not change under the next one."""
+    with torch.inference_mode():
+        first = compiled.onet(channels_last(4, 3, 48, 48, seed=1))
+        kept = tuple(t.clone() for t in first)
+        compiled.onet(channels_last(4, 3, 48, 48, seed=2))
+    assert_same_outputs(first, kept, atol=0.0)
+
+
+def test_threads_calling_at_once_each_get_their_own_answers(compiled: CascadeNets) -> None:
+    """FER_DETECTOR_WORKERS > 1 runs cascades in several threads: each has its own infer request."""
+    inputs = [channels_last(16, 3, 24, 24, seed=seed) for seed in range(4)]
+    with torch.inference_mode():
+        expected = [compiled.rnet(x) for x in inputs]
+    results: dict[int, tuple[torch.Tensor, ...]] = {}
+
+    def work(index: int) -> None:
+        with torch.inference_mode():
+            for _ in range(20):
+                results[index] = compiled.rnet(inputs[index])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(inputs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    for index, want in enumerate(expected):
+        assert_same_outputs(results[index], want, atol=0.0)
