@@ -46,7 +46,17 @@ from PIL import Image
 from devstack.media import ROOT, ensure_face_photos, ensure_media
 from devstack.stack import free_port, wait_until_ready
 from service.triton_local import LocalTriton
-from service.vision.mtcnn import CascadeDetector, CascadeNets, Net, SummedArea, crops, load_nets, pyramid
+from service.vision.detection import Detections
+from service.vision.mtcnn import (
+    Candidates,
+    CascadeDetector,
+    CascadeNets,
+    Net,
+    SummedArea,
+    crops,
+    load_nets,
+    pyramid,
+)
 from service.vision.openvino_nets import openvino_nets
 
 MODEL_FILE = ROOT / "model_repository" / "mini_xception_fer2013" / "1" / "model.pt"
@@ -178,6 +188,67 @@ def bench_nets(threads: int) -> list[str]:
 
 def _run_all(net: Net, inputs: list[torch.Tensor]) -> Callable[[], object]:
     return lambda: [net(x) for x in inputs]
+
+
+def sweep_images() -> list[np.ndarray]:
+    """Every real photo here and every 5th frame of Megamind.avi: the faces a threshold may lose."""
+    media = ensure_media()
+    paths = [media / "messi5.jpg", media / "astronaut.png", *ensure_face_photos()]
+    images = [np.asarray(Image.open(path).convert("RGB")) for path in paths]
+    with av.open(str(media / "Megamind.avi")) as container:
+        frames = enumerate(container.decode(video=0))
+        images += [frame.to_ndarray(format="rgb24") for i, frame in frames if i % 5 == 0]
+    return images
+
+
+def _same_face(box: np.ndarray, others: np.ndarray) -> bool:
+    x1, y1 = np.maximum(box[:2], others[:, :2]).T
+    x2, y2 = np.minimum(box[2:], others[:, 2:]).T
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    union = (box[2] - box[0]) * (box[3] - box[1]) + areas - inter
+    return bool((inter / union >= 0.7).any())
+
+
+class CountingCascade(CascadeDetector):
+    """The cascade, counting the candidates P-Net hands to R-Net."""
+
+    candidates = 0
+
+    def _refine(self, images: list[SummedArea], candidates: Candidates) -> Candidates:
+        self.candidates += len(candidates)
+        return super()._refine(images, candidates)
+
+
+def bench_pnet_thresholds(threads: int, thresholds: tuple[float, ...] = (0.6, 0.65, 0.7, 0.8)) -> list[str]:
+    """What P-Net's threshold costs: R-Net candidates and time against the faces (final score >= 0.9, as
+    the gateway keeps them) that facenet-pytorch's default 0.6 finds and a higher threshold loses."""
+    images, nets = sweep_images(), openvino_nets(threads)
+
+    def run(pnet: float) -> tuple[list[Detections], int, float]:
+        detector = CountingCascade(thresholds=(pnet, *THRESHOLDS[1:]), min_face_size=20, nets=nets)
+        detector.detect_many(images[:2])  # warm-up
+        detector.candidates = 0
+        start = time.perf_counter()
+        with torch.inference_mode():
+            found = [detector.detect(image).top(len(image), 0.9) for image in images]
+        return found, detector.candidates, (time.perf_counter() - start) * 1000.0 / len(images)
+
+    reference, base_candidates, _ = run(thresholds[0])
+    rows = [
+        f"| P-Net threshold ({len(images)} images, {sum(map(len, reference))} faces at {thresholds[0]}) "
+        "| R-Net candidates | ms per image | faces lost |",
+        "|---|---|---|---|",
+    ]
+    for pnet in thresholds:
+        found, candidates, ms = run(pnet)
+        lost = sum(
+            not len(mine) or not _same_face(box, mine.boxes)
+            for theirs, mine in zip(reference, found, strict=True)
+            for box in theirs.boxes
+        )
+        rows.append(f"| {pnet} | {candidates} ({candidates / base_candidates:.0%}) | {ms:.1f} | {lost} |")
+    return rows
 
 
 # ----------------------------------------------------------------------------- 2. throughput
@@ -351,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         threads = min(2, os.cpu_count() or 1)
         print("\n".join(bench_detector(threads)), end="\n\n")
         print("\n".join(bench_nets(threads)), end="\n\n")
+        print("\n".join(bench_pnet_thresholds(threads)), end="\n\n")
     paths = photos()
     results = [naive_loop(paths, args.requests)]
     bodies = [p.read_bytes() for p in paths]
