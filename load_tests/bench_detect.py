@@ -336,7 +336,7 @@ async def _service_level(url: str, bodies: list[bytes], requests: int, concurren
         start = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(requests)))
         wall = time.perf_counter() - start
-    name = f"the service, concurrency {concurrency}"
+    name = f"the service, concurrency {concurrency} ({requests} requests)"
     return Throughput(name, requests, faces, wall, latencies, detect, infer)
 
 
@@ -428,7 +428,10 @@ def main(argv: list[str] | None = None) -> int:
     bodies = [p.read_bytes() for p in paths]
     with service_process() as url:
         for level in (int(c) for c in args.concurrency.split(",")):
-            results.append(asyncio.run(_service_level(url, bodies, args.requests, level)))
+            # At least 4 waves of `level` requests: with fewer, the first wave's ramp and the last one's
+            # drain (fewer requests left than clients) dominate the wall time.
+            requests = max(args.requests, 4 * level)
+            results.append(asyncio.run(_service_level(url, bodies, requests, level)))
     peer = peer_fer(paths, args.requests)
     print("\n".join(throughput_rows([*results, *([peer] if peer else [])])))
     return 0
