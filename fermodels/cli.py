@@ -60,7 +60,9 @@ def _add_export(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     parser.add_argument("--max-queue-delay-us", type=int, default=2000, help="dynamic batching delay")
     parser.add_argument("--queue-timeout-us", type=int, default=5_000_000, help="queued request timeout")
     parser.add_argument("--max-queue-size", type=int, default=64, help="queued requests beyond: rejected")
-    parser.add_argument("--instance-count", type=int, default=1, help="model instances per device")
+    parser.add_argument(
+        "--instance-count", type=int, help="model instances per device (default: the model's own, usually 1)"
+    )
     parser.set_defaults(handler=_run_export)
 
 

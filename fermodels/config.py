@@ -143,6 +143,8 @@ class ModelConfig:
     license: str = "Apache-2.0"
     accuracy: str = "not measured"
     max_batch_size: int = 16
+    # Triton instances per device (export's default; `--instance-count` overrides it for one deployment).
+    instance_count: int = 1
     # What the weights were trained on ("" for untrained or ported weights), and what evaluate measured.
     dataset: str = ""
     metrics: EvaluationMetrics | None = None
@@ -158,8 +160,8 @@ class ModelConfig:
             raise ValueError("labels must be unique")
         if self.prompts and len(self.prompts) != len(self.labels):
             raise ValueError("one prompt per label is required")
-        if self.input_size <= 0 or self.clip_length <= 0 or self.max_batch_size <= 0:
-            raise ValueError("input_size, clip_length and max_batch_size must be positive")
+        if min(self.input_size, self.clip_length, self.max_batch_size, self.instance_count) <= 0:
+            raise ValueError("input_size, clip_length, max_batch_size and instance_count must be positive")
         if self.crop_window[2] <= 0:
             raise ValueError("crop_window side must be positive")
         if not 0 <= self.crop_source_size <= self.input_size:

@@ -188,7 +188,7 @@ def export_model(
     max_queue_delay_us: int = 2000,
     queue_timeout_us: int = 5_000_000,
     max_queue_size: int = 64,
-    instance_count: int = 1,
+    instance_count: int | None = None,
 ) -> Path:
     """Script, write and verify one model version; returns the model's folder ``<repository>/<name>``.
 

@@ -85,10 +85,12 @@ def render_config_pbtxt(
     max_queue_delay_us: int = 2000,
     queue_timeout_us: int = 5_000_000,
     max_queue_size: int = 64,
-    instance_count: int = 1,
+    instance_count: int | None = None,
     preferred_batch_sizes: Sequence[int] | None = None,
 ) -> str:
-    """Triton's model configuration (protobuf text format) for an exported image model."""
+    """Triton's model configuration (protobuf text format) for an exported image model;
+    ``instance_count`` None: the model's own (``ModelConfig.instance_count``)."""
+    instance_count = config.instance_count if instance_count is None else instance_count
     if min(max_queue_delay_us, queue_timeout_us, max_queue_size) < 0 or instance_count < 1:
         raise ValueError("queue settings must be >= 0 and instance_count >= 1")
     preferred = preferred_batch_sizes or default_preferred_batch_sizes(config.max_batch_size)

@@ -78,6 +78,21 @@ def test_defaults() -> None:
     assert "kind" not in render_config_pbtxt(CONFIG)  # Triton picks GPU when present, CPU otherwise
 
 
+def test_the_instance_count_is_the_models_own_unless_the_export_overrides_it() -> None:
+    own = dataclasses.replace(CONFIG, instance_count=3)
+    assert parse(render_config_pbtxt(own)).instance_group[0].count == 3
+    assert parse(render_config_pbtxt(own, instance_count=1)).instance_group[0].count == 1
+    with pytest.raises(ValueError, match="instance_count"):
+        dataclasses.replace(CONFIG, instance_count=0)
+
+
+def test_the_default_served_model_runs_two_instances() -> None:
+    """One instance left full batches queued behind it PENDING ~0.5 s in Triton 2.51 (fer_keras.py)."""
+    from fermodels.ports.fer_keras import fer_model_config
+
+    assert parse(render_config_pbtxt(fer_model_config())).instance_group[0].count == 2
+
+
 def test_version_policy_and_warmup() -> None:
     parsed = parse(render_config_pbtxt(CONFIG))
     assert parsed.version_policy.latest.num_versions == 1
