@@ -64,7 +64,7 @@ def triton_backend(settings: Settings, metrics: Metrics) -> InferenceBackend:
 def cascade_nets(settings: Settings) -> CascadeNets:
     if settings.detector_backend == "local":
         if settings.detector_runtime == "openvino" and settings.device == "cpu":
-            return openvino_nets(settings.torch_threads)
+            return openvino_nets(settings.torch_threads, streams=settings.detector_workers)
         return local_nets(settings.device)
     if settings.triton_url is None:
         raise ValueError("FER_DETECTOR_BACKEND=triton needs a Triton: FER_TRITON_URL is not set")

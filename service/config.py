@@ -144,9 +144,9 @@ class Settings(BaseSettings):
     detector_workers: int = Field(
         1,
         ge=1,
-        description="Threads running detection cascades; each takes every image queued when it is free. "
-        "With FER_TORCH_THREADS=1, one per core runs small nets more efficiently than one cascade on all "
-        "cores (see the README benchmark).",
+        description="Threads running detection cascades; each takes every image queued when it is free (with "
+        "OpenVINO, each on its own stream of the FER_TORCH_THREADS threads). On 2 cores, 2 workers gave the "
+        "same throughput as 1 and a slower single request (see the README benchmark).",
     )
     detector_max_batch: int = Field(
         16,
