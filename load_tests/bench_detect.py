@@ -7,7 +7,8 @@
    (service/vision/mtcnn.py, on the gateway's default OpenVINO runtime and on torch channels-last) at
    0.2 MP (messi5.jpg, one face), on a 1080p frame with several faces (insightface's t1.jpg group photo on
    a 1920x1080 canvas) and on a batch of 8 clip frames (Megamind.avi); then each net alone on the inputs
-   the cascade gives it for messi5, in every runtime installed (why the gateway runs OpenVINO).
+   the cascade gives it for messi5, in every runtime installed (why the gateway runs OpenVINO); then what a
+   higher P-Net threshold would save and lose (R-Net candidates, ms, faces) on every real photo and clip.
 2. Throughput on OpenCV's messi5.jpg and scikit-image's astronaut, alternating:
    the naive in-process loop a user would write (facenet-pytorch MTCNN, then the served TorchScript
    mini-Xception per face, batch 1), the service (its own process + the local Triton) at each concurrency,

@@ -3,13 +3,16 @@
 facenet-pytorch stays the weights' source and the reference implementation (its ``detect_face``; parity is
 tested in tests/integration/test_detector_parity.py). What changes is how the cascade is executed:
 
-- the nets run in channels-last memory format, where oneDNN has fast kernels for their tiny convolutions
-  (R-Net on 390 candidates: 48.6 ms in the default layout, 15.5 ms channels-last; see the README benchmark);
+- the nets get channels-last inputs and run compiled by OpenVINO (service/vision/openvino_nets.py, the
+  default) or as facenet-pytorch's modules in channels-last memory, where oneDNN has fast kernels for
+  their tiny convolutions (R-Net on messi5's 390 candidates: 12.5 ms OpenVINO, 14.0 ms channels-last,
+  40.4 ms in torch's default layout; see the README benchmark);
 - every candidate crop of a stage is cut in ONE vectorised op from a summed-area table of the image:
   facenet-pytorch resizes each clipped box with ``interpolate(mode="area")`` one at a time, and area
   resampling is exactly box sums, so the table gives the same pixels without a loop over boxes;
 - non-maximum suppression of all pyramid levels of all images is one batched call;
-- several images (of any sizes: frames of a clip, concurrent requests) share one R-Net and one O-Net call.
+- several images (of any sizes: frames of a clip, concurrent requests) share one R-Net and one O-Net call,
+  and equally sized ones (a clip's frames) one P-Net call per pyramid level.
 
 Thresholds, pyramid factor, box regression, NMS overlaps and the "Min" NMS of the last stage are
 facenet-pytorch's own (its helper functions are called directly), so results match the reference.
@@ -277,7 +280,9 @@ class SummedArea:
     def means(self, r0: Tensor, r1: Tensor, c0: Tensor, c1: Tensor) -> Tensor:
         """Means of the boxes rows [r0, r1) x cols [c0, c1) (broadcast together): shape x C, float32.
 
-        A box sum is at most 255 x its area, far below 2^24, so it is exact in float32 too."""
+        A box sum is at most 255 x its area: exact in float32 for boxes under 2^24 / 255 (65,793) pixels,
+        which every crop and pyramid level of an image at the default analysis size is; beyond that
+        float32 rounds it (relative error 6e-8)."""
         shape = (r0 + c0).shape
         top, bottom = r0 * self._stride, r1 * self._stride
 

@@ -1,10 +1,11 @@
 """MTCNN's three nets compiled by OpenVINO for this CPU (``FER_DETECTOR_RUNTIME=openvino``, the default).
 
-Chosen by measurement (README "Benchmarks"; the same random batches, 2 cores, median of 30): P-Net over
-messi5's 9 pyramid levels 6.4 ms with OpenVINO, 9.3 ms in torch channels-last, 13.3 ms torch default
-layout, 10.9 ms ONNX Runtime; R-Net on 390 candidates 11.4 / 14.2 / 44.7 / 26.9 ms; O-Net on 29 boxes
-5.0 / 6.4 / 19.8 / 10.1 ms. OpenVINO fuses each convolution with its PReLU and picks its kernels per
-shape, which is where torch spends its time on these tiny nets.
+Chosen by measurement (`make bench`, README "Benchmarks": each net alone on the inputs the cascade gives
+it for messi5, 2 cores): P-Net over 9 pyramid levels 8.6 ms with OpenVINO, 12.1 ms torch channels-last,
+18.4 ms torch default layout; R-Net on 390 candidates 12.5 / 14.0 / 40.4 ms; O-Net on 29 boxes
+5.5 / 6.9 / 18.2 ms. ONNX Runtime 1.32, measured once in a scratch venv on inputs of the same shapes, took
+10.9 / 26.9 / 10.1 ms. In the whole cascade OpenVINO makes messi5 3.3x faster than facenet-pytorch's
+``detect``, torch channels-last 2.1x.
 
 The nets are converted in process from facenet-pytorch's modules (``openvino.convert_model``: no file, no
 ONNX step), so its wheel stays the weights' only source. Outputs equal torch's to ~3e-6
