@@ -142,11 +142,11 @@ def bench_detector(threads: int) -> list[str]:
 def net_inputs(image: np.ndarray) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
     """What the cascade feeds each net for this image: P-Net's pyramid levels, then R-Net's and O-Net's
     crops of the candidates the torch cascade finds (their count is printed with the table)."""
-    from service.vision.mtcnn import _as_tensor, normalised
+    from service.vision.mtcnn import _as_tensor, normalised, pyramid_level
 
     table = SummedArea(_as_tensor(image))
     levels = [
-        normalised(table.level((int(table.height * s + 1), int(table.width * s + 1))))
+        normalised(pyramid_level([table], (int(table.height * s + 1), int(table.width * s + 1))))
         for s in pyramid((table.height, table.width), 20)
     ]
     detector = CascadeDetector(thresholds=THRESHOLDS, min_face_size=20)

@@ -152,7 +152,7 @@ class CascadeDetector:
         per frame). facenet-pytorch's level is interpolate(image, (int(h s + 1), int(w s + 1)),
         mode="area"), read here from each summed-area table instead of a pass over the full image."""
         size = (int(images[0].height * scale + 1), int(images[0].width * scale + 1))
-        regression, probabilities = self._pnet(normalised(torch.cat([image.level(size) for image in images])))
+        regression, probabilities = self._pnet(normalised(pyramid_level(images, size)))
         return regression, probabilities[:, 1]
 
     # --- stage 2: R-Net on every candidate of every image at once
@@ -252,6 +252,23 @@ def crops(images: list[SummedArea], candidates: Candidates, size: int) -> Tensor
     return normalised(out)
 
 
+def pyramid_level(images: list[SummedArea], size: tuple[int, int]) -> Tensor:
+    """Equally sized images area-resampled to ``size`` (h, w): G x h x w x C means, float32.
+
+    facenet-pytorch's interpolate(mode="area") bins; each image's sums are written straight into the
+    batch (measured on a 1080p pyramid: 31 ms, against 50 ms for allocating per step and concatenating)."""
+    first = images[0]
+    zero = torch.zeros(1, dtype=torch.int64, device=first.device)
+    (rows0,), (rows1,) = _bins(zero, zero + first.height, size[0])
+    (cols0,), (cols1,) = _bins(zero, zero + first.width, size[1])
+    rows, cols = (rows0, rows1), (cols0, cols1)
+    out = torch.empty((len(images), *size, first.channels), device=first.device)
+    for image, sink in zip(images, out, strict=True):
+        sink.copy_(image.grid_sums(rows, cols))
+    area = (rows[1] - rows[0])[:, None] * (cols[1] - cols[0])[None, :]
+    return out.div_(area[..., None])
+
+
 def normalised(pixels: Tensor) -> Tensor:
     """N x H x W x C means → the nets' N x C x H x W input, (x - 127.5) / 128, channels-last in memory."""
     return pixels.sub_(127.5).mul_(0.0078125).permute(0, 3, 1, 2)
@@ -268,13 +285,15 @@ class SummedArea:
     def __init__(self, image: Tensor) -> None:
         channels, self.height, self.width = image.shape[1], image.shape[2], image.shape[3]
         dtype = torch.int32 if 255 * self.height * self.width < 2**31 else torch.int64
-        sums = image[0].permute(1, 2, 0).to(dtype)
-        # In place (out=): measured 11 ms on a 1080p frame against 105 ms for the allocating cumsum().
-        torch.cumsum(sums, 0, out=sums)
-        torch.cumsum(sums, 1, out=sums)
         table = torch.zeros((self.height + 1, self.width + 1, channels), dtype=dtype, device=image.device)
-        table[1:, 1:] = sums
-        self._flat = table.reshape(-1, channels)
+        table[1:, 1:] = image[0].permute(1, 2, 0)
+        # In place over the whole table (its zero first row and column stay zero): one buffer, no copy
+        # after the sums. The allocating cumsum() took 105 ms on a 1080p frame.
+        torch.cumsum(table, 0, out=table)
+        torch.cumsum(table, 1, out=table)
+        self._table = table
+        self._flat = table.view(-1, channels)
+        self.channels, self.device = channels, image.device
         self._stride = self.width + 1
 
     def means(self, r0: Tensor, r1: Tensor, c0: Tensor, c1: Tensor) -> Tensor:
@@ -293,12 +312,14 @@ class SummedArea:
         area = ((r1 - r0) * (c1 - c0)).reshape(-1, 1)
         return (sums.to(torch.float32) / area).reshape(*shape, -1)
 
-    def level(self, size: tuple[int, int]) -> Tensor:
-        """The whole image area-resampled to ``size`` (h, w): 1 x h x w x C."""
-        zero = torch.zeros(1, dtype=torch.int64, device=self._flat.device)
-        rows0, rows1 = _bins(zero, zero + self.height, size[0])
-        cols0, cols1 = _bins(zero, zero + self.width, size[1])
-        return self.means(rows0[0][:, None], rows1[0][:, None], cols0[0][None, :], cols1[0][None, :])[None]
+    def grid_sums(self, rows: tuple[Tensor, Tensor], cols: tuple[Tensor, Tensor]) -> Tensor:
+        """Sums of the grid of boxes rows[0][i]..rows[1][i] x cols[0][j]..cols[1][j]: h x w x C.
+
+        A grid separates the four lookups: whole table rows first (the row bands' column sums, h x W+1:
+        contiguous copies), then columns of those: half of ``means``' scattered reads. In place after each
+        gather: fresh buffers cost page faults on every call."""
+        bands = self._table.index_select(0, rows[1]).sub_(self._table.index_select(0, rows[0]))
+        return bands.index_select(1, cols[1]).sub_(bands.index_select(1, cols[0]))
 
     def crops(self, boxes: Tensor, size: int) -> Tensor:
         """Each box (x1, y1, x2, y2), clipped as facenet-pytorch's pad() does, at S x S: N x S x S x C."""
