@@ -285,7 +285,8 @@ class SummedArea:
     def __init__(self, image: Tensor) -> None:
         channels, self.height, self.width = image.shape[1], image.shape[2], image.shape[3]
         dtype = torch.int32 if 255 * self.height * self.width < 2**31 else torch.int64
-        table = torch.zeros((self.height + 1, self.width + 1, channels), dtype=dtype, device=image.device)
+        table = torch.empty((self.height + 1, self.width + 1, channels), dtype=dtype, device=image.device)
+        table[0], table[1:, 0] = 0, 0  # only the border needs zeros: the rest is overwritten
         table[1:, 1:] = image[0].permute(1, 2, 0)
         # In place over the whole table (its zero first row and column stay zero): one buffer, no copy
         # after the sums. The allocating cumsum() took 105 ms on a 1080p frame.
