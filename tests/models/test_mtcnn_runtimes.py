@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from service.vision.mtcnn import CascadeNets, load_nets
-from service.vision.openvino_nets import openvino_nets
+from service.vision.openvino_nets import SHAPE_CACHE_ENTRIES, batch_bucket, compile_config, openvino_nets
 from tests.models.helpers import assert_same_outputs, seeded_randn
 
 OPENVINO_ATOL = 1e-4  # measured ~3e-6: different kernels, same float32 arithmetic
@@ -35,8 +35,10 @@ def channels_last(*shape: int, seed: int = 1) -> torch.Tensor:
         ("pnet", (1, 3, 205, 329)),  # messi5's first pyramid level
         ("pnet", (3, 3, 13, 21)),  # its smallest, for three frames of a clip
         ("rnet", (1, 3, 24, 24)),
-        ("rnet", (390, 3, 24, 24)),
-        ("onet", (29, 3, 48, 48)),
+        ("rnet", (390, 3, 24, 24)),  # runs padded to 448
+        ("rnet", (448, 3, 24, 24)),  # a bucket's own size: no padding
+        ("onet", (29, 3, 48, 48)),  # padded to 32
+        ("onet", (1, 3, 48, 48)),
     ],
 )
 def test_openvino_nets_equal_the_eager_modules(
@@ -85,3 +87,33 @@ def test_threads_calling_at_once_each_get_their_own_answers(compiled: CascadeNet
     assert not any(thread.is_alive() for thread in threads)
     for index, want in enumerate(expected):
         assert_same_outputs(results[index], want, atol=0.0)
+
+
+def test_batch_buckets_cover_every_count_with_few_shapes() -> None:
+    counts = range(1, 16_385)
+    buckets = [batch_bucket(count) for count in counts]
+    assert all(bucket >= count for bucket, count in zip(buckets, counts, strict=True))
+    assert buckets == sorted(buckets)
+    assert len(set(buckets)) <= 72  # what the shape cache has to hold for R-Net and O-Net
+    assert all(bucket <= 2 * count for bucket, count in zip(buckets, counts, strict=True))
+    large = [(bucket, count) for bucket, count in zip(buckets, counts, strict=True) if count > 512]
+    assert all(bucket - count < count / 8 for bucket, count in large)
+    examples = (1, 2, 3, 29, 64, 65, 390, 1024, 1025)
+    assert [batch_bucket(n) for n in examples] == [1, 2, 4, 32, 64, 72, 416, 1024, 1152]
+
+
+def test_the_shape_cache_is_bounded() -> None:
+    """The plugin's default (5000 entries) grew one R-Net by 540 MiB over 900 batch sizes."""
+    entries = compile_config(threads=2, streams=1)["CPU_RUNTIME_CACHE_CAPACITY"]
+    assert entries == SHAPE_CACHE_ENTRIES <= 1000
+
+
+def test_padding_never_reaches_the_caller(compiled: CascadeNets) -> None:
+    """A padded batch gives each crop what it gets alone, and only as many rows as were sent."""
+    batch = channels_last(5, 3, 24, 24)
+    with torch.inference_mode():
+        together = compiled.rnet(batch)
+        alone = [compiled.rnet(batch[i : i + 1]) for i in range(5)]
+    assert [t.shape[0] for t in together] == [5, 5]
+    for i, single in enumerate(alone):
+        assert_same_outputs(tuple(t[i : i + 1] for t in together), single, atol=OPENVINO_ATOL)
