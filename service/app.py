@@ -31,7 +31,7 @@ from service.video_pipeline import VideoPipeline
 from service.vision.batched_detection import AnalysisSize, BatchedDetector
 from service.vision.detection import FaceDetector
 from service.vision.mtcnn import CascadeDetector, CascadeNets, local_nets
-from service.vision.openvino_nets import openvino_nets
+from service.vision.openvino_nets import openvino_nets, warm_up
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,10 @@ def triton_backend(settings: Settings, metrics: Metrics) -> InferenceBackend:
 def cascade_nets(settings: Settings) -> CascadeNets:
     if settings.detector_backend == "local":
         if settings.detector_runtime == "openvino" and settings.device == "cpu":
-            return openvino_nets(settings.torch_threads, streams=settings.detector_workers)
+            nets = openvino_nets(settings.torch_threads, streams=settings.detector_workers)
+            if settings.detector_warmup:
+                warm_up(nets)
+            return nets
         return local_nets(settings.device)
     if settings.triton_url is None:
         raise ValueError("FER_DETECTOR_BACKEND=triton needs a Triton: FER_TRITON_URL is not set")

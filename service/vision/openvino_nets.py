@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 import torch
@@ -48,6 +49,25 @@ def batch_bucket(count: int) -> int:
         return 1 << max(0, count - 1).bit_length()
     step = 1 << ((count - 1).bit_length() - 4)
     return -(-count // step) * step
+
+
+# Batch buckets prepared at startup (FER_DETECTOR_WARMUP): R-Net's up to 1024 crops, O-Net's up to 256, the
+# candidate counts of one to a few merged photos (messi5: 390 and 29; the 1080p group photo: 971 and 58).
+WARM_UP_CROPS = (1024, 256)
+
+
+def warm_up(nets: CascadeNets, crops: tuple[int, int] = WARM_UP_CROPS) -> int:
+    """Runs every R-Net and O-Net batch bucket up to ``crops`` once, on zeros; returns how many. The plugin's
+    shape cache is shared by all infer requests of a net, so the first requests after startup run at the
+    cached speed instead of preparing their shapes (R-Net on 640 crops: 27 ms the first time, 12 ms after)."""
+    count, start = 0, time.perf_counter()
+    with torch.inference_mode():
+        for net, side, most in ((nets.rnet, 24, crops[0]), (nets.onet, 48, crops[1])):
+            for batch in sorted({batch_bucket(n) for n in range(1, most + 1)}):
+                net(torch.zeros((batch, side, side, 3)).permute(0, 3, 1, 2))
+                count += 1
+    logger.info("MTCNN nets warmed: %d batch shapes in %.2f s", count, time.perf_counter() - start)
+    return count
 
 
 class OpenVinoNet:

@@ -9,12 +9,19 @@ tests/integration/test_detector_parity.py; this pins each net on its own.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import pytest
 import torch
 
 from service.vision.mtcnn import CascadeNets, load_nets
-from service.vision.openvino_nets import SHAPE_CACHE_ENTRIES, batch_bucket, compile_config, openvino_nets
+from service.vision.openvino_nets import (
+    SHAPE_CACHE_ENTRIES,
+    batch_bucket,
+    compile_config,
+    openvino_nets,
+    warm_up,
+)
 from tests.models.helpers import assert_same_outputs, seeded_randn
 
 OPENVINO_ATOL = 1e-4  # measured ~3e-6: different kernels, same float32 arithmetic
@@ -117,3 +124,20 @@ def test_padding_never_reaches_the_caller(compiled: CascadeNets) -> None:
     assert [t.shape[0] for t in together] == [5, 5]
     for i, single in enumerate(alone):
         assert_same_outputs(tuple(t[i : i + 1] for t in together), single, atol=OPENVINO_ATOL)
+
+
+def test_warm_up_runs_every_bucket_up_to_its_limit_once() -> None:
+    seen: dict[str, list[tuple[int, ...]]] = {"rnet": [], "onet": []}
+
+    def recording(name: str) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
+        def net(batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            assert batch.is_contiguous(memory_format=torch.channels_last)
+            seen[name].append(tuple(batch.shape))
+            return ()
+
+        return net
+
+    nets = CascadeNets(pnet=recording("pnet"), rnet=recording("rnet"), onet=recording("onet"))
+    assert warm_up(nets, crops=(100, 10)) == len(seen["rnet"]) + len(seen["onet"])
+    assert seen["rnet"] == [(n, 3, 24, 24) for n in (1, 2, 4, 8, 16, 32, 64, 72, 80, 88, 96, 104)]
+    assert seen["onet"] == [(n, 3, 48, 48) for n in (1, 2, 4, 8, 16)]

@@ -50,3 +50,15 @@ def test_the_detector_runtime_setting_picks_where_the_local_nets_run(
 
     nets = cascade_nets(Settings(**overrides))  # type: ignore[arg-type]
     assert type(nets.onet).__name__ == runs_on
+
+
+@pytest.mark.parametrize(("warmup", "calls"), [(True, 1), (False, 0)])
+def test_the_openvino_nets_are_warmed_before_the_first_request_unless_told_not_to(
+    monkeypatch: pytest.MonkeyPatch, warmup: bool, calls: int
+) -> None:
+    import service.app
+
+    warmed: list[object] = []
+    monkeypatch.setattr(service.app, "warm_up", warmed.append)
+    nets = service.app.cascade_nets(Settings(detector_warmup=warmup))
+    assert warmed == [nets] * calls
