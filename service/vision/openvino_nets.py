@@ -32,11 +32,13 @@ EXAMPLES = ((1, 3, 64, 64), (2, 3, 24, 24), (2, 3, 48, 48))
 
 # The CPU plugin prepares every new input shape once and caches it (an entry per node and shape). Its default
 # of 5000 entries let one R-Net grow the process by 540 MiB over 900 batch sizes (measured): a gateway would
-# creep towards its Kubernetes memory limit as traffic brings new candidate counts and photo sizes. 1000
-# entries (~110 MiB a net) hold every batch bucket of R-Net and O-Net and the pyramid levels of the image
-# sizes seen last; a shape evicted costs its preparation again (measured: R-Net on 398 crops 27 ms uncached,
-# 14 ms cached).
-SHAPE_CACHE_ENTRIES = 1000
+# creep towards its Kubernetes memory limit as traffic brings new candidate counts and photo sizes.
+# - R-Net, O-Net: 1000 entries (~110 MiB a net at most) hold all their batch buckets; the cache pays for these
+#   small nets (R-Net on 398 crops: 27 ms uncached, 14 ms cached).
+# - P-Net: 100. Its shapes follow the photo sizes, and its convolutions dwarf the preparation: a clip's
+#   8-frame pyramid took 52.6 ms with 1000 entries and 53.8 ms with none, while 100 photo sizes grew it by
+#   284 MiB with 1000 and 137 MiB (its largest buffers) with 100 (measured, alternating, one process each).
+SHAPE_CACHE_ENTRIES = (100, 1000, 1000)  # P-Net, R-Net, O-Net
 
 
 def batch_bucket(count: int) -> int:
@@ -109,7 +111,7 @@ def nhwc_input(model: Any) -> Any:
     return steps.build()
 
 
-def compile_config(threads: int, streams: int) -> dict[str, Any]:
+def compile_config(threads: int, streams: int, cache_entries: int) -> dict[str, Any]:
     return {
         "NUM_STREAMS": streams,
         "INFERENCE_NUM_THREADS": threads,
@@ -117,7 +119,7 @@ def compile_config(threads: int, streams: int) -> dict[str, Any]:
         # scores by more than the 1e-3 the parity test allows.
         "INFERENCE_PRECISION_HINT": "f32",
         # Write-only: the compiled model does not report it back.
-        "CPU_RUNTIME_CACHE_CAPACITY": SHAPE_CACHE_ENTRIES,
+        "CPU_RUNTIME_CACHE_CAPACITY": cache_entries,
     }
 
 
@@ -127,11 +129,13 @@ def openvino_nets(threads: int, streams: int = 1) -> CascadeNets:
     import openvino as ov
 
     core = ov.Core()
-    config = compile_config(threads, streams)
     compiled = []
     with torch.inference_mode():
-        for net, shape, example in zip(load_nets(), INPUT_SHAPES, EXAMPLES, strict=True):
+        for net, shape, example, entries in zip(
+            load_nets(), INPUT_SHAPES, EXAMPLES, SHAPE_CACHE_ENTRIES, strict=True
+        ):
             model = ov.convert_model(net, example_input=torch.zeros(example), input=[ov.PartialShape(shape)])
+            config = compile_config(threads, streams, entries)
             fixed_size_crops = shape[2] != -1
             compiled.append(
                 OpenVinoNet(core.compile_model(nhwc_input(model), "CPU", config), bucketed=fixed_size_crops)

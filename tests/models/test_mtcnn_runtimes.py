@@ -111,8 +111,8 @@ def test_batch_buckets_cover_every_count_with_few_shapes() -> None:
 
 def test_the_shape_cache_is_bounded() -> None:
     """The plugin's default (5000 entries) grew one R-Net by 540 MiB over 900 batch sizes."""
-    entries = compile_config(threads=2, streams=1)["CPU_RUNTIME_CACHE_CAPACITY"]
-    assert entries == SHAPE_CACHE_ENTRIES <= 1000
+    assert all(0 < entries <= 1000 for entries in SHAPE_CACHE_ENTRIES)
+    assert compile_config(threads=2, streams=1, cache_entries=100)["CPU_RUNTIME_CACHE_CAPACITY"] == 100
 
 
 def test_padding_never_reaches_the_caller(compiled: CascadeNets) -> None:
