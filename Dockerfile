@@ -57,9 +57,15 @@ COPY --from=builder /opt/venv /opt/venv
 COPY --from=builder /app /app
 WORKDIR /app
 # FER_HOST: listen on the container's interface (the Settings default, 127.0.0.1, is for development).
+# MALLOC_ARENA_MAX=2: glibc gives each busy thread (request workers, the detection thread, OpenVINO's) its
+# own heap, and photos of many sizes fragment them all. Measured on 600 photos of distinct sizes (240-1280 px,
+# concurrency 4): the gateway levelled off at 1769 MiB with glibc's default and 1502 MiB with 2 arenas, from
+# ~1.28 GiB at startup, against the 2 GiB limit of the Kubernetes overlays; throughput moved by ~3 % (within
+# run-to-run noise).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    MALLOC_ARENA_MAX=2 \
     FER_HOST=0.0.0.0 \
     FER_PORT=8080
 USER 10001:10001
