@@ -9,11 +9,18 @@ Every ``--interval-s`` it prints one row: requests and errors in the window, ima
 the gateway's resident memory (VmRSS) and peak (VmHWM). Fails (exit 1) when the error rate is over
 ``--max-error-rate`` or resident memory grew more than ``--max-rss-growth-mib`` from the first row to the
 last: a leak shows as growth that a warm gateway should not have.
+
+``--distinct-sizes N`` sends the photos resized to N different random sizes (240-1280 px a side, in turn)
+instead of as they are: every new size brings new pyramid shapes and buffer sizes, which is where the
+detector's shape caches and the allocator's heaps grow. Run it as the image runs the gateway:
+
+    MALLOC_ARENA_MAX=2 python -m load_tests.soak --minutes 5 --distinct-sizes 600
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import itertools
 import sys
 import threading
@@ -126,11 +133,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--max-rss-growth-mib", type=float, default=300.0, help="largest RSS growth, first→last"
     )
+    parser.add_argument(
+        "--distinct-sizes", type=int, default=0, help="photos at this many random sizes (0: as they are)"
+    )
     return parser.parse_args(argv)
 
 
+def resized_photos(photos: list[Path], count: int, seed: int = 3) -> list[tuple[str, bytes]]:
+    """``count`` JPEGs of the photos in turn, each at its own random size (240-1280 px a side)."""
+    from PIL import Image
+
+    random = np.random.default_rng(seed)
+    sources = [Image.open(path).convert("RGB") for path in photos]
+    bodies = []
+    for index in range(count):
+        width, height = (int(side) for side in random.integers(240, 1281, size=2))
+        buffer = io.BytesIO()
+        sources[index % len(sources)].resize((width, height)).save(buffer, "JPEG", quality=90)
+        bodies.append((f"{width}x{height}.jpg", buffer.getvalue()))
+    return bodies
+
+
 def run(url: str, pid: int, media: Path, args: argparse.Namespace) -> list[str]:
-    images = [(name, (media / name).read_bytes()) for name in ("messi5.jpg", "astronaut.png")]
+    photos = [media / name for name in ("messi5.jpg", "astronaut.png")]
+    if args.distinct_sizes:
+        images = resized_photos(photos, args.distinct_sizes)
+    else:
+        images = [(path.name, path.read_bytes()) for path in photos]
     clip = write_clip(media)
     load = Load(url, images, (clip.name, clip.read_bytes()), [], threading.Event())
     threads = [threading.Thread(target=worker, args=(load, i * 3)) for i in range(args.workers)]
