@@ -261,11 +261,10 @@ def pyramid_level(images: list[SummedArea], size: tuple[int, int]) -> Tensor:
     zero = torch.zeros(1, dtype=torch.int64, device=first.device)
     (rows0,), (rows1,) = _bins(zero, zero + first.height, size[0])
     (cols0,), (cols1,) = _bins(zero, zero + first.width, size[1])
-    rows, cols = (rows0, rows1), (cols0, cols1)
     out = torch.empty((len(images), *size, first.channels), device=first.device)
     for image, sink in zip(images, out, strict=True):
-        sink.copy_(image.grid_sums(rows, cols))
-    area = (rows[1] - rows[0])[:, None] * (cols[1] - cols[0])[None, :]
+        sink.copy_(image.grid_sums((rows0, rows1), (cols0, cols1)))
+    area = (rows1 - rows0)[:, None] * (cols1 - cols0)[None, :]
     return out.div_(area[..., None])
 
 

@@ -89,11 +89,12 @@ class OpenVinoNet:
         if request is None:
             request = self._local.request = self._compiled.create_infer_request()
         count = int(batch.shape[0])
+        runs_at = batch_bucket(count) if self._bucketed else count
         # The cascade builds its inputs channels-last (N x C x H x W over N x H x W x C memory), which is the
         # NHWC layout the compiled model takes: handed over without a copy (unless padded to its bucket).
         pixels = batch.permute(0, 2, 3, 1)
-        if self._bucketed and batch_bucket(count) != count:
-            padded = torch.zeros((batch_bucket(count), *pixels.shape[1:]), dtype=pixels.dtype)
+        if runs_at != count:
+            padded = torch.zeros((runs_at, *pixels.shape[1:]), dtype=pixels.dtype)
             padded[:count] = pixels
             pixels = padded
         # share_outputs=False copies the outputs: the request reuses its buffers on the next call.
