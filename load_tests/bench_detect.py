@@ -14,6 +14,10 @@
    mini-Xception per face, batch 1), the service (its own process + the local Triton) at each concurrency,
    and the `fer` library (Haar front end, same weights) in its own venv.
 
+facenet-pytorch and the naive loop run in a process of their own with the environment this command was
+started with, as a user's script would; our detector runs here with the gateway's OpenMP settings
+(service/openmp.py), as it runs in the gateway. Each side gets the settings it has in real life.
+
 Nothing here asserts on time: speed is reported, not tested.
 """
 
@@ -21,9 +25,11 @@ from __future__ import annotations
 
 import os
 
-# As the gateway sets it (service/__main__.py), before torch loads libgomp: the detector is measured as it
-# runs there. facenet-pytorch's times are the same either way (README benchmark notes).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from service.openmp import openmp_defaults
+
+# As the gateway sets it (service/__main__.py), before torch loads libgomp: our detector is measured as it
+# runs there. facenet-pytorch runs in a process of its own without it (load_tests/bench_reference.py).
+os.environ.update(GATEWAY_OPENMP := openmp_defaults(os.environ))
 
 import argparse
 import asyncio
@@ -46,6 +52,7 @@ from PIL import Image
 
 from devstack.media import ROOT, ensure_face_photos, ensure_media
 from devstack.stack import free_port, wait_until_ready
+from load_tests.bench_media import THRESHOLDS, bench_threads, detector_cases, photos
 from service.triton_local import LocalTriton
 from service.vision.detection import Detections
 from service.vision.mtcnn import (
@@ -60,12 +67,24 @@ from service.vision.mtcnn import (
 )
 from service.vision.openvino_nets import openvino_nets
 
-MODEL_FILE = ROOT / "model_repository" / "mini_xception_fer2013" / "1" / "model.pt"
 PEER_PYTHON = ROOT / ".cache" / "peer-venv" / "bin" / "python"
-THRESHOLDS = (0.6, 0.7, 0.7)
+# A pause between timed calls, chosen by measurement (messi5, ours timed alone 37.5 ms): back to back, the
+# reference process's OpenMP threads still spin when ours starts (ours 43.5 ms); after 5 ms both sides time
+# as they do alone (39.3 ms; the reference 87.5 ms); after 50 ms ours took 58.9 ms (2 cores, 2026-12-03).
+SETTLE_S = 0.005
+Call = Callable[[], float]  # runs once, returns its own seconds
 
 
-def alternating_ms(calls: list[Callable[[], object]], repeats: int = 11) -> list[float]:
+def timed(call: Callable[[], object]) -> Call:
+    def run() -> float:
+        start = time.perf_counter()
+        call()
+        return time.perf_counter() - start
+
+    return run
+
+
+def alternating_ms(calls: list[Call], repeats: int = 11) -> list[float]:
     """Median ms of each call, timed in turn (A, B, C, A, B, C, ...): a shared VM's speed drifts between
     runs, and alternating puts every call under the same drift."""
     for call in calls:
@@ -73,59 +92,64 @@ def alternating_ms(calls: list[Callable[[], object]], repeats: int = 11) -> list
     times: list[list[float]] = [[] for _ in calls]
     for _ in range(repeats):
         for call, sink in zip(calls, times, strict=True):
-            start = time.perf_counter()
-            call()
-            sink.append(time.perf_counter() - start)
+            time.sleep(SETTLE_S)
+            sink.append(call())
     return [statistics.median(sink) * 1000.0 for sink in times]
 
 
-def paired_ms(first: Callable[[], object], second: Callable[[], object]) -> tuple[float, float]:
-    theirs, ours = alternating_ms([first, second])
-    return theirs, ours
+def user_environment() -> dict[str, str]:
+    """The environment this benchmark was started with: without what it set for our side, above."""
+    return {k: v for k, v in os.environ.items() if k not in GATEWAY_OPENMP}
+
+
+class Reference:
+    """facenet-pytorch's ``detect`` in its own process (load_tests/bench_reference.py), one case per call."""
+
+    def __init__(self) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "load_tests.bench_reference", "detect"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=user_environment(),
+            cwd=ROOT,
+        )
+        if self._read() != "ready":
+            raise RuntimeError("the reference process did not start")
+
+    def _read(self) -> str:
+        assert self._process.stdout is not None
+        return self._process.stdout.readline().strip()
+
+    def call(self, case: int) -> Call:
+        def run() -> float:
+            assert self._process.stdin is not None
+            self._process.stdin.write(f"{case}\n")
+            self._process.stdin.flush()
+            return float(self._read())
+
+        return run
+
+    def close(self) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.close()
+        self._process.wait(timeout=60)
 
 
 # ----------------------------------------------------------------------------- 1. the detector
 
 
-def detector_cases() -> list[tuple[str, list[np.ndarray]]]:
-    media = ensure_media()
-    messi = np.asarray(Image.open(media / "messi5.jpg").convert("RGB"))
-    group = Image.open(next(p for p in ensure_face_photos() if p.name == "t1.jpg")).convert("RGB")
-    canvas = Image.new("RGB", (1920, 1080), (110, 110, 110))
-    group.thumbnail((1900, 1060))
-    canvas.paste(group, ((1920 - group.width) // 2, (1080 - group.height) // 2))
-    with av.open(str(media / "Megamind.avi")) as container:
-        frames = [
-            f.to_ndarray(format="rgb24") for i, f in enumerate(container.decode(video=0)) if i % 30 == 0
-        ]
-    return [
-        ("0.2 MP photo (messi5, 548x342)", [messi]),
-        ("1080p frame, group photo", [np.asarray(canvas)]),
-        ("8 clip frames (Megamind, 720x528)", frames[:8]),
-    ]
-
-
-def _detector_row(
-    name: str, images: list[np.ndarray], reference: object, ours: dict[str, CascadeDetector]
-) -> str:
-    # facenet-pytorch's batch mode wants a 4-D array; one image goes in as itself.
-    sample = np.stack(images) if len(images) > 1 else images[0]
+def _detector_row(name: str, images: list[np.ndarray], theirs: Call, ours: dict[str, CascadeDetector]) -> str:
     cells = []
     with torch.inference_mode():
         for detector in ours.values():
-            theirs, mine = paired_ms(
-                lambda: reference.detect(sample),  # type: ignore[attr-defined]
-                lambda d=detector: d.detect_many(images),  # type: ignore[misc]
-            )
-            cells.append(f"{theirs:.1f} | {mine:.1f} | {theirs / mine:.2f}x")
+            reference_ms, ours_ms = alternating_ms([theirs, timed(lambda d=detector: d.detect_many(images))])
+            cells.append(f"{reference_ms:.1f} | {ours_ms:.1f} | {reference_ms / ours_ms:.2f}x")
         faces = sum(len(found) for found in next(iter(ours.values())).detect_many(images))
     return f"| {name} | {faces} | " + " | ".join(cells) + " |"
 
 
 def bench_detector(threads: int) -> list[str]:
-    from facenet_pytorch import MTCNN
-
-    reference = MTCNN(keep_all=True, thresholds=list(THRESHOLDS), min_face_size=20, post_process=False)
     ours = {
         "OpenVINO (default)": CascadeDetector(
             thresholds=THRESHOLDS, min_face_size=20, nets=openvino_nets(threads)
@@ -134,8 +158,12 @@ def bench_detector(threads: int) -> list[str]:
     }
     head = " | ".join(f"facenet-pytorch ms | ours, {runtime} ms | speed-up" for runtime in ours)
     rows = [f"| input | faces | {head} |", "|---|---|" + "---|---|---|" * len(ours)]
-    for name, images in detector_cases():
-        rows.append(_detector_row(name, images, reference, ours))
+    reference = Reference()
+    try:
+        for case, (name, images) in enumerate(detector_cases()):
+            rows.append(_detector_row(name, images, reference.call(case), ours))
+    finally:
+        reference.close()
     return rows
 
 
@@ -183,7 +211,8 @@ def bench_nets(threads: int) -> list[str]:
                 )
                 for runtime, nets in runtimes.items()
             ]
-            rows.append(f"| {name} | " + " | ".join(f"{ms:.1f}" for ms in alternating_ms(calls, 21)) + " |")
+            medians = alternating_ms([timed(call) for call in calls], 21)
+            rows.append(f"| {name} | " + " | ".join(f"{ms:.1f}" for ms in medians) + " |")
     return rows
 
 
@@ -274,41 +303,19 @@ class Throughput:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000.0
 
 
-def photos() -> list[Path]:
-    media = ensure_media()
-    return [media / "messi5.jpg", media / "astronaut.png"]
-
-
-def naive_loop(paths: list[Path], requests: int) -> Throughput:
-    """What a user writes first: MTCNN, then the model once per face (box crop, resize to 64, batch 1)."""
-    from facenet_pytorch import MTCNN
-
-    mtcnn = MTCNN(keep_all=True, thresholds=list(THRESHOLDS), min_face_size=20)
-    model = torch.jit.load(str(MODEL_FILE)).eval()
-    images = [Image.open(p).convert("RGB") for p in paths]
-
-    def one(image: Image.Image) -> int:
-        boxes, _ = mtcnn.detect(image)
-        for box in [] if boxes is None else boxes:
-            face = image.crop(tuple(int(v) for v in box)).resize((64, 64), Image.Resampling.BILINEAR)
-            pixels = torch.from_numpy(np.asarray(face, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
-            model(pixels)
-        return 0 if boxes is None else len(boxes)
-
-    latencies, faces = [], 0
-    with torch.inference_mode():
-        one(images[0])
-        start = time.perf_counter()
-        for i in range(requests):
-            t = time.perf_counter()
-            faces += one(images[i % len(images)])
-            latencies.append(time.perf_counter() - t)
+def naive_loop(requests: int) -> Throughput:
+    """The naive loop (load_tests/bench_reference.py) in its own process, with the user's environment."""
+    command = [sys.executable, "-m", "load_tests.bench_reference", "naive", "--requests", str(requests)]
+    result = subprocess.run(
+        command, capture_output=True, text=True, check=True, env=user_environment(), cwd=ROOT
+    )
+    data = json.loads(result.stdout.strip().splitlines()[-1])
     return Throughput(
         "naive loop (facenet-pytorch MTCNN + model per face)",
         requests,
-        faces,
-        time.perf_counter() - start,
-        latencies,
+        data["faces"],
+        data["wall"],
+        data["latencies"],
     )
 
 
@@ -419,17 +426,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,4,16", help="comma-separated concurrency levels")
     parser.add_argument("--skip-detector", action="store_true", help="only the throughput table")
     args = parser.parse_args(argv)
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(bench_threads())
     print(
         f"# {platform.node()}: {os.cpu_count()} CPUs, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}"
     )
     if not args.skip_detector:
-        threads = min(2, os.cpu_count() or 1)
+        threads = bench_threads()
         print("\n".join(bench_detector(threads)), end="\n\n")
         print("\n".join(bench_nets(threads)), end="\n\n")
         print("\n".join(bench_pnet_thresholds(threads)), end="\n\n")
     paths = photos()
-    results = [naive_loop(paths, args.requests)]
+    results = [naive_loop(args.requests)]
     bodies = [p.read_bytes() for p in paths]
     with service_process() as url:
         for level in (int(c) for c in args.concurrency.split(",")):

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 
-# Before torch loads libgomp, which reads it once: OpenMP threads sleep when a parallel region ends instead
-# of spinning. The gateway runs OpenVINO's thread pool (the detector's nets) and torch's (crops, alignment)
-# on the same cores; spinning OpenMP threads starve OpenVINO's (messi5 cascade 58 ms with spinning threads,
-# 43 ms passive, measured alternately on 2 cores). An operator's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from service.openmp import openmp_defaults
+
+# First thing, before anything imports torch (which loads libgomp, and libgomp reads it once).
+os.environ.update(openmp_defaults(os.environ))
 
 import logging
 import signal
