@@ -170,13 +170,10 @@ def bench_detector(threads: int) -> list[str]:
 def net_inputs(image: np.ndarray) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
     """What the cascade feeds each net for this image: P-Net's pyramid levels, then R-Net's and O-Net's
     crops of the candidates the torch cascade finds (their count is printed with the table)."""
-    from service.vision.mtcnn import _as_tensor, normalised, pyramid_level
+    from service.vision.mtcnn import _as_tensor, pyramid_level, scaled
 
     table = SummedArea(_as_tensor(image))
-    levels = [
-        normalised(pyramid_level([table], (int(table.height * s + 1), int(table.width * s + 1))))
-        for s in pyramid((table.height, table.width), 20)
-    ]
+    levels = [pyramid_level([table], scaled(table.shape, s)) for s in pyramid(table.shape, 20)]
     detector = CascadeDetector(thresholds=THRESHOLDS, min_face_size=20)
     proposals = detector._proposals([table], [20])
     refined = detector._refine([table], proposals)
