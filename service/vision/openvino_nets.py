@@ -1,11 +1,11 @@
 """MTCNN's three nets compiled by OpenVINO for this CPU (``FER_DETECTOR_RUNTIME=openvino``, the default).
 
 Chosen by measurement (`make bench`, README "Benchmarks": each net alone on the inputs the cascade gives
-it for messi5, 2 cores, 2026-12-03): P-Net over 9 pyramid levels 5.8 ms with OpenVINO, 13.2 ms torch
-channels-last, 20.0 ms torch default layout; R-Net on 390 candidates 9.2 / 12.2 / 32.6 ms; O-Net on 29
-boxes 4.0 / 6.0 / 14.6 ms. ONNX Runtime 1.32, measured once in a scratch venv on inputs of the same shapes,
-took 10.9 / 26.9 / 10.1 ms. In the whole cascade OpenVINO makes messi5 3.2x faster than facenet-pytorch's
-``detect``, torch channels-last 2.2x.
+it for messi5, 2 cores, 2026-12-03): P-Net over 9 pyramid levels 7.0 ms with OpenVINO, 7.5 ms torch
+channels-last, 12.8 ms torch default layout; R-Net on 390 candidates 10.8 / 14.2 / 38.4 ms; O-Net on 29
+boxes 5.7 / 6.4 / 16.4 ms. ONNX Runtime 1.32, measured once in a scratch venv on inputs of the same shapes,
+took 10.9 / 26.9 / 10.1 ms. In the whole cascade OpenVINO makes messi5 2.3x faster than facenet-pytorch's
+``detect`` (run in its own process with OpenMP's defaults), torch channels-last 1.7x.
 
 The nets are converted in process from facenet-pytorch's modules (``openvino.convert_model``: no file, no
 ONNX step), so its wheel stays the weights' only source. Outputs equal torch's to ~3e-6
