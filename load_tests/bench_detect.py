@@ -126,7 +126,10 @@ class Reference:
             assert self._process.stdin is not None
             self._process.stdin.write(f"{case}\n")
             self._process.stdin.flush()
-            return float(self._read())
+            answer = self._read()
+            if not answer:
+                raise RuntimeError(f"the reference process exited ({self._process.wait()})")
+            return float(answer)
 
         return run
 
