@@ -1,5 +1,6 @@
-"""How the gateway's OpenMP threads wait between parallel regions: set before torch loads libgomp (it reads
-the environment once, when the library loads), so ``python -m service`` applies it first thing.
+"""How the gateway's thread pools wait between parallel regions: set before torch loads libgomp and numpy
+loads OpenBLAS (each reads the environment once, when it loads), so ``python -m service`` applies them
+first thing.
 
 The gateway runs torch's OpenMP pool (summed-area tables, pyramid levels, crops, alignment) and OpenVINO's
 threads (the detector's nets) on the same cores, op after op. The two ends of libgomp's range both cost:
@@ -13,16 +14,28 @@ threads (the detector's nets) on the same cores, op after op. The two ends of li
 
 A short spin (``GOMP_SPINCOUNT``) keeps the threads warm from one op to the next and lets them
 sleep while OpenVINO runs.
+
+numpy's OpenBLAS keeps a pool of its own, and its idle worker waits spinning in ``sched_yield`` for about
+0.1 s after each parallel call. The gateway's linear algebra is all tiny (2x2 alignments, a few hundred
+similarity scores), so one BLAS thread (``OPENBLAS_NUM_THREADS=1``) loses nothing. Measured (2 cores,
+2026-12-03): twenty 3x3 ``np.linalg.inv`` 10 ms apart cost 0.2 core-s with the pool, 0.01 with one thread;
+in the gateway at concurrency 16 that worker took ~10 core-ms of kernel time per image. (Alignment now
+inverts its 3x3 maps in closed form, service/vision/alignment.py, and never calls LAPACK.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-GATEWAY_OPENMP = {"GOMP_SPINCOUNT": "10000"}
-OPERATOR_KNOBS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+# Each default, with the variables an operator may set instead: an operator's own setting wins.
+DEFAULTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("GOMP_SPINCOUNT", "10000", ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")),
+    ("OPENBLAS_NUM_THREADS", "1", ("OPENBLAS_NUM_THREADS",)),
+)
+GATEWAY_OPENMP = {name: value for name, value, _ in DEFAULTS}
+OPERATOR_KNOBS = tuple(knob for _, _, knobs in DEFAULTS for knob in knobs)
 
 
 def openmp_defaults(environ: Mapping[str, str]) -> dict[str, str]:
-    """The gateway's wait policy, unless an operator has set one of their own (theirs wins)."""
-    return {} if any(knob in environ for knob in OPERATOR_KNOBS) else dict(GATEWAY_OPENMP)
+    """The gateway's thread-pool settings, less those an operator has set a variable of their own for."""
+    return {name: value for name, value, knobs in DEFAULTS if not any(knob in environ for knob in knobs)}

@@ -50,6 +50,17 @@ def _homogeneous(matrix: Float64Array) -> Float64Array:
     return np.vstack([matrix, [0.0, 0.0, 1.0]])
 
 
+def affine_inverse(matrix: Float64Array) -> Float64Array:
+    """The inverse of a 3x3 affine map (last row 0, 0, 1), in closed form.
+
+    np.linalg.inv solves it with OpenBLAS's parallel LU, which wakes numpy's BLAS worker for a 3x3 matrix;
+    the worker then spins for ~0.1 s (service/openmp.py). Alignment runs a few of these per face."""
+    (a, b), (c, d) = matrix[0, :2], matrix[1, :2]
+    linear = np.array([[d, -b], [-c, a]]) / (a * d - b * c)
+    shift = -(linear @ matrix[:2, 2])
+    return np.vstack([np.hstack([linear, shift[:, None]]), [0.0, 0.0, 1.0]])
+
+
 def _pixel_to_normalised(size_w: int, size_h: int) -> Float64Array:
     """3x3 map from pixel coords (centres on integers) to grid_sample's [-1, 1] (align_corners=False)."""
     return np.array(
@@ -59,11 +70,11 @@ def _pixel_to_normalised(size_w: int, size_h: int) -> Float64Array:
 
 def sampling_grid_theta(matrix: Float64Array, image_wh: tuple[int, int], crop_size: int) -> Float64Array:
     """affine_grid's theta for one face: crop normalised coords → image normalised coords."""
-    crop_to_image = np.linalg.inv(_homogeneous(matrix))
+    crop_to_image = affine_inverse(_homogeneous(matrix))
     theta = (
         _pixel_to_normalised(*image_wh)
         @ crop_to_image
-        @ np.linalg.inv(_pixel_to_normalised(crop_size, crop_size))
+        @ affine_inverse(_pixel_to_normalised(crop_size, crop_size))
     )
     result: Float64Array = theta[:2]
     return result
@@ -73,7 +84,7 @@ def crop_corners(matrix: Float64Array, crop_size: int) -> Float64Array:
     """The crop's 4 outer corners (top-left, top-right, bottom-right, bottom-left) in image pixels."""
     edge = (-0.5, crop_size - 0.5)
     corners = np.array([[edge[0], edge[0]], [edge[1], edge[0]], [edge[1], edge[1]], [edge[0], edge[1]]])
-    crop_to_image = np.linalg.inv(_homogeneous(matrix))
+    crop_to_image = affine_inverse(_homogeneous(matrix))
     image_corners: Float64Array = corners @ crop_to_image[:2, :2].T + crop_to_image[:2, 2]
     return image_corners
 
@@ -134,7 +145,7 @@ def align_face(
     region = region.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
     reduced, region_to_reduced = _reduced_region(region, scale, antialias)
     image_to_region = np.array([[1.0, 0.0, -x0], [0.0, 1.0, -y0], [0.0, 0.0, 1.0]])
-    reduced_to_crop = _homogeneous(matrix) @ np.linalg.inv(region_to_reduced @ image_to_region)
+    reduced_to_crop = _homogeneous(matrix) @ affine_inverse(region_to_reduced @ image_to_region)
     theta = sampling_grid_theta(reduced_to_crop[:2], (reduced.shape[-1], reduced.shape[-2]), crop_size)
     shape = [1, reduced.shape[1], crop_size, crop_size]
     grid = F.affine_grid(torch.from_numpy(theta).float()[None], shape, align_corners=False)

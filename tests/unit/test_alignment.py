@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fermodels.config import ModelConfig
-from service.vision.alignment import align_faces, crop_corners, estimate_similarity, to_gray
+from service.vision.alignment import affine_inverse, align_faces, crop_corners, estimate_similarity, to_gray
 
 TEMPLATE = np.asarray(ModelConfig(name="m", architecture="a").landmark_template())
 
@@ -139,3 +139,12 @@ def test_a_crop_never_converts_the_whole_image() -> None:
     assert (corners.max(axis=0) - corners.min(axis=0)).max() == pytest.approx(256.0)
     crops = align_faces(huge, five_to_one(template, 1000.0)[None], template, 64)
     assert crops.shape == (1, 3, 64, 64)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_affine_inverse_undoes_the_map(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    matrix = np.vstack([rng.normal(size=(2, 3)) * [[3.0, 3.0, 100.0]], [0.0, 0.0, 1.0]])
+    inverse = affine_inverse(matrix)
+    np.testing.assert_allclose(inverse @ matrix, np.eye(3), atol=1e-9)
+    np.testing.assert_allclose(inverse, np.linalg.inv(matrix), rtol=1e-9, atol=1e-12)
