@@ -68,10 +68,6 @@ from service.vision.mtcnn import (
 from service.vision.openvino_nets import openvino_nets
 
 PEER_PYTHON = ROOT / ".cache" / "peer-venv" / "bin" / "python"
-# A pause between timed calls, chosen by measurement (messi5, ours timed alone 37.5 ms): back to back, the
-# reference process's OpenMP threads still spin when ours starts (ours 43.5 ms); after 5 ms both sides time
-# as they do alone (39.3 ms; the reference 87.5 ms); after 50 ms ours took 58.9 ms (2 cores, 2026-12-03).
-SETTLE_S = 0.005
 Call = Callable[[], float]  # runs once, returns its own seconds
 
 
@@ -84,16 +80,21 @@ def timed(call: Callable[[], object]) -> Call:
     return run
 
 
-def alternating_ms(calls: list[Call], repeats: int = 11) -> list[float]:
-    """Median ms of each call, timed in turn (A, B, C, A, B, C, ...): a shared VM's speed drifts between
-    runs, and alternating puts every call under the same drift."""
+def alternating_ms(calls: list[Call], rounds: int = 7, burst: int = 4) -> list[float]:
+    """Median ms of each call in its steady state, the calls taking turns in bursts (A A A A, B B B B, ...).
+
+    Turns: a shared VM's speed drifts between runs, and alternating puts every call under the same drift.
+    Bursts: each call's first run after the other's finds its caches refilled by the other and its threads
+    asleep, which a loop of detections (a user's script, the gateway under load) never meets. That run is
+    not timed. Measured (2 cores, 2026-12-03, back to back alone / one call a turn / bursts): ours messi5
+    26 / 27-36 / 25 ms, facenet-pytorch 79 / 81-83 / 81 ms; single turns cost the faster side most."""
     for call in calls:
         call()  # warm-up
     times: list[list[float]] = [[] for _ in calls]
-    for _ in range(repeats):
+    for _ in range(rounds):
         for call, sink in zip(calls, times, strict=True):
-            time.sleep(SETTLE_S)
-            sink.append(call())
+            call()  # the burst's cold first run
+            sink.extend(call() for _ in range(burst))
     return [statistics.median(sink) * 1000.0 for sink in times]
 
 
@@ -211,7 +212,7 @@ def bench_nets(threads: int) -> list[str]:
                 )
                 for runtime, nets in runtimes.items()
             ]
-            medians = alternating_ms([timed(call) for call in calls], 21)
+            medians = alternating_ms([timed(call) for call in calls])
             rows.append(f"| {name} | " + " | ".join(f"{ms:.1f}" for ms in medians) + " |")
     return rows
 
