@@ -306,7 +306,7 @@ class SummedArea:
         table[1:, 1:] = image[0].permute(1, 2, 0)
         # In place over the whole table (its zero first row and column stay zero): one buffer, no copy
         # after the sums. The allocating cumsum() took 105 ms on a 1080p frame.
-        torch.cumsum(table, 0, out=table)
+        _cumsum_down(table)
         torch.cumsum(table, 1, out=table)
         self._table = table
         self._flat = table.view(-1, channels)
@@ -355,6 +355,23 @@ class SummedArea:
         return self.normalised_means(
             rows0[:, :, None], rows1[:, :, None], cols0[:, None, :], cols1[:, None, :]
         )
+
+
+# Rows per cumsum call down a summed-area table: a block of 32 table rows of a 1080p frame (32 x 23 kB) stays
+# in L1 while each column is walked (measured on 1080p, 16 to 128 rows: 2.5-3.4 ms, against 7.8 ms whole).
+ROW_BLOCK = 32
+
+
+def _cumsum_down(table: Tensor) -> None:
+    """``torch.cumsum(table, 0, out=table)``, in blocks of ROW_BLOCK rows, each block's last row carried into
+    the next. torch walks each column down the whole table, a row's stride per add, so every add waits on
+    a load from L2 or beyond; within a block the rows stay in L1."""
+    rows = table.view(table.shape[0], -1)
+    for start in range(0, rows.shape[0], ROW_BLOCK):
+        block = rows[start : start + ROW_BLOCK]
+        torch.cumsum(block, 0, out=block)
+        if start:
+            block.add_(rows[start - 1])  # the previous block's last row: already a full column sum
 
 
 def _bins(start: Tensor, stop: Tensor, size: int) -> tuple[Tensor, Tensor]:
