@@ -16,7 +16,7 @@
 
 facenet-pytorch and the naive loop run in a process of their own with the environment this command was
 started with, as a user's script would; our detector runs here with the gateway's OpenMP settings
-(service/openmp.py), as it runs in the gateway. Each side gets the settings it has in real life.
+(service/launcher/openmp.py), as it runs in the gateway. Each side gets the settings it has in real life.
 
 Nothing here asserts on time: speed is reported, not tested.
 """
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 
-from service.openmp import openmp_defaults
+from service.launcher.openmp import openmp_defaults
 
 # As the gateway sets it (service/__main__.py), before torch loads libgomp: our detector is measured as it
 # runs there. facenet-pytorch runs in a process of its own without it (load_tests/bench_reference.py).
@@ -53,7 +53,7 @@ from PIL import Image
 from devstack.media import ROOT, ensure_face_photos, ensure_media
 from devstack.stack import free_port, wait_until_ready
 from load_tests.bench_media import THRESHOLDS, bench_threads, detector_cases, photos
-from service.triton_local import LocalTriton
+from service.launcher.triton_local import LocalTriton
 from service.vision.detection import Detections
 from service.vision.mtcnn import (
     Candidates,

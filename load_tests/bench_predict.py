@@ -22,7 +22,7 @@ import httpx
 
 from devstack.media import ROOT, ensure_media
 from devstack.stack import gateway_settings, start_gateway
-from service.triton_local import LocalTriton
+from service.launcher.triton_local import LocalTriton
 
 
 @dataclass(frozen=True)

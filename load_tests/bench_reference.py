@@ -1,10 +1,10 @@
 """facenet-pytorch's side of `bench_detect`, in a process of its own with the environment of the user's shell.
 
-The gateway sets its own OpenMP wait policy (service/openmp.py) before torch loads, and that policy would
-also apply to facenet-pytorch if it ran in the benchmark's process. On 2 cores it changes facenet-pytorch's
-times (messi5 ~87 ms with OpenMP's defaults, ~140 ms with ``OMP_WAIT_POLICY=PASSIVE``, 2026-12-03), so
-each side runs in the environment it gets in real life: ours as the gateway sets it, the reference as a
-user's own script has it. `bench_detect` starts this module with the environment it was started with.
+The gateway sets its own OpenMP wait policy (service/launcher/openmp.py) before torch loads, and that
+policy would also apply to facenet-pytorch if it ran in the benchmark's process. On 2 cores it changes
+facenet-pytorch's times (docs/benchmarks.md), so each side runs in the environment it gets in real
+life: ours as the gateway sets it, the reference as a user's own script has it. `bench_detect` starts
+this module with the environment it was started with.
 
     python -m load_tests.bench_reference detect            # reads a case index per line, answers seconds
     python -m load_tests.bench_reference naive --requests 30  # runs the naive loop, prints JSON

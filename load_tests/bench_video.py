@@ -18,7 +18,7 @@ import httpx
 from devstack import clips
 from devstack.media import ROOT, ensure_media
 from devstack.stack import gateway_process, memory_mib
-from service.triton_local import LocalTriton
+from service.launcher.triton_local import LocalTriton
 
 
 def measure(url: str, pid: int, name: str, data: bytes, fps: float) -> str:

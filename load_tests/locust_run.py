@@ -19,7 +19,7 @@ from pathlib import Path
 from devstack import clips
 from devstack.media import ROOT, ensure_media
 from devstack.stack import gateway_process
-from service.triton_local import LocalTriton
+from service.launcher.triton_local import LocalTriton
 
 CLIP = ROOT / ".cache" / "load-media" / "clip.mp4"
 

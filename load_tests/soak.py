@@ -34,7 +34,7 @@ import numpy as np
 from devstack.media import ROOT, ensure_media
 from devstack.stack import gateway_process, memory_mib
 from load_tests.locust_run import write_clip
-from service.triton_local import LocalTriton
+from service.launcher.triton_local import LocalTriton
 
 CLIP_EVERY = 10  # one request in ten is a clip: the same 9:1 mix as the locust users
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from service.openmp import openmp_defaults
+from service.launcher.openmp import openmp_defaults
 
 # First thing, before anything imports torch (which loads libgomp, and libgomp reads it once).
 os.environ.update(openmp_defaults(os.environ))
@@ -24,7 +24,7 @@ from service.logs import configure_logging
 from service.server import uvicorn_config
 
 if TYPE_CHECKING:
-    from service.triton_local import LocalTriton
+    from service.launcher.triton_local import LocalTriton
 
 logger = logging.getLogger("service")
 
@@ -35,7 +35,7 @@ def triton_for(settings: Settings) -> Iterator[tuple[Settings, LocalTriton | Non
     if settings.triton_url is not None:
         yield settings, None
         return
-    from service.triton_local import LocalTriton
+    from service.launcher.triton_local import LocalTriton
 
     local = LocalTriton(
         settings.model_repository.resolve(),

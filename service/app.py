@@ -18,6 +18,7 @@ from service.errors import install_error_handlers
 from service.inference.base import InferenceBackend
 from service.inference.triton import TritonBackend
 from service.inference.triton_detector import triton_nets
+from service.launcher.supervisor import Restartable, RestartPolicy, TritonSupervisor
 from service.logs import RequestId
 from service.metrics import Metrics
 from service.middleware import BodySizeLimit, HttpMetrics, UnambiguousFraming
@@ -26,7 +27,6 @@ from service.prompting import ClassPrompts, PromptEncoder, TextScorer
 from service.routes import annotate, health, models, predict, web
 from service.serving import PredictService
 from service.state import Resources
-from service.supervisor import Restartable, RestartPolicy, TritonSupervisor
 from service.video_pipeline import VideoPipeline
 from service.vision.batched_detection import AnalysisSize, BatchedDetector
 from service.vision.detection import FaceDetector

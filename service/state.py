@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from service.admission import AdmissionControl
 from service.config import Settings
 from service.inference.base import InferenceBackend
+from service.launcher.supervisor import TritonSupervisor
 from service.metrics import Metrics
 from service.pipeline import ImagePipeline
 from service.prompting import TextScorer
 from service.serving import PredictService
-from service.supervisor import TritonSupervisor
 from service.video_pipeline import VideoPipeline
 from service.vision.detection import FaceDetector
 

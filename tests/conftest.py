@@ -14,7 +14,7 @@ import pytest
 from devstack.media import ROOT, ensure_media
 from devstack.stack import MODEL_REPOSITORY, SERVED_MODELS, Gateway, gateway_settings, start_gateway
 from fermodels.config import TEXT_ENCODER
-from service.triton_local import LocalTriton
+from service.launcher.triton_local import LocalTriton
 from service.vision.mtcnn import TRITON_STAGES
 
 

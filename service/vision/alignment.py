@@ -54,7 +54,7 @@ def affine_inverse(matrix: Float64Array) -> Float64Array:
     """The inverse of a 3x3 affine map (last row 0, 0, 1), in closed form.
 
     np.linalg.inv solves it with OpenBLAS's parallel LU, which wakes numpy's BLAS worker for a 3x3 matrix;
-    the worker then spins for ~0.1 s (service/openmp.py). Alignment runs a few of these per face."""
+    the worker then spins for ~0.1 s (service/launcher/openmp.py). Alignment runs a few of these per face."""
     (a, b), (c, d) = matrix[0, :2], matrix[1, :2]
     linear = np.array([[d, -b], [-c, a]]) / (a * d - b * c)
     shift = -(linear @ matrix[:2, 2])

@@ -63,7 +63,7 @@ async def test_a_triton_that_exits_is_restarted_and_counted(caplog: pytest.LogCa
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            with caplog.at_level(logging.WARNING, logger="service.supervisor"):
+            with caplog.at_level(logging.WARNING, logger="service.launcher.supervisor"):
                 triton.running = False
                 for _ in range(500):
                     if triton.running:

@@ -25,7 +25,7 @@ import yaml
 
 from devstack.stack import Gateway, free_port
 from service.config import Settings
-from service.triton_local import LocalTriton
+from service.launcher.triton_local import LocalTriton
 from tests.deploy.prometheus import PrometheusServer
 from tests.deploy.tools import ADAPTER_CONFIG, ALERTS, DASHBOARD, PROMETHEUS_CONFIG, alert_names, tool
 

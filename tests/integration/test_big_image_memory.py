@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from devstack.stack import encode, gateway_process, memory_mib
-from service.triton_local import LocalTriton
+from service.launcher.triton_local import LocalTriton
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import tritonclient.grpc as grpcclient
 from devstack.stack import SERVED_MODELS
 from fermodels import registry
 from fermodels.export import sample_inputs, serving_wrapper
-from service.triton_local import LocalTriton
+from service.launcher.triton_local import LocalTriton
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from devstack.stack import Gateway, gateway_settings, start_gateway
-from service.triton_local import LocalTriton
+from service.launcher.triton_local import LocalTriton
 from tests.corpus import Probe, corpus
 
 pytestmark = pytest.mark.integration

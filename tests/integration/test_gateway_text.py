@@ -15,9 +15,9 @@ import pytest
 from fermodels.config import TEXT_ENCODER, TOKENIZER_ASSET
 from fermodels.text import embed_prompts
 from service.inference.triton import TritonBackend
+from service.launcher.triton_local import LocalTriton
 from service.metrics import Metrics
 from service.prompting import load_tokenizer
-from service.triton_local import LocalTriton
 
 pytestmark = pytest.mark.integration
 

@@ -24,7 +24,7 @@ from PIL import Image
 from devstack import clips
 from devstack.stack import gateway_settings, start_gateway
 from fermodels.cli import main
-from service.triton_local import LocalTriton
+from service.launcher.triton_local import LocalTriton
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")]
 IMAGE_MODELS = ("fer_former_tiny", "poster_tiny")

@@ -17,7 +17,7 @@ import pytest
 
 from devstack.media import ROOT
 from devstack.stack import free_port, gateway_process, wait_until_ready
-from service.triton_local import LocalTriton
+from service.launcher.triton_local import LocalTriton
 from tests.integration.test_slow_clients import STALLED_HEADERS
 
 pytestmark = pytest.mark.integration

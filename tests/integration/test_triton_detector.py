@@ -14,7 +14,7 @@ from PIL import Image
 from devstack.stack import Gateway, gateway_settings, start_gateway
 from fermodels.config import DETECTOR_STAGES
 from service.inference.triton_detector import triton_nets
-from service.triton_local import LocalTriton
+from service.launcher.triton_local import LocalTriton
 from service.vision.mtcnn import TRITON_STAGES, CascadeDetector
 from tests.integration.test_detector_parity import assert_same_faces
 

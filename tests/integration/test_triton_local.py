@@ -26,7 +26,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from service.triton_local import LocalTriton, TritonEndpoints, TritonStartError, prepare_home
+from service.launcher.triton_local import LocalTriton, TritonEndpoints, TritonStartError, prepare_home
 
 pytestmark = [
     pytest.mark.integration,
@@ -216,7 +216,7 @@ def test_prepare_home_is_idempotent_and_refreshes_the_runner(home: Path) -> None
     runner = home / "backends" / "pytorch" / "model.py"
     runner.write_text("stale")
     assert prepare_home(home) == home
-    assert runner.read_text() == (REPO_ROOT / "service/triton_backend/pytorch/model.py").read_text()
+    assert runner.read_text() == (REPO_ROOT / "service/launcher/triton_backend/pytorch/model.py").read_text()
     assert os.access(home / "bin" / "tritonserver", os.X_OK)
     assert os.access(home / "backends" / "python" / "triton_python_backend_stub", os.X_OK)
 
@@ -298,7 +298,7 @@ CHILD = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from service.triton_local import LocalTriton
+    from service.launcher.triton_local import LocalTriton
     server = LocalTriton(Path(sys.argv[1]), home=Path(sys.argv[2]), startup_timeout_s=120)
     endpoints = server.start()
     print(server.pid, endpoints.http_url, flush=True)

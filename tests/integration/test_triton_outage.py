@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from devstack.stack import gateway_settings, start_gateway
-from service.triton_local import LocalTriton
+from service.launcher.triton_local import LocalTriton
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from service.openmp import DEFAULTS, GATEWAY_OPENMP, OPERATOR_KNOBS, openmp_defaults
+from service.launcher.openmp import DEFAULTS, GATEWAY_OPENMP, OPERATOR_KNOBS, openmp_defaults
 
 
 def test_the_gateway_spins_briefly_and_runs_blas_on_one_thread_by_default() -> None:

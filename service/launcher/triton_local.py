@@ -2,13 +2,13 @@
 
 The ``nvidia-pytriton`` wheel ships a complete ``tritonserver`` (Triton 2.51) with only the python backend.
 ``prepare_home`` copies it into a writable *home* and adds ``backends/pytorch/model.py`` (the TorchScript
-runner in ``service/triton_backend/pytorch``), so an unchanged ``platform: "pytorch_libtorch"`` model
+runner in ``service/launcher/triton_backend/pytorch``), so an unchanged ``platform: "pytorch_libtorch"`` model
 repository is served here exactly as the NGC image's libtorch backend serves it in production.
 
 Default home: ``<repo>/.cache/triton-home`` (git-ignored; delete it to force a fresh copy). The server log
 goes to ``<home>/logs/tritonserver-<http_port>.log`` unless ``log_path`` is given.
 
-CLI: ``python -m service.triton_local --model-repository model_repository`` (Triton's usual ports
+CLI: ``python -m service.launcher.triton_local --model-repository model_repository`` (Triton's usual ports
 8000/8001/8002 unless told otherwise; 0 picks free ones), stops cleanly on Ctrl-C / SIGTERM.
 """
 
@@ -36,7 +36,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Self
 
-from service.triton_home import TritonStartError, prepare_home, server_env
+from service.launcher.triton_home import TritonStartError, prepare_home, server_env
 
 __all__ = ["LocalTriton", "TritonEndpoints", "TritonStartError", "main", "prepare_home"]
 
@@ -65,7 +65,7 @@ class TritonEndpoints:
 
 def default_home() -> Path:
     """``<repo>/.cache/triton-home``: per checkout, git-ignored, survives reboots (unlike a tempdir)."""
-    return Path(__file__).resolve().parent.parent / ".cache" / "triton-home"
+    return Path(__file__).resolve().parents[2] / ".cache" / "triton-home"
 
 
 # --------------------------------------------------------------------------------------- process
@@ -312,7 +312,8 @@ class LocalTriton:
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m service.triton_local", description="Run the bundled tritonserver on 127.0.0.1."
+        prog="python -m service.launcher.triton_local",
+        description="Run the bundled tritonserver on 127.0.0.1.",
     )
     parser.add_argument("--model-repository", type=Path, required=True, help="Triton model repository")
     parser.add_argument("--home", type=Path, default=None, help=f"server home (default {default_home()})")

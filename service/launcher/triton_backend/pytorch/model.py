@@ -2,7 +2,7 @@
 
 The tritonserver bundled in the ``nvidia-pytriton`` wheel has only the python backend. When Triton cannot
 find ``libtriton_pytorch.so`` it runs ``<backend-dir>/pytorch/model.py`` through the python backend instead,
-so ``service.triton_local.prepare_home`` copies this file there and an unchanged
+so ``service.launcher.triton_local.prepare_home`` copies this file there and an unchanged
 ``platform: "pytorch_libtorch"`` model (``<version>/model.pt``, ``INPUT__N`` / ``OUTPUT__N``) is served
 locally exactly as the real libtorch backend serves it in the NGC image.
 
