@@ -248,6 +248,8 @@ DETECTOR_STAGES: Final = (
     DetectorStage("mtcnn_rnet", "rnet", (3, 24, 24), ((4,), (2,)), 1024, True, 24),
     DetectorStage("mtcnn_onet", "onet", (3, 48, 48), ((4,), (10,), (2,)), 512, True, 48),
 )
+# Their Triton model names: what /v1/models lists apart from the expression models.
+DETECTOR_STAGE_NAMES: Final = tuple(stage.name for stage in DETECTOR_STAGES)
 
 
 def canonical_order(labels: tuple[str, ...]) -> tuple[int, ...]:

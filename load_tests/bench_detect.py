@@ -4,7 +4,7 @@
     python -m load_tests.bench_detect --requests 30 --concurrency 1,4,16
 
 1. Detector: facenet-pytorch's own ``MTCNN.detect`` (the reference) against our cascade
-   (service/vision/mtcnn.py, on the gateway's default OpenVINO runtime and on torch channels-last) at
+   (service/detection/mtcnn.py, on the gateway's default OpenVINO runtime and on torch channels-last) at
    0.2 MP (messi5.jpg, one face), on a 1080p frame with several faces (insightface's t1.jpg group photo on
    a 1920x1080 canvas) and on a batch of 8 clip frames (Megamind.avi); then each net alone on the inputs
    the cascade gives it for messi5, in every runtime installed (why the gateway runs OpenVINO); then what a
@@ -53,19 +53,19 @@ from PIL import Image
 from devstack.media import ROOT, ensure_face_photos, ensure_media
 from devstack.stack import free_port, wait_until_ready
 from load_tests.bench_media import THRESHOLDS, bench_threads, detector_cases, photos
-from service.launcher.triton_local import LocalTriton
-from service.vision.detection import Detections
-from service.vision.mtcnn import (
+from service.detection.base import Detections
+from service.detection.mtcnn import (
     Candidates,
     CascadeDetector,
     CascadeNets,
     Net,
-    SummedArea,
-    crops,
     load_nets,
     pyramid,
+    scaled,
 )
-from service.vision.openvino_nets import openvino_nets
+from service.detection.openvino_nets import openvino_nets
+from service.detection.summed_area import SummedArea, as_tensor, crops, pyramid_level
+from service.launcher.triton_local import LocalTriton
 
 PEER_PYTHON = ROOT / ".cache" / "peer-venv" / "bin" / "python"
 Call = Callable[[], float]  # runs once, returns its own seconds
@@ -174,14 +174,16 @@ def bench_detector(threads: int) -> list[str]:
 def net_inputs(image: np.ndarray) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
     """What the cascade feeds each net for this image: P-Net's pyramid levels, then R-Net's and O-Net's
     crops of the candidates the torch cascade finds (their count is printed with the table)."""
-    from service.vision.mtcnn import _as_tensor, pyramid_level, scaled
-
-    table = SummedArea(_as_tensor(image))
+    table = SummedArea(as_tensor(image))
     levels = [pyramid_level([table], scaled(table.shape, s)) for s in pyramid(table.shape, 20)]
     detector = CascadeDetector(thresholds=THRESHOLDS, min_face_size=20)
     proposals = detector._proposals([table], [20])
     refined = detector._refine([table], proposals)
-    return levels, crops([table], proposals, 24), crops([table], refined, 48)
+    return (
+        levels,
+        crops([table], proposals.boxes, proposals.image, 24),
+        crops([table], refined.boxes, refined.image, 48),
+    )
 
 
 def bench_nets(threads: int) -> list[str]:

@@ -34,16 +34,17 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from devstack.facenet_reference import MTCNNDetector
 from devstack.media import MEDIA_DIR, ROOT
 from fermodels.config import ARCFACE_TEMPLATE_112, ModelConfig
 from fermodels.ports.fer_keras import fer_model_config
 from load_tests.frontend_media import Variant, photos, variants
 from service.augment import merged, with_views
+from service.detection.base import Detections, FaceDetector
+from service.detection.mtcnn import CascadeDetector
 from service.inference.base import ImageOutputs
 from service.vision.alignment import estimate_similarity
 from service.vision.cropping import CropGeometry
-from service.vision.detection import Detections, FaceDetector, MTCNNDetector
-from service.vision.mtcnn import CascadeDetector
 
 PEER_PYTHON = ROOT / ".cache" / "peer-venv" / "bin" / "python"
 MODEL_FILE = ROOT / "model_repository" / "mini_xception_fer2013" / "1" / "model.pt"

@@ -14,10 +14,11 @@ from fastapi import FastAPI
 from service.admission import AdmissionControl
 from service.auth import ApiKeyAuth
 from service.config import Settings
+from service.detection.base import FaceDetector
+from service.detection.factory import build_detector
 from service.errors import install_error_handlers
 from service.inference.base import InferenceBackend
 from service.inference.triton import TritonBackend
-from service.inference.triton_detector import triton_nets
 from service.launcher.supervisor import Restartable, RestartPolicy, TritonSupervisor
 from service.logs import RequestId
 from service.metrics import Metrics
@@ -28,10 +29,6 @@ from service.routes import annotate, health, models, predict, web
 from service.serving import PredictService
 from service.state import Resources
 from service.video_pipeline import VideoPipeline
-from service.vision.batched_detection import AnalysisSize, BatchedDetector
-from service.vision.detection import FaceDetector
-from service.vision.mtcnn import CascadeDetector, CascadeNets, local_nets
-from service.vision.openvino_nets import openvino_nets, warm_up
 
 logger = logging.getLogger(__name__)
 
@@ -58,38 +55,6 @@ def triton_backend(settings: Settings, metrics: Metrics) -> InferenceBackend:
         timeout_s=settings.triton_timeout_s,
         retry_after_s=settings.triton_retry_after_s,
         metrics=metrics,
-    )
-
-
-def cascade_nets(settings: Settings) -> CascadeNets:
-    if settings.detector_backend == "local":
-        if settings.detector_runtime == "openvino" and settings.device == "cpu":
-            nets = openvino_nets(settings.torch_threads, streams=settings.detector_workers)
-            if settings.detector_warmup:
-                warm_up(nets)
-            return nets
-        return local_nets(settings.device)
-    if settings.triton_url is None:
-        raise ValueError("FER_DETECTOR_BACKEND=triton needs a Triton: FER_TRITON_URL is not set")
-    return triton_nets(
-        settings.triton_url,
-        protocol=settings.triton_protocol,
-        timeout_s=settings.triton_timeout_s,
-        retry_after_s=settings.triton_retry_after_s,
-    )
-
-
-def mtcnn_detector(settings: Settings) -> FaceDetector:
-    cascade = CascadeDetector(
-        thresholds=settings.detector_thresholds,
-        min_face_size=settings.detector_min_face_size,
-        nets=cascade_nets(settings),
-    )
-    size = AnalysisSize(
-        settings.detector_max_side, settings.detector_min_face_size, settings.detector_min_face_ratio
-    )
-    return BatchedDetector(
-        cascade, size, max_batch=settings.detector_max_batch, workers=settings.detector_workers
     )
 
 
@@ -178,7 +143,7 @@ def create_app(
     settings: Settings,
     *,
     inference: InferenceFactory = triton_backend,
-    detector: DetectorFactory = mtcnn_detector,
+    detector: DetectorFactory = build_detector,
     triton: Restartable | None = None,
 ) -> FastAPI:
     """Build the gateway; tests pass their own settings and, for the API layer, fake factories.

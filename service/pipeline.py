@@ -14,6 +14,7 @@ from service.arrays import FloatArray
 from service.augment import merged, with_views
 from service.batching import run_batched, run_in_batches
 from service.config import Settings
+from service.detection.base import Detections, FaceDetector
 from service.inference.base import ImageOutputs, InferenceBackend, ServedModel
 from service.metrics import Metrics
 from service.prompting import TextScorer
@@ -22,7 +23,6 @@ from service.schemas import ImageInfo, PredictResponse
 from service.similarity import PromptSet
 from service.vision.cropping import CropGeometry, CroppedFaces, FaceCropper, FaceSelection
 from service.vision.decode import DecodedImage, decode_image
-from service.vision.detection import Detections, FaceDetector
 
 T = TypeVar("T")
 

@@ -13,6 +13,7 @@ import numpy.typing as npt
 
 from fermodels.config import EvaluationMetrics, ModelConfig, TextEncoderConfig, canonical_order, prompts_for
 from service.arrays import FloatArray
+from service.detection.base import Detections
 from service.inference.base import ClipOutputs, ImageOutputs, ServedModel
 from service.schemas import (
     LANDMARK_NAMES,
@@ -39,7 +40,6 @@ from service.schemas import (
 from service.similarity import TextScores
 from service.temporal import segments, smooth, weighted_mean
 from service.vision.clip_analysis import ClipAnalysis, FrameFaces
-from service.vision.detection import Detections
 
 # Pixels to 1/100 px and scores to 6 decimals: more digits are noise and only bloat the JSON.
 PIXEL_DECIMALS, SCORE_DECIMALS = 2, 6

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from service.admission import AdmissionControl
 from service.config import Settings
+from service.detection.base import FaceDetector
 from service.inference.base import InferenceBackend
 from service.launcher.supervisor import TritonSupervisor
 from service.metrics import Metrics
@@ -14,7 +15,6 @@ from service.pipeline import ImagePipeline
 from service.prompting import TextScorer
 from service.serving import PredictService
 from service.video_pipeline import VideoPipeline
-from service.vision.detection import FaceDetector
 
 
 @dataclass(kw_only=True)

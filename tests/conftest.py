@@ -13,9 +13,8 @@ import pytest
 
 from devstack.media import ROOT, ensure_media
 from devstack.stack import MODEL_REPOSITORY, SERVED_MODELS, Gateway, gateway_settings, start_gateway
-from fermodels.config import TEXT_ENCODER
+from fermodels.config import DETECTOR_STAGE_NAMES, TEXT_ENCODER
 from service.launcher.triton_local import LocalTriton
-from service.vision.mtcnn import TRITON_STAGES
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +43,7 @@ def model_repository() -> Path:
                 check=True,
                 cwd=ROOT,
             )
-    if not all((MODEL_REPOSITORY / name / "1" / "model.pt").exists() for name in TRITON_STAGES):
+    if not all((MODEL_REPOSITORY / name / "1" / "model.pt").exists() for name in DETECTOR_STAGE_NAMES):
         export = [sys.executable, "-m", "fermodels", "export-detector", "--repository", str(MODEL_REPOSITORY)]
         subprocess.run([*export, "--force"], check=True, cwd=ROOT)
     if not (MODEL_REPOSITORY / TEXT_ENCODER.name / "1" / "model.pt").exists():

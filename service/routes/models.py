@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from fermodels.config import DETECTOR_STAGE_NAMES
 from service.config import Settings
 from service.dependencies import InferenceDep, SettingsDep, TextDep
 from service.errors import openapi_error_responses
@@ -12,7 +13,6 @@ from service.inference.base import InferenceBackend, RepositoryEntry
 from service.prompting import TextScorer
 from service.responses import model_info, text_encoder_info
 from service.schemas import ModelsResponse, ModelState
-from service.vision.mtcnn import TRITON_STAGES
 
 router = APIRouter(tags=["models"])
 
@@ -39,7 +39,9 @@ async def _model_state(
 ) -> ModelState:
     if status.name == settings.text_encoder_model:
         return await _text_encoder_state(inference, status)
-    if status.name in TRITON_STAGES:  # MTCNN's nets (FER_DETECTOR_BACKEND=triton): no expression config
+    if (
+        status.name in DETECTOR_STAGE_NAMES
+    ):  # MTCNN's nets (FER_DETECTOR_BACKEND=triton): no expression config
         return ModelState(name=status.name, version=status.version, state=status.state, kind="detector")
     if not status.ready:
         return ModelState(name=status.name, version=status.version, state=status.state)

@@ -15,8 +15,8 @@ import numpy as np
 
 from fermodels.config import ModelConfig
 from service.arrays import FloatArray
+from service.detection.base import Detections, FaceDetector
 from service.vision.cropping import CropGeometry, CroppedFaces, FaceCropper, FaceSelection
-from service.vision.detection import Detections, FaceDetector
 from service.vision.tracking import FaceTracker, TrackerConfig, appearance_descriptor
 from service.vision.video import ClipInfo, ClipReader, SamplingPlan, VideoFrame, VideoLimits
 

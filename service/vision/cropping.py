@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from fermodels.config import ModelConfig
+from service.detection.base import Detections
 from service.vision.alignment import Crops, align_faces, crop_corners, estimate_similarity
-from service.vision.detection import Detections
 
 # FER2013 stored its 48x48 faces as uint8: a crop cut at that resolution is rounded to the same steps.
 UINT8_LEVELS = 255.0

@@ -18,9 +18,9 @@ from fermodels.config import RAFDB_LABELS, TEXT_ENCODER, ModelConfig, prompts_fo
 from service.app import create_app
 from service.arrays import FloatArray, IntArray
 from service.config import Settings
+from service.detection.base import Detections
 from service.exceptions import ModelNotFound, ServiceError
 from service.inference.base import ClipOutputs, ImageOutputs, RepositoryEntry, ServedModel, ServedTextEncoder
-from service.vision.detection import Detections
 
 FAKE_VIDEO_CONFIG = ModelConfig(
     name="fake_stt", architecture="fake", task="video", input_size=32, labels=RAFDB_LABELS, clip_length=4

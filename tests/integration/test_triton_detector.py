@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 from devstack.stack import Gateway, gateway_settings, start_gateway
-from fermodels.config import DETECTOR_STAGES
-from service.inference.triton_detector import triton_nets
+from fermodels.config import DETECTOR_STAGE_NAMES, DETECTOR_STAGES
+from service.detection.mtcnn import CascadeDetector
+from service.detection.triton_nets import triton_nets
 from service.launcher.triton_local import LocalTriton
-from service.vision.mtcnn import TRITON_STAGES, CascadeDetector
 from tests.integration.test_detector_parity import assert_same_faces
 
 THRESHOLDS = (0.6, 0.7, 0.7)
@@ -30,7 +30,7 @@ def detectors(triton: LocalTriton) -> Iterator[tuple[CascadeDetector, CascadeDet
 
 
 def test_the_exported_stage_names_are_the_ones_the_gateway_calls() -> None:
-    assert tuple(stage.name for stage in DETECTOR_STAGES) == TRITON_STAGES
+    assert tuple(stage.name for stage in DETECTOR_STAGES) == DETECTOR_STAGE_NAMES
 
 
 @pytest.mark.parametrize("name", ["messi5.jpg", "astronaut.png"])
@@ -77,7 +77,7 @@ def test_the_gateway_answers_with_detection_on_triton(
 
 def test_v1_models_lists_the_detector_nets_as_such(gateway: Gateway) -> None:
     models = {m["name"]: m for m in httpx.get(f"{gateway.url}/v1/models", timeout=30).json()["models"]}
-    for name in TRITON_STAGES:
+    for name in DETECTOR_STAGE_NAMES:
         assert models[name]["kind"] == "detector" and models[name]["state"] == "READY"
     assert models["mini_xception_fer2013"]["kind"] == "expression"
     json.dumps(models)  # serialisable as served

@@ -1,7 +1,7 @@
 """MTCNN's nets as the gateway runs them: OpenVINO-compiled == facenet-pytorch's eager modules.
 
 The cascade hands every net an N x C x H x W tensor over N x H x W x C memory (channels-last); the compiled
-models take that memory as it is (service/vision/openvino_nets.py), for any batch size and, for P-Net,
+models take that memory as it is (service/detection/openvino_nets.py), for any batch size and, for P-Net,
 any pyramid-level size. The whole cascade is held to facenet-pytorch's ``detect`` in
 tests/integration/test_detector_parity.py; this pins each net on its own.
 """
@@ -14,8 +14,8 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from service.vision.mtcnn import CascadeNets, load_nets
-from service.vision.openvino_nets import (
+from service.detection.mtcnn import CascadeNets, load_nets
+from service.detection.openvino_nets import (
     SHAPE_CACHE_ENTRIES,
     batch_bucket,
     compile_config,

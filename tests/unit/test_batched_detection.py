@@ -9,8 +9,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pytest
 
-from service.vision.batched_detection import AnalysisSize, BatchedDetector, mapped_back, reduced
-from service.vision.detection import Detections
+from service.detection.base import Detections
+from service.detection.batched import AnalysisSize, BatchedDetector, mapped_back, reduced
 
 
 class RecordingCascade:

@@ -12,11 +12,11 @@ from fermodels.config import (
     canonical_order,
     prompts_for,
 )
+from service.detection.base import Detections
 from service.inference.base import ImageOutputs, ServedModel
 from service.prompting import ClassPrompts
 from service.responses import face_results, model_info, model_warnings, similarity_method
 from service.similarity import PromptSet, text_scores
-from service.vision.detection import Detections
 
 
 def test_canonical_order_reorders_any_dataset_order() -> None:

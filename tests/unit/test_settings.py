@@ -46,7 +46,7 @@ def test_invalid_values_are_refused(overrides: dict[str, object]) -> None:
 def test_the_detector_runtime_setting_picks_where_the_local_nets_run(
     overrides: dict[str, object], runs_on: str
 ) -> None:
-    from service.app import cascade_nets
+    from service.detection.factory import cascade_nets
 
     nets = cascade_nets(Settings(**overrides))  # type: ignore[arg-type]
     assert type(nets.onet).__name__ == runs_on
@@ -56,9 +56,9 @@ def test_the_detector_runtime_setting_picks_where_the_local_nets_run(
 def test_the_openvino_nets_are_warmed_before_the_first_request_unless_told_not_to(
     monkeypatch: pytest.MonkeyPatch, warmup: bool, calls: int
 ) -> None:
-    import service.app
+    import service.detection.factory as factory
 
     warmed: list[object] = []
-    monkeypatch.setattr(service.app, "warm_up", warmed.append)
-    nets = service.app.cascade_nets(Settings(detector_warmup=warmup))
+    monkeypatch.setattr(factory, "warm_up", warmed.append)
+    nets = factory.cascade_nets(Settings(detector_warmup=warmup))
     assert warmed == [nets] * calls

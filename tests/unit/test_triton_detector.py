@@ -10,8 +10,8 @@ import torch
 
 from fermodels.config import DETECTOR_STAGES
 from fermodels.detector_export import render_stage_config
+from service.detection.triton_nets import TritonStage
 from service.exceptions import InferenceUnavailable
-from service.inference.triton_detector import TritonStage
 
 
 def test_configs_declare_what_the_gateway_sends_and_reads() -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from service.vision.mtcnn import CascadeNets, load_nets
+from service.detection.mtcnn import CascadeNets, load_nets
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from service.vision.detection import Detections
+from service.detection.base import Detections
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """MTCNN's nets on Triton (``FER_DETECTOR_BACKEND=triton``): the cascade's logic stays in the gateway.
 
 The three stages are the models ``fermodels export-detector`` writes (``mtcnn_pnet`` / ``_rnet`` / ``_onet``).
-Calls are synchronous: they are made from the detection thread (service/vision/batched_detection.py), which
+Calls are synchronous: they are made from the detection thread (service/detection/batched.py), which
 already merges concurrent requests' candidates into one call per stage. Errors become the same
 ``ServiceError``s as the FER models' (503 + Retry-After when Triton is away, 504 on a timeout).
 """
@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fermodels.config import DETECTOR_STAGES
+from fermodels.config import DETECTOR_STAGE_NAMES, DETECTOR_STAGES
+from service.detection.mtcnn import CascadeNets, Net
 from service.inference.triton import classify_triton_error
-from service.vision.mtcnn import TRITON_STAGES, CascadeNets, Net
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +52,10 @@ class TritonStage:
 def triton_nets(url: str, *, protocol: str, timeout_s: float, retry_after_s: int) -> CascadeNets:
     module = _sync_module(protocol)
     client = module.InferenceServerClient(url)
-    pnet, rnet, onet = (TritonStage(client, module, name, timeout_s, retry_after_s) for name in TRITON_STAGES)
-    logger.info("MTCNN nets on Triton %s (%s)", url, ", ".join(TRITON_STAGES))
+    pnet, rnet, onet = (
+        TritonStage(client, module, name, timeout_s, retry_after_s) for name in DETECTOR_STAGE_NAMES
+    )
+    logger.info("MTCNN nets on Triton %s (%s)", url, ", ".join(DETECTOR_STAGE_NAMES))
     nets: tuple[Net, Net, Net] = (pnet, rnet, onet)
     return CascadeNets(*nets, close=client.close)
 
