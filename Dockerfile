@@ -48,7 +48,7 @@ COPY fermodels/assets/text_embeddings.json fermodels/assets/minilm_tokenizer.jso
 COPY deploy/docker/healthcheck.py /app/healthcheck.py
 # Fail the build, not the first request, if an import is missing; print which torch build went in.
 WORKDIR /app
-RUN python -c "import torch, facenet_pytorch, service.app; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+RUN python -c "import torch, facenet_pytorch, service.http.app; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 
 FROM ${PYTHON_IMAGE}
 RUN groupadd --system --gid 10001 fer \

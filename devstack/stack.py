@@ -21,10 +21,10 @@ from fastapi import FastAPI
 from PIL import Image
 
 from devstack.media import ROOT
-from service.app import create_app
 from service.config import Settings
+from service.http.app import create_app
+from service.http.server import uvicorn_config
 from service.launcher.triton_local import LocalTriton
-from service.server import uvicorn_config
 
 MODEL_REPOSITORY = ROOT / "model_repository"
 SERVED_MODELS = ("fer_former", "mini_xception_fer2013", "poster", "stt")

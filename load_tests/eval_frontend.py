@@ -39,10 +39,10 @@ from devstack.media import MEDIA_DIR, ROOT
 from fermodels.config import ARCFACE_TEMPLATE_112, ModelConfig
 from fermodels.ports.fer_keras import fer_model_config
 from load_tests.frontend_media import Variant, photos, variants
-from service.augment import merged, with_views
 from service.detection.base import Detections, FaceDetector
 from service.detection.mtcnn import CascadeDetector
 from service.inference.base import ImageOutputs
+from service.serving.augment import merged, with_views
 from service.vision.alignment import estimate_similarity
 from service.vision.cropping import CropGeometry
 

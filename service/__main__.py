@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from service.app import create_app
 from service.config import Settings
-from service.logs import configure_logging
-from service.server import uvicorn_config
+from service.http.app import create_app
+from service.http.logs import configure_logging
+from service.http.server import uvicorn_config
 
 if TYPE_CHECKING:
     from service.launcher.triton_local import LocalTriton

@@ -1,7 +1,7 @@
 """What can go wrong in a request, as typed exceptions that know nothing of HTTP.
 
-The vision, inference and pipeline layers raise these; ``service/errors.py`` alone maps them to status codes,
-headers and the JSON envelope. ``code`` is the stable ``error.code`` clients match on.
+The vision, inference and serving layers raise these; ``service/http/errors.py`` alone maps them to status
+codes, headers and the JSON envelope. ``code`` is the stable ``error.code`` clients match on.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class InvalidMultipart(ServiceError):
 
 
 class MalformedRequest(ServiceError):
-    """Answered by the HTTP server itself (service.server) when a request cannot be parsed as HTTP."""
+    """Answered by the HTTP server itself (service.http.server) when a request cannot be parsed as HTTP."""
 
     code = "malformed_request"
 

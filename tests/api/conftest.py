@@ -15,11 +15,11 @@ import pytest
 from PIL import Image
 
 from fermodels.config import RAFDB_LABELS, TEXT_ENCODER, ModelConfig, prompts_for
-from service.app import create_app
 from service.arrays import FloatArray, IntArray
 from service.config import Settings
 from service.detection.base import Detections
 from service.exceptions import ModelNotFound, ServiceError
+from service.http.app import create_app
 from service.inference.base import ClipOutputs, ImageOutputs, RepositoryEntry, ServedModel, ServedTextEncoder
 
 FAKE_VIDEO_CONFIG = ModelConfig(

@@ -9,8 +9,8 @@ import pytest
 from prometheus_client import generate_latest
 from starlette.types import Message
 
-from service.app import create_app
 from service.config import Settings
+from service.http.app import create_app
 from tests.api.conftest import FakeDetector, FakeInference
 
 

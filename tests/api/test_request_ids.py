@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from service.exceptions import InferenceUnavailable
-from service.logs import JsonFormatter, log_handler
+from service.http.logs import JsonFormatter, log_handler
 from tests.api.conftest import FakeInference, png_bytes, running_app
 
 

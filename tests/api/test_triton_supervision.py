@@ -10,8 +10,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from service.app import create_app
 from service.config import Settings
+from service.http.app import create_app
 from tests.api.conftest import FakeDetector, FakeInference
 
 FAST_RESTARTS = {

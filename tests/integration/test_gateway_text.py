@@ -17,7 +17,7 @@ from fermodels.text import embed_prompts
 from service.inference.triton import TritonBackend
 from service.launcher.triton_local import LocalTriton
 from service.metrics import Metrics
-from service.prompting import load_tokenizer
+from service.serving.prompting import load_tokenizer
 
 pytestmark = pytest.mark.integration
 

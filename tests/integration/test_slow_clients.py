@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from devstack.stack import Gateway, serve
-from service.app import create_app
 from service.config import Settings
+from service.http.app import create_app
 from tests.api.conftest import FakeDetector, FakeInference, png_bytes
 
 STALLED_HEADERS = (

@@ -1,11 +1,12 @@
-"""The drawing functions of /annotate (service/annotate.py): pure, on synthetic pictures."""
+"""The drawing functions of /annotate (service/serving/drawing.py): pure, on synthetic pictures."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from service.annotate import (
+from service.schemas import Box, FaceResult, LabelScore, Landmarks, Point, TimelineFrame, TrackedFace
+from service.serving.drawing import (
     SheetTile,
     annotated_image,
     contact_sheet,
@@ -14,7 +15,6 @@ from service.annotate import (
     output_format,
     thumbnail,
 )
-from service.schemas import Box, FaceResult, LabelScore, Landmarks, Point, TimelineFrame, TrackedFace
 
 LABELS = ("neutral", "happiness", "sadness")
 

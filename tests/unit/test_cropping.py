@@ -8,8 +8,8 @@ import numpy as np
 
 from devstack.clips import encode
 from fermodels.config import FER2013_LABELS, ModelConfig
-from service.augment import merged, with_views
 from service.inference.base import ImageOutputs
+from service.serving.augment import merged, with_views
 from service.vision.clip_analysis import AnalysisOptions, analyse_clip
 from service.vision.cropping import CropGeometry, FaceCropper, FaceSelection
 from service.vision.tracking import TrackerConfig

@@ -3,8 +3,8 @@ import json
 from pathlib import Path
 
 from service import exceptions
-from service.errors import HTTP_ERRORS, error_response, openapi_error_responses
 from service.exceptions import InferenceUnavailable, Overloaded
+from service.http.errors import HTTP_ERRORS, error_response, openapi_error_responses
 from service.inference.triton import classify_triton_error
 
 
@@ -26,7 +26,7 @@ def test_every_domain_error_has_its_row_in_the_table() -> None:
 def test_the_domain_layers_know_nothing_of_http() -> None:
     """vision/, inference/ and the exceptions they raise import neither the web framework nor the schemas."""
     root = Path(__file__).resolve().parents[2] / "service"
-    banned = ("fastapi", "starlette", "service.schemas", "service.errors")
+    banned = ("fastapi", "starlette", "service.schemas", "service.http.errors")
     for path in [root / "exceptions.py", *(root / "vision").glob("*.py"), *(root / "inference").glob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import | ast.ImportFrom):

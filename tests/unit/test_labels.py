@@ -14,9 +14,9 @@ from fermodels.config import (
 )
 from service.detection.base import Detections
 from service.inference.base import ImageOutputs, ServedModel
-from service.prompting import ClassPrompts
-from service.responses import face_results, model_info, model_warnings, similarity_method
-from service.similarity import PromptSet, text_scores
+from service.serving.prompting import ClassPrompts
+from service.serving.responses import face_results, model_info, model_warnings, similarity_method
+from service.serving.similarity import PromptSet, text_scores
 
 
 def test_canonical_order_reorders_any_dataset_order() -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from service.config import Settings
 from service.exceptions import InvalidPrompt, TooManyPrompts
-from service.prompting import validate_prompts
+from service.serving.prompting import validate_prompts
 
 SETTINGS = Settings(triton_url="fake:0", text_max_prompts=2, text_max_prompt_chars=5)
 

@@ -3,7 +3,7 @@ from pydantic import ValidationError
 
 from service.config import Settings
 from service.schemas import LabelScore, PredictQuery, PredictResponse
-from service.video_pipeline import ClipRequest
+from service.serving.clip import ClipRequest
 
 
 def test_predict_query_defaults_and_clip_request() -> None:

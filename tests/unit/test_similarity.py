@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.similarity import PromptSet, conse_embeddings, cosine, text_scores
+from service.serving.similarity import PromptSet, conse_embeddings, cosine, text_scores
 
 # Three orthonormal class embeddings in 4-d, and a caller prompt halfway between classes 0 and 1.
 CLASSES = np.eye(3, 4, dtype=np.float32)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.temporal import segments, smooth, weighted_mean
+from service.serving.temporal import segments, smooth, weighted_mean
 
 
 def onehot(labels: list[int], classes: int = 3, certainty: float = 0.8) -> np.ndarray:

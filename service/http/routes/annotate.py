@@ -6,12 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from service.annotate import MEDIA_TYPES, output_format
-from service.annotating import Annotator
-from service.dependencies import ResourcesDep
-from service.errors import openapi_error_responses
-from service.routes.predict import _REQUEST_BODY
+from service.http.dependencies import ResourcesDep
+from service.http.errors import openapi_error_responses
+from service.http.routes.predict import _REQUEST_BODY
 from service.schemas import PredictQuery
+from service.serving.annotation import Annotator
+from service.serving.drawing import MEDIA_TYPES, output_format
 
 router = APIRouter(tags=["predict"])
 

@@ -7,8 +7,8 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import CLIENT_CLOSED_REQUEST, error_response
 from service.exceptions import MalformedRequest, PayloadTooLarge
+from service.http.errors import CLIENT_CLOSED_REQUEST, error_response
 from service.metrics import Metrics
 
 

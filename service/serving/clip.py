@@ -10,13 +10,13 @@ import time
 from dataclasses import dataclass
 from functools import cached_property
 
-from service.batching import run_batched
 from service.config import Settings
 from service.inference.base import ClipOutputs, ServedModel
-from service.pipeline import PipelineBase
-from service.responses import ClipResults, TrackSmoothing, clip_body, clip_response
 from service.schemas import PredictQuery, VideoPredictResponse
-from service.similarity import PromptSet
+from service.serving.batching import run_batched
+from service.serving.image import PipelineBase
+from service.serving.responses import ClipResults, TrackSmoothing, clip_body, clip_response
+from service.serving.similarity import PromptSet
 from service.vision.clip_analysis import (
     AnalysisOptions,
     ClipAnalysis,

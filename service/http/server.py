@@ -11,8 +11,8 @@ from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from service.config import Settings
-from service.errors import error_body
 from service.exceptions import MalformedRequest
+from service.http.errors import error_body
 
 _MALFORMED_BODY = json.dumps(
     error_body(MalformedRequest.code, "the request is not valid HTTP/1.1 (request line, headers or framing)")

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.dependencies import InferenceDep, MetricsDep, ResourcesDep
 from service.exceptions import ServiceError
+from service.http.dependencies import InferenceDep, MetricsDep, ResourcesDep
 from service.inference.base import InferenceBackend
 from service.schemas import HealthResponse
 

@@ -11,16 +11,16 @@ from functools import cached_property
 from typing import TypeVar
 
 from service.arrays import FloatArray
-from service.augment import merged, with_views
-from service.batching import run_batched, run_in_batches
 from service.config import Settings
 from service.detection.base import Detections, FaceDetector
 from service.inference.base import ImageOutputs, InferenceBackend, ServedModel
 from service.metrics import Metrics
-from service.prompting import TextScorer
-from service.responses import face_results, model_info, model_warnings
 from service.schemas import ImageInfo, PredictResponse
-from service.similarity import PromptSet
+from service.serving.augment import merged, with_views
+from service.serving.batching import run_batched, run_in_batches
+from service.serving.prompting import TextScorer
+from service.serving.responses import face_results, model_info, model_warnings
+from service.serving.similarity import PromptSet
 from service.vision.cropping import CropGeometry, CroppedFaces, FaceCropper, FaceSelection
 from service.vision.decode import DecodedImage, decode_image
 

@@ -6,15 +6,15 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from service.admission import AdmissionControl
 from service.config import Settings
+from service.http.state import Resources
 from service.inference.base import InferenceBackend
 from service.metrics import Metrics
-from service.pipeline import ImagePipeline
-from service.prompting import TextScorer
-from service.serving import PredictService
-from service.state import Resources
-from service.video_pipeline import VideoPipeline
+from service.serving.admission import AdmissionControl
+from service.serving.clip import VideoPipeline
+from service.serving.image import ImagePipeline
+from service.serving.predict import PredictService
+from service.serving.prompting import TextScorer
 
 
 def get_resources(request: Request) -> Resources:

@@ -10,15 +10,15 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from service.admission import AdmissionControl
 from service.config import Settings
 from service.exceptions import InvalidVideo, ModelTaskMismatch, UnsupportedMediaType
+from service.http.uploads import read_upload
 from service.inference.base import InferenceBackend
-from service.pipeline import ImagePipeline
-from service.prompting import validate_prompts
 from service.schemas import PredictQuery, PredictResponse, VideoPredictResponse
-from service.uploads import read_upload
-from service.video_pipeline import ClipRequest, VideoPipeline
+from service.serving.admission import AdmissionControl
+from service.serving.clip import ClipRequest, VideoPipeline
+from service.serving.image import ImagePipeline
+from service.serving.prompting import validate_prompts
 from service.vision.video import sniff_video_format
 
 

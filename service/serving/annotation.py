@@ -10,7 +10,10 @@ from typing import TypeVar
 
 from starlette.requests import Request
 
-from service.annotate import (
+from service.config import Settings
+from service.http.state import Resources
+from service.schemas import FaceResult, PredictQuery, PredictResponse, TimelineFrame, VideoPredictResponse
+from service.serving.drawing import (
     OutputFormat,
     SheetTile,
     annotated_image,
@@ -19,10 +22,7 @@ from service.annotate import (
     evenly_spaced,
     thumbnail,
 )
-from service.config import Settings
-from service.schemas import FaceResult, PredictQuery, PredictResponse, TimelineFrame, VideoPredictResponse
-from service.serving import media_container
-from service.state import Resources
+from service.serving.predict import media_container
 from service.vision.decode import decode_image
 from service.vision.video import ClipReader, SamplingPlan, VideoLimits
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, JSONResponse
 
-from service.errors import error_body
+from service.http.errors import error_body
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "web" / "static"
+STATIC_DIR = Path(__file__).resolve().parents[2] / "web" / "static"
 MEDIA_TYPES = {".html": "text/html", ".css": "text/css", ".js": "text/javascript"}
 # One flat folder of plain names: no separators or dots beyond the suffix, so no path can leave it.
 _ASSET_NAME = re.compile(r"[A-Za-z0-9_-]+\.(html|css|js)")

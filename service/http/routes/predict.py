@@ -1,4 +1,4 @@
-"""POST /predict: thin; the serving object reads, admits and dispatches (service/serving.py)."""
+"""POST /predict: thin; the serving object reads, admits and dispatches (service/serving/predict.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from service.dependencies import ServingDep
-from service.errors import openapi_error_responses
+from service.http.dependencies import ServingDep
+from service.http.errors import openapi_error_responses
 from service.schemas import PredictQuery, PredictResponse, VideoPredictResponse
 
 router = APIRouter(tags=["predict"])

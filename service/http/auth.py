@@ -13,8 +13,8 @@ import hmac
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.errors import error_response
 from service.exceptions import Forbidden, ServiceError, Unauthorized
+from service.http.errors import error_response
 
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/"})
 EXEMPT_PREFIXES = ("/static/",)  # the page's own files: static, no request data

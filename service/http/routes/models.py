@@ -6,13 +6,13 @@ from fastapi import APIRouter
 
 from fermodels.config import DETECTOR_STAGE_NAMES
 from service.config import Settings
-from service.dependencies import InferenceDep, SettingsDep, TextDep
-from service.errors import openapi_error_responses
 from service.exceptions import Forbidden, InferenceUnavailable, Unauthorized
+from service.http.dependencies import InferenceDep, SettingsDep, TextDep
+from service.http.errors import openapi_error_responses
 from service.inference.base import InferenceBackend, RepositoryEntry
-from service.prompting import TextScorer
-from service.responses import model_info, text_encoder_info
 from service.schemas import ModelsResponse, ModelState
+from service.serving.prompting import TextScorer
+from service.serving.responses import model_info, text_encoder_info
 
 router = APIRouter(tags=["models"])
 

@@ -37,8 +37,8 @@ from service.schemas import (
     VideoInfo,
     VideoPredictResponse,
 )
-from service.similarity import TextScores
-from service.temporal import segments, smooth, weighted_mean
+from service.serving.similarity import TextScores
+from service.serving.temporal import segments, smooth, weighted_mean
 from service.vision.clip_analysis import ClipAnalysis, FrameFaces
 
 # Pixels to 1/100 px and scores to 6 decimals: more digits are noise and only bloat the JSON.

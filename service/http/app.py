@@ -11,24 +11,24 @@ from contextlib import asynccontextmanager, suppress
 import torch
 from fastapi import FastAPI
 
-from service.admission import AdmissionControl
-from service.auth import ApiKeyAuth
 from service.config import Settings
 from service.detection.base import FaceDetector
 from service.detection.factory import build_detector
-from service.errors import install_error_handlers
+from service.http.auth import ApiKeyAuth
+from service.http.errors import install_error_handlers
+from service.http.logs import RequestId
+from service.http.middleware import BodySizeLimit, HttpMetrics, UnambiguousFraming
+from service.http.routes import annotate, health, models, predict, web
+from service.http.state import Resources
 from service.inference.base import InferenceBackend
 from service.inference.triton import TritonBackend
 from service.launcher.supervisor import Restartable, RestartPolicy, TritonSupervisor
-from service.logs import RequestId
 from service.metrics import Metrics
-from service.middleware import BodySizeLimit, HttpMetrics, UnambiguousFraming
-from service.pipeline import ImagePipeline
-from service.prompting import ClassPrompts, PromptEncoder, TextScorer
-from service.routes import annotate, health, models, predict, web
-from service.serving import PredictService
-from service.state import Resources
-from service.video_pipeline import VideoPipeline
+from service.serving.admission import AdmissionControl
+from service.serving.clip import VideoPipeline
+from service.serving.image import ImagePipeline
+from service.serving.predict import PredictService
+from service.serving.prompting import ClassPrompts, PromptEncoder, TextScorer
 
 logger = logging.getLogger(__name__)
 

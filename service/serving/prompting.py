@@ -28,7 +28,6 @@ from fermodels.config import (
     tokenizer_bytes,
 )
 from service.arrays import FloatArray
-from service.batching import batches
 from service.config import Settings
 from service.exceptions import (
     InferenceFailed,
@@ -39,7 +38,8 @@ from service.exceptions import (
 )
 from service.inference.base import ImageOutputs, InferenceBackend, ServedTextEncoder
 from service.metrics import Metrics
-from service.similarity import PromptSet, TextScores, text_scores
+from service.serving.batching import batches
+from service.serving.similarity import PromptSet, TextScores, text_scores
 
 logger = logging.getLogger(__name__)
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from service.admission import AdmissionControl
 from service.config import Settings
 from service.detection.base import FaceDetector
 from service.inference.base import InferenceBackend
 from service.launcher.supervisor import TritonSupervisor
 from service.metrics import Metrics
-from service.pipeline import ImagePipeline
-from service.prompting import TextScorer
-from service.serving import PredictService
-from service.video_pipeline import VideoPipeline
+from service.serving.admission import AdmissionControl
+from service.serving.clip import VideoPipeline
+from service.serving.image import ImagePipeline
+from service.serving.predict import PredictService
+from service.serving.prompting import TextScorer
 
 
 @dataclass(kw_only=True)
