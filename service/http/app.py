@@ -25,6 +25,7 @@ from service.inference.triton import TritonBackend
 from service.launcher.supervisor import Restartable, RestartPolicy, TritonSupervisor
 from service.metrics import Metrics
 from service.serving.admission import AdmissionControl
+from service.serving.annotation import Annotator
 from service.serving.clip import VideoPipeline
 from service.serving.image import ImagePipeline
 from service.serving.predict import PredictService
@@ -103,12 +104,9 @@ def open_resources(
         inference=backend,
         detector=face_detector,
         executor=executor,
-        admission=admission,
-        pipeline=pipeline,
         video_executor=video_executor,
-        video_admission=video_admission,
-        video_pipeline=video_pipeline,
         serving=serving,
+        annotator=Annotator(serving, settings, image_executor=executor, clip_executor=video_executor),
         text=text,
     )
 

@@ -10,9 +10,7 @@ from service.config import Settings
 from service.http.state import Resources
 from service.inference.base import InferenceBackend
 from service.metrics import Metrics
-from service.serving.admission import AdmissionControl
-from service.serving.clip import VideoPipeline
-from service.serving.image import ImagePipeline
+from service.serving.annotation import Annotator
 from service.serving.predict import PredictService
 from service.serving.prompting import TextScorer
 
@@ -29,28 +27,16 @@ def get_settings(resources: ResourcesDep) -> Settings:
     return resources.settings
 
 
-def get_pipeline(resources: ResourcesDep) -> ImagePipeline:
-    return resources.pipeline
-
-
 def get_inference(resources: ResourcesDep) -> InferenceBackend:
     return resources.inference
 
 
-def get_admission(resources: ResourcesDep) -> AdmissionControl:
-    return resources.admission
-
-
-def get_video_pipeline(resources: ResourcesDep) -> VideoPipeline:
-    return resources.video_pipeline
-
-
-def get_video_admission(resources: ResourcesDep) -> AdmissionControl:
-    return resources.video_admission
-
-
 def get_serving(resources: ResourcesDep) -> PredictService:
     return resources.serving
+
+
+def get_annotator(resources: ResourcesDep) -> Annotator:
+    return resources.annotator
 
 
 def get_text(resources: ResourcesDep) -> TextScorer:
@@ -63,11 +49,8 @@ def get_metrics(request: Request) -> Metrics:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-PipelineDep = Annotated[ImagePipeline, Depends(get_pipeline)]
 InferenceDep = Annotated[InferenceBackend, Depends(get_inference)]
-AdmissionDep = Annotated[AdmissionControl, Depends(get_admission)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-VideoPipelineDep = Annotated[VideoPipeline, Depends(get_video_pipeline)]
-VideoAdmissionDep = Annotated[AdmissionControl, Depends(get_video_admission)]
 ServingDep = Annotated[PredictService, Depends(get_serving)]
+AnnotatorDep = Annotated[Annotator, Depends(get_annotator)]
 TextDep = Annotated[TextScorer, Depends(get_text)]

@@ -10,9 +10,7 @@ from service.detection.base import FaceDetector
 from service.inference.base import InferenceBackend
 from service.launcher.supervisor import TritonSupervisor
 from service.metrics import Metrics
-from service.serving.admission import AdmissionControl
-from service.serving.clip import VideoPipeline
-from service.serving.image import ImagePipeline
+from service.serving.annotation import Annotator
 from service.serving.predict import PredictService
 from service.serving.prompting import TextScorer
 
@@ -24,11 +22,8 @@ class Resources:
     inference: InferenceBackend
     detector: FaceDetector
     executor: ThreadPoolExecutor
-    admission: AdmissionControl
-    pipeline: ImagePipeline
     video_executor: ThreadPoolExecutor
-    video_admission: AdmissionControl
-    video_pipeline: VideoPipeline
     serving: PredictService
+    annotator: Annotator
     text: TextScorer
     supervisor: TritonSupervisor | None = None  # only when the gateway runs its own Triton

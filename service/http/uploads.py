@@ -8,15 +8,46 @@ the body limit, which BodySizeLimit has already enforced, so memory stays bounde
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
+from service.config import Settings
 from service.exceptions import EmptyPayload, InvalidMultipart, RequestTimeout, UnsupportedMediaType
 
 # Raw bodies must declare a media type; anything image-like, video-like or opaque binary is sniffed.
 _RAW_TYPES = ("image/", "video/", "application/octet-stream")
+
+
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+# The body is read by hand (multipart or raw media), so OpenAPI is told both shapes explicitly.
+UPLOAD_REQUEST_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                },
+            },
+            "image/jpeg": _BINARY,
+            "image/png": _BINARY,
+            "image/webp": _BINARY,
+            "video/mp4": _BINARY,
+            "video/webm": _BINARY,
+            "application/octet-stream": _BINARY,
+        },
+    }
+}
+
+
+async def upload_of(request: Request, settings: Settings) -> bytes:
+    """The request's media bytes within the settings' size and time limits."""
+    return await read_upload(request, settings.max_upload_bytes, settings.body_read_timeout_s)
 
 
 async def read_upload(request: Request, max_bytes: int, timeout_s: float) -> bytes:

@@ -8,11 +8,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from starlette.requests import Request
-
 from service.config import Settings
-from service.http.state import Resources
 from service.schemas import FaceResult, PredictQuery, PredictResponse, TimelineFrame, VideoPredictResponse
+from service.serving.clip import video_limits
 from service.serving.drawing import (
     OutputFormat,
     SheetTile,
@@ -22,43 +20,53 @@ from service.serving.drawing import (
     evenly_spaced,
     thumbnail,
 )
-from service.serving.predict import media_container
+from service.serving.predict import PredictService, media_container
 from service.vision.decode import decode_image
-from service.vision.video import ClipReader, SamplingPlan, VideoLimits
+from service.vision.video import ClipReader, SamplingPlan
 
 T = TypeVar("T")
 
 
 class Annotator:
-    """Runs one upload through the pipelines and returns the annotated picture's bytes."""
+    """Runs one upload through the predict service and draws its answer, inside the request's admission
+    slot (drawing and encoding a picture cost memory like the analysis does)."""
 
-    def __init__(self, resources: Resources) -> None:
-        self._resources = resources
+    def __init__(
+        self,
+        serving: PredictService,
+        settings: Settings,
+        *,
+        image_executor: ThreadPoolExecutor,
+        clip_executor: ThreadPoolExecutor,
+    ) -> None:
+        self._serving, self._settings = serving, settings
+        self._image_executor, self._clip_executor = image_executor, clip_executor
 
-    async def annotate(self, request: Request, options: PredictQuery, fmt: OutputFormat) -> bytes:
-        # The same reading, admission and pipelines as /predict (the body is read before any slot is
-        # taken); the clip's sheet is drawn from its timeline, so that is always asked for.
-        serving = self._resources.serving
-        data = await serving.read(request)
-        response = await serving.respond(data, options, timeline=True)
-        if isinstance(response, PredictResponse):
-            return await self._image(data, response, fmt)
-        return await self._clip(data, media_container(data, options.media) or "", response, fmt)
+    async def annotate(self, data: bytes, options: PredictQuery, fmt: OutputFormat) -> bytes:
+        # A clip's sheet is drawn from its timeline, so that is always asked for.
+        query = options.model_copy(update={"include": sorted({*options.include, "timeline"})})
+
+        async def draw(answer: PredictResponse | VideoPredictResponse) -> bytes:
+            if isinstance(answer, PredictResponse):
+                return await self._image(data, answer, fmt)
+            return await self._clip(data, media_container(data, options.media) or "", answer, fmt)
+
+        return await self._serving.answer(data, query, draw)
 
     async def _image(self, data: bytes, response: PredictResponse, fmt: OutputFormat) -> bytes:
-        max_pixels = self._resources.settings.max_image_pixels
-        trained = response.model.trained
+        max_pixels, trained = self._settings.max_image_pixels, response.model.trained
         return await _offload(
-            self._resources.executor, render_image, data, response.faces, max_pixels, trained, fmt
+            self._image_executor, render_image, data, response.faces, max_pixels, trained, fmt
         )
 
     async def _clip(
         self, data: bytes, container: str, response: VideoPredictResponse, fmt: OutputFormat
     ) -> bytes:
-        frames = evenly_spaced(response.timeline or [], self._resources.settings.annotate_max_frames)
-        settings, trained = self._resources.settings, response.model.trained
-        executor = self._resources.video_executor
-        return await _offload(executor, render_clip, data, container, frames, settings, trained, fmt)
+        settings, trained = self._settings, response.model.trained
+        frames = evenly_spaced(response.timeline or [], settings.annotate_max_frames)
+        return await _offload(
+            self._clip_executor, render_clip, data, container, frames, settings, trained, fmt
+        )
 
 
 async def _offload(executor: ThreadPoolExecutor, function: Callable[..., T], *args: object) -> T:
@@ -91,9 +99,7 @@ def clip_tiles(
 ) -> list[SheetTile]:
     """Decode the clip again and keep, shrunk, only the frames the sheet shows (memory stays bounded)."""
     wanted = {frame.frame_index: frame for frame in frames}
-    limits = VideoLimits(
-        settings.video_max_duration_s, settings.video_max_pixels, settings.video_max_decoded_frames
-    )
+    limits = video_limits(settings)
     every_frame = SamplingPlan(
         fps=None, stride=1, max_frames=settings.video_max_decoded_frames, max_duration_s=limits.max_duration_s
     )

@@ -37,14 +37,20 @@ class ClipRequest:
     include_stt: bool = False  # the spatio-temporal model's output even when it is untrained
 
     @classmethod
-    def of(cls, query: PredictQuery, settings: Settings, *, timeline: bool = False) -> ClipRequest:
-        """``timeline``: include it whatever ``include`` says (for /annotate's contact sheet)."""
+    def of(cls, query: PredictQuery, settings: Settings) -> ClipRequest:
         return cls(
             plan=sampling_plan(query, settings),
-            include_timeline=timeline or "timeline" in query.include,
+            include_timeline="timeline" in query.include,
             include_tracks="tracks" in query.include,
             include_stt="stt" in query.include,
         )
+
+
+def video_limits(settings: Settings) -> VideoLimits:
+    """What any decode of an uploaded clip may cost, from the settings (analysis and /annotate alike)."""
+    return VideoLimits(
+        settings.video_max_duration_s, settings.video_max_pixels, settings.video_max_decoded_frames
+    )
 
 
 def sampling_plan(query: PredictQuery, settings: Settings) -> SamplingPlan:
@@ -65,8 +71,7 @@ class VideoPipeline(PipelineBase):
     # The limits and the tracker's and smoother's settings are the app's, not a request's: built once.
     @cached_property
     def _limits(self) -> VideoLimits:
-        s = self._settings
-        return VideoLimits(s.video_max_duration_s, s.video_max_pixels, s.video_max_decoded_frames)
+        return video_limits(self._settings)
 
     @cached_property
     def _tracker(self) -> TrackerConfig:

@@ -1,18 +1,19 @@
-"""One /predict from request to response: read the upload, admit it by kind, run the image or clip pipeline.
+"""One /predict from upload to answer: validate the query, admit the upload by kind, run the image or clip
+pipeline, and finish the answer while the slot is still held.
 
-The route stays thin (it fetches this object and calls ``predict``); the order of the steps is the point:
-the body is read before any admission slot is taken, and images and clips take only their own kind's slot.
+The route reads the body first (service/http/uploads.py) and hands over its bytes, so a client that uploads
+slowly never holds a slot; images and clips take only their own kind's slot; whatever is done with the
+answer (/annotate draws it) happens inside that slot, so admission bounds it too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-
-from starlette.requests import Request
+from typing import TypeVar
 
 from service.config import Settings
 from service.exceptions import InvalidVideo, ModelTaskMismatch, UnsupportedMediaType
-from service.http.uploads import read_upload
 from service.inference.base import InferenceBackend
 from service.schemas import PredictQuery, PredictResponse, VideoPredictResponse
 from service.serving.admission import AdmissionControl
@@ -20,6 +21,9 @@ from service.serving.clip import ClipRequest, VideoPipeline
 from service.serving.image import ImagePipeline
 from service.serving.prompting import validate_prompts
 from service.vision.video import sniff_video_format
+
+Answer = PredictResponse | VideoPredictResponse
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,45 +35,28 @@ class PredictService:
     pipeline: ImagePipeline
     video_pipeline: VideoPipeline
 
-    async def predict(
-        self, request: Request, options: PredictQuery
-    ) -> PredictResponse | VideoPredictResponse:
-        # Read before admission: a client that uploads slowly (or never finishes) must not hold capacity
-        # others need; its read is bounded by FER_BODY_READ_TIMEOUT_S instead.
-        return await self.respond(await self.read(request), options)
+    async def predict(self, data: bytes, options: PredictQuery) -> Answer:
+        return await self.answer(data, options, _unchanged)
 
-    async def read(self, request: Request) -> bytes:
-        settings = self.settings
-        return await read_upload(request, settings.max_upload_bytes, settings.body_read_timeout_s)
-
-    async def respond(
-        self, data: bytes, options: PredictQuery, *, timeline: bool = False
-    ) -> PredictResponse | VideoPredictResponse:
-        """An upload already read → its response (``timeline``: a clip's timeline whatever ``include`` says,
-        for /annotate's contact sheet)."""
-        validate_prompts(options.prompts, self.settings)  # a 422 before any slot is taken
+    async def answer(self, data: bytes, options: PredictQuery, finish: Callable[[Answer], Awaitable[R]]) -> R:
+        """The upload's answer passed through ``finish`` while the request still holds its slot."""
+        prompts = validate_prompts(options.prompts, self.settings)  # a 422 before any slot is taken
         container = media_container(data, options.media)
         if container is None:
-            return await self._predict_image(data, options)
-        return await self._predict_clip(data, container, options, timeline)
-
-    async def _predict_image(self, data: bytes, options: PredictQuery) -> PredictResponse:
-        async with self.image_admission.slot():
-            await ensure_image_model(self.inference, options.model)
-            prompts = validate_prompts(options.prompts, self.settings)
-            return await self.pipeline.predict(data, options.model, prompts)
-
-    async def _predict_clip(
-        self, data: bytes, container: str, options: PredictQuery, timeline: bool
-    ) -> VideoPredictResponse:
+            async with self.image_admission.slot():
+                await ensure_image_model(self.inference, options.model)
+                return await finish(await self.pipeline.predict(data, options.model, prompts))
         # Only a clip slot: images and clips have independent limits, so a flood of images can never take
         # the capacity clips are guaranteed (nor clips the images').
-        clip = ClipRequest.of(options, self.settings, timeline=timeline)
+        clip = ClipRequest.of(options, self.settings)
         async with self.video_admission.slot():
             await ensure_image_model(self.inference, options.model)
-            prompts = validate_prompts(options.prompts, self.settings)
             response = await self.video_pipeline.predict(data, container, clip, options.model, prompts)
-        return with_decoded_frames(response)
+            return await finish(with_decoded_frames(response))
+
+
+async def _unchanged(answer: Answer) -> Answer:
+    return answer
 
 
 def media_container(data: bytes, media: str) -> str | None:

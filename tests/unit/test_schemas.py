@@ -19,7 +19,7 @@ def test_clip_request_caps_the_query_by_settings_and_prefers_fps() -> None:
     capped = ClipRequest.of(PredictQuery(max_frames=500, max_duration_s=600.0, stride=3), settings)
     assert (capped.plan.max_frames, capped.plan.max_duration_s) == (20, 30.0)
     assert (capped.plan.fps, capped.plan.stride) == (None, 3)
-    both = ClipRequest.of(PredictQuery(fps=2.0, stride=3), settings, timeline=True)
+    both = ClipRequest.of(PredictQuery(fps=2.0, stride=3, include=["timeline"]), settings)
     assert both.plan.fps == 2.0 and both.include_timeline
 
 

@@ -4,23 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
-from service.http.dependencies import ResourcesDep
+from service.http.dependencies import AnnotatorDep, SettingsDep
 from service.http.errors import openapi_error_responses
-from service.http.routes.predict import _REQUEST_BODY
+from service.http.uploads import UPLOAD_REQUEST_BODY, upload_of
 from service.schemas import PredictQuery
-from service.serving.annotation import Annotator
 from service.serving.drawing import MEDIA_TYPES, output_format
 
 router = APIRouter(tags=["predict"])
 
-
-def get_annotator(resources: ResourcesDep) -> Annotator:
-    return Annotator(resources)
-
-
-AnnotatorDep = Annotated[Annotator, Depends(get_annotator)]
 
 _PICTURES: dict[int | str, dict[str, Any]] = {
     200: {
@@ -35,7 +28,7 @@ _PICTURES: dict[int | str, dict[str, Any]] = {
     "/annotate",
     response_class=Response,
     responses={**_PICTURES, **openapi_error_responses()},
-    openapi_extra=_REQUEST_BODY,
+    openapi_extra=UPLOAD_REQUEST_BODY,
     summary="The picture with boxes, labels and probabilities drawn on it",
     description="Same inputs and query parameters as `/predict`. `Accept: image/png` gives PNG, anything "
     "else JPEG. Clips give a contact sheet of up to `FER_ANNOTATE_MAX_FRAMES` analysed frames (evenly "
@@ -43,8 +36,11 @@ _PICTURES: dict[int | str, dict[str, Any]] = {
     "picture.",
 )
 async def annotate(
-    request: Request, annotator: AnnotatorDep, options: Annotated[PredictQuery, Query()]
+    request: Request,
+    annotator: AnnotatorDep,
+    settings: SettingsDep,
+    options: Annotated[PredictQuery, Query()],
 ) -> Response:
     fmt = output_format(request.headers.get("accept"))
-    picture = await annotator.annotate(request, options, fmt)
+    picture = await annotator.annotate(await upload_of(request, settings), options, fmt)
     return Response(picture, media_type=MEDIA_TYPES[fmt])

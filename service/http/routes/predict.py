@@ -2,45 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from service.http.dependencies import ServingDep
+from service.http.dependencies import ServingDep, SettingsDep
 from service.http.errors import openapi_error_responses
+from service.http.uploads import UPLOAD_REQUEST_BODY, upload_of
 from service.schemas import PredictQuery, PredictResponse, VideoPredictResponse
 
 router = APIRouter(tags=["predict"])
-
-_BINARY = {"schema": {"type": "string", "format": "binary"}}
-# The body is read by hand (multipart or raw image), so OpenAPI is told both shapes explicitly.
-_REQUEST_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                    "required": ["file"],
-                },
-            },
-            "image/jpeg": _BINARY,
-            "image/png": _BINARY,
-            "image/webp": _BINARY,
-            "video/mp4": _BINARY,
-            "video/webm": _BINARY,
-            "application/octet-stream": _BINARY,
-        },
-    }
-}
 
 
 @router.post(
     "/predict",
     response_model=PredictResponse | VideoPredictResponse,
     responses=openapi_error_responses(),
-    openapi_extra=_REQUEST_BODY,
+    openapi_extra=UPLOAD_REQUEST_BODY,
     summary="Every face in an image or clip, with its expression",
     description="`curl -F file=@photo.jpg http://127.0.0.1:8080/predict` or "
     "`curl --data-binary @clip.mp4 -H 'Content-Type: video/mp4' http://127.0.0.1:8080/predict`. "
@@ -50,6 +28,7 @@ _REQUEST_BODY: dict[str, Any] = {
     "from the spatio-temporal model, and a summary.",
 )
 async def predict(
-    request: Request, serving: ServingDep, options: Annotated[PredictQuery, Query()]
+    request: Request, serving: ServingDep, settings: SettingsDep, options: Annotated[PredictQuery, Query()]
 ) -> PredictResponse | VideoPredictResponse:
-    return await serving.predict(request, options)
+    # Read before admission: a client that uploads slowly must not hold capacity others need.
+    return await serving.predict(await upload_of(request, settings), options)
