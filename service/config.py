@@ -92,6 +92,24 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest request line plus headers; larger requests get 400 malformed_request.",
     )
+    request_head_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="How long a client may take to send its request line and headers (from its first byte, "
+        "or from the connection when it sends none); then it gets 408 and the connection closes.",
+    )
+    write_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="How long a response may sit unread in the socket's buffer while the client reads "
+        "nothing; then the connection is dropped with what it held.",
+    )
+    max_connections: int = Field(
+        256,
+        ge=1,
+        description="Open HTTP connections the gateway keeps at most; one more is answered 503 with "
+        "Retry-After and closed before its request is read.",
+    )
     body_read_timeout_s: float = Field(
         30.0,
         gt=0,

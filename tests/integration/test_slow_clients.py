@@ -134,3 +134,70 @@ def test_protocol_errors_are_json(raw: bytes, answer: tuple[int, str]) -> None:
         status, headers, body = read_response(sock)
     assert (status, json.loads(body)["error"]["code"]) == answer
     assert headers["content-type"] == "application/json"
+
+
+def test_a_request_head_that_trickles_in_gets_408_and_is_closed() -> None:
+    """A slowloris head (one header line now and then) is answered at the head timeout, not held open."""
+    with fake_gateway(request_head_timeout_s=1.0) as gateway:
+        socks = [connect(gateway, b"GET /healthz HTTP/1.1\r\nHost: x\r\n") for _ in range(8)]
+        started = time.monotonic()
+        for sock in socks:
+            status, _, body = read_response(sock)
+            assert status == 408 and json.loads(body)["error"]["code"] == "request_timeout"
+        assert time.monotonic() - started < 10  # bounded by the timeout, not by the test's own
+
+
+@pytest.mark.parametrize("line", [b"GET /healthz\r\n", b"GET /healthz HTTP/1.1\rHost: x\r\r"])
+def test_heads_that_h11_waits_on_for_ever_are_closed_at_the_head_timeout(line: bytes) -> None:
+    """An HTTP/0.9 request line and headers ending in bare CR never complete a head: the timer ends them."""
+    with fake_gateway(request_head_timeout_s=1.0) as gateway, connect(gateway, line) as sock:
+        status, _, _ = read_response(sock)
+        assert status in (400, 408)
+
+
+def test_an_idle_connection_is_closed_at_the_head_timeout() -> None:
+    with fake_gateway(request_head_timeout_s=1.0) as gateway, connect(gateway, b"") as sock:
+        status, _, _ = read_response(sock)
+        assert status == 408
+
+
+def test_connections_beyond_the_cap_get_a_json_503_and_the_others_are_served() -> None:
+    with fake_gateway(max_connections=4, request_head_timeout_s=30.0) as gateway:
+        held = [connect(gateway, b"GET /healthz HTTP/1.1\r\nHost: x\r\n") for _ in range(4)]
+        time.sleep(0.2)  # the four are accepted before the fifth connects (accept order, not a race)
+        with connect(gateway, b"") as extra:
+            status, headers, body = read_response(extra)
+        assert status == 503 and headers["retry-after"] and json.loads(body)["error"]["code"] == "overloaded"
+        for sock in held:
+            sock.sendall(b"\r\n")
+            assert read_response(sock)[0] == 200
+            sock.close()
+
+
+def test_a_client_that_never_reads_its_response_is_dropped_at_the_write_timeout() -> None:
+    """The response sits in the socket buffer; past the write timeout the connection is aborted."""
+    with fake_gateway(write_timeout_s=1.0) as gateway:
+        sock = connect(gateway, b"")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        # /openapi.json is large enough to fill a small receive window and the server's write buffer;
+        # pipelined requests keep the server writing while nothing is read.
+        sock.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n" * 64)
+        time.sleep(4.0)  # the client reads nothing for longer than the write timeout
+        received = drain(sock, seconds=10)
+        sock.close()
+        assert received.count(b"HTTP/1.1 200") < 64  # cut off before it got every response
+
+
+def drain(sock: socket.socket, seconds: float) -> bytes:
+    """Everything the server still sends until it closes, resets, or goes quiet for 2 s."""
+    received, deadline = b"", time.monotonic() + seconds
+    sock.settimeout(2)
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(1 << 20)
+        except (ConnectionResetError, TimeoutError):
+            break
+        if not chunk:
+            break
+        received += chunk
+    return received
