@@ -276,6 +276,13 @@ class Settings(BaseSettings):
     annotate_max_frames: int = Field(
         24, ge=1, description="Most analysed frames on a clip's /annotate contact sheet (evenly spaced)."
     )
+    annotate_max_side: int = Field(
+        2048,
+        ge=256,
+        le=16384,
+        description="Longest side of an /annotate picture: a larger photo or contact sheet is drawn shrunk "
+        "to it, which bounds the picture's memory and size (and keeps JPEG within its 65,535-pixel limit).",
+    )
     annotate_tile_width: int = Field(
         320, ge=64, le=1920, description="Width in pixels of one frame on a clip's /annotate contact sheet."
     )

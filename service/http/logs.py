@@ -84,8 +84,56 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+# Query parameters whose values are never logged: secrets, and caller prompts (the caller's own words).
+REDACTED_PARAMETERS = frozenset({"api_key", "apikey", "key", "token", "access_token", "prompts", "prompt"})
+MAX_LOGGED_VALUE = 64
+MAX_LOGGED_TARGET = 256
+MAX_LOGGED_METHOD = 16
+
+
+def redacted_target(target: str) -> str:
+    """A request target as the access log may show it: secret and prompt values replaced, other values
+    and the whole target length-capped, so a log line never carries a key or grows with the request."""
+    path, _, query = target.partition("?")
+    if query:
+        pairs = (part.partition("=") for part in query.split("&"))
+        shown = [
+            f"{_capped(name, MAX_LOGGED_VALUE)}{sep}{_logged_value(name, value)}"
+            for name, sep, value in pairs
+        ]
+        path = f"{path}?{'&'.join(shown)}"
+    return _capped(path, MAX_LOGGED_TARGET)
+
+
+def _logged_value(name: str, value: str) -> str:
+    if value and name.lower() in REDACTED_PARAMETERS:
+        return "[redacted]"
+    return _capped(value, MAX_LOGGED_VALUE)
+
+
+def _capped(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}...[{len(text) - limit} more]"
+
+
+class AccessLogRedaction(logging.Filter):
+    """Rewrites uvicorn's access-log arguments (client, method, target, HTTP version, status) in place."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "uvicorn.access" and isinstance(record.args, tuple) and len(record.args) == 5:
+            client, method, target, version, status = record.args
+            record.args = (
+                client,
+                _capped(str(method), MAX_LOGGED_METHOD),
+                redacted_target(str(target)),
+                version,
+                status,
+            )
+        return True
+
+
 def log_handler(log_format: str) -> logging.Handler:
     handler = logging.StreamHandler()
+    handler.addFilter(AccessLogRedaction())
     handler.addFilter(RequestIdFilter())
     if log_format == "json":
         handler.setFormatter(JsonFormatter())

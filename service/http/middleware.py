@@ -72,6 +72,15 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
+# Label values come from fixed sets only, so no client can add series: the route is the matched template or
+# "unmatched", the method one of these or "other", the status one the app itself chose.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    return method if method in KNOWN_METHODS else "other"
+
+
 class HttpMetrics:
     """Count and time every request by route template (not raw path: ids must not explode labels)."""
 
@@ -98,7 +107,7 @@ class HttpMetrics:
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         route = getattr(scope.get("route"), "path", "unmatched")
-        method = scope.get("method", "")
+        method = method_label(scope.get("method", ""))
         self.metrics.requests.labels(route, method, str(status)).inc()
         self.metrics.request_seconds.labels(route, method).observe(seconds)
         if status == CLIENT_CLOSED_REQUEST:

@@ -18,6 +18,7 @@ from service.serving.drawing import (
     contact_sheet,
     encode,
     evenly_spaced,
+    shrunk,
     thumbnail,
 )
 from service.serving.predict import PredictService, media_container
@@ -54,9 +55,9 @@ class Annotator:
         return await self._serving.answer(data, query, draw)
 
     async def _image(self, data: bytes, response: PredictResponse, fmt: OutputFormat) -> bytes:
-        max_pixels, trained = self._settings.max_image_pixels, response.model.trained
+        settings, trained = self._settings, response.model.trained
         return await _offload(
-            self._image_executor, render_image, data, response.faces, max_pixels, trained, fmt
+            self._image_executor, render_image, data, response.faces, settings, trained, fmt
         )
 
     async def _clip(
@@ -75,11 +76,13 @@ async def _offload(executor: ThreadPoolExecutor, function: Callable[..., T], *ar
 
 
 def render_image(
-    data: bytes, faces: Sequence[FaceResult], max_pixels: int, trained: bool, fmt: OutputFormat
+    data: bytes, faces: Sequence[FaceResult], settings: Settings, trained: bool, fmt: OutputFormat
 ) -> bytes:
     # Decoded again (cheap next to detection) with the pipeline's own decoder, so EXIF rotation matches.
-    image = decode_image(data, max_pixels=max_pixels)
-    return encode(annotated_image(image.rgb, faces, trained=trained), fmt)
+    image = decode_image(data, max_pixels=settings.max_image_pixels)
+    return encode(
+        annotated_image(image.rgb, faces, trained=trained, max_side=settings.annotate_max_side), fmt
+    )
 
 
 def render_clip(
@@ -91,7 +94,10 @@ def render_clip(
     fmt: OutputFormat,
 ) -> bytes:
     tiles = clip_tiles(data, container, frames, settings)
-    return encode(contact_sheet(tiles, trained=trained), fmt)
+    sheet, _ = shrunk(
+        contact_sheet(tiles, trained=trained), settings.annotate_max_side, settings.annotate_max_side
+    )
+    return encode(sheet, fmt)
 
 
 def clip_tiles(

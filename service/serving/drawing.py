@@ -74,9 +74,12 @@ def font_for(width: int, height: int) -> Font:
     return ImageFont.load_default(size=size)
 
 
-def annotated_image(rgb: npt.NDArray[np.uint8], faces: Sequence[FaceResult], *, trained: bool) -> Image.Image:
-    image = Image.fromarray(rgb).convert("RGB")
-    draw_faces(image, faces, scale=1.0, font=font_for(image.width, image.height))
+def annotated_image(
+    rgb: npt.NDArray[np.uint8], faces: Sequence[FaceResult], *, trained: bool, max_side: int
+) -> Image.Image:
+    """The photo with its faces drawn, shrunk first when its longest side exceeds ``max_side``."""
+    image, scale = fitted(rgb, max_side, max_side)
+    draw_faces(image, faces, scale=scale, font=font_for(image.width, image.height))
     if not trained:
         draw_banner(image, UNTRAINED_BANNER, font_for(image.width, image.height))
     return image
@@ -175,9 +178,21 @@ def evenly_spaced(items: Sequence[T], count: int) -> list[T]:
 
 
 def thumbnail(rgb: npt.NDArray[np.uint8], width: int) -> tuple[Image.Image, float]:
-    """The frame shrunk to ``width`` pixels (never enlarged) and the scale applied."""
+    """The frame shrunk into a ``width`` square (never enlarged; a tall frame's height is bounded too) and
+    the scale applied."""
+    return fitted(rgb, width, width)
+
+
+def fitted(rgb: npt.NDArray[np.uint8], width: int, height: int) -> tuple[Image.Image, float]:
+    """The picture shrunk to fit ``width`` x ``height`` (never enlarged) and the scale applied."""
     image = Image.fromarray(rgb).convert("RGB")
-    scale = min(1.0, width / image.width)
+    return shrunk(image, width, height)
+
+
+def shrunk(image: Image.Image, width: int, height: int) -> tuple[Image.Image, float]:
+    scale = min(1.0, width / image.width, height / image.height)
+    if scale == 1.0:
+        return image, scale
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     return image.resize(size, Image.Resampling.BILINEAR), scale
 

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from fermodels.config import DETECTOR_STAGE_NAMES, TEXT_ENCODER
 from service.config import Settings
 from service.exceptions import InvalidVideo, ModelTaskMismatch, UnsupportedMediaType
 from service.inference.base import InferenceBackend
@@ -76,6 +77,10 @@ async def ensure_image_model(inference: InferenceBackend, name: str | None) -> N
     (Triton would refuse the crops' shape, a 502 for what is the client's mistake)."""
     if name is None:
         return
+    if name == TEXT_ENCODER.name or name in DETECTOR_STAGE_NAMES:
+        raise ModelTaskMismatch(
+            f"model {name!r} is not an expression model; ?model= takes an image model (see GET /v1/models)"
+        )
     task = (await inference.served_model(name)).config.task
     if task != "image":
         raise ModelTaskMismatch(

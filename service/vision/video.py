@@ -24,12 +24,31 @@ logger = logging.getLogger(__name__)
 # Container signatures: the upload's declared type and name are not trusted.
 _EBML = b"\x1a\x45\xdf\xa3"  # Matroska / WebM
 _MP4_BOXES = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip")
+# ISO-BMFF brands of still pictures (HEIF/HEIC, AVIF): the same box layout as MP4, but not a clip.
+_STILL_IMAGE_BRANDS = frozenset(
+    {
+        b"heic",
+        b"heix",
+        b"heim",
+        b"heis",
+        b"hevc",
+        b"hevx",
+        b"hevm",
+        b"hevs",
+        b"mif1",
+        b"msf1",
+        b"avif",
+        b"avis",
+    }
+)
 
 
 def sniff_video_format(data: bytes) -> str | None:
     """The clip container named by the leading bytes, or None when they are not a clip we accept."""
     if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
         return "AVI"
+    if data[4:8] == b"ftyp" and data[8:12] in _STILL_IMAGE_BRANDS:
+        return None  # the image decoder refuses it as an unsupported image (415), not a broken clip
     if data[4:8] in _MP4_BOXES:
         return "QuickTime/MP4"
     if data.startswith(_EBML):

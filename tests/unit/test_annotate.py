@@ -57,8 +57,8 @@ def test_captions_name_the_track_when_there_is_one() -> None:
 
 def test_annotated_image_draws_the_box_and_flags_untrained_models() -> None:
     rgb = np.full((200, 300, 3), 128, np.uint8)
-    trained = np.asarray(annotated_image(rgb, [face(100, 60, 160, 120)], trained=True))
-    untrained = np.asarray(annotated_image(rgb, [face(100, 60, 160, 120)], trained=False))
+    trained = np.asarray(annotated_image(rgb, [face(100, 60, 160, 120)], trained=True, max_side=2048))
+    untrained = np.asarray(annotated_image(rgb, [face(100, 60, 160, 120)], trained=False, max_side=2048))
     assert trained.shape == (200, 300, 3)
     assert (trained[90, 100] != 128).any() and (trained[90, 130] == 128).all()  # edge drawn, inside kept
     assert (untrained[-3:, :50] != trained[-3:, :50]).any()  # the banner along the bottom edge
@@ -66,7 +66,9 @@ def test_annotated_image_draws_the_box_and_flags_untrained_models() -> None:
 
 def test_labels_stay_inside_a_face_at_the_picture_edge() -> None:
     rgb = np.full((100, 100, 3), 128, np.uint8)
-    image = annotated_image(rgb, [face(70, 0, 100, 40)], trained=True)  # tag and bars would overflow
+    image = annotated_image(
+        rgb, [face(70, 0, 100, 40)], trained=True, max_side=2048
+    )  # tag and bars would overflow
     assert image.size == (100, 100)
 
 

@@ -17,7 +17,8 @@ from service.http.errors import error_body
 STATIC_DIR = Path(__file__).resolve().parents[2] / "web" / "static"
 MEDIA_TYPES = {".html": "text/html", ".css": "text/css", ".js": "text/javascript"}
 # One flat folder of plain names: no separators or dots beyond the suffix, so no path can leave it.
-_ASSET_NAME = re.compile(r"[A-Za-z0-9_-]+\.(html|css|js)")
+# Short, too: a name past the file system's limit would make the lookup itself fail.
+_ASSET_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\.(html|css|js)")
 
 router = APIRouter(tags=["web"], include_in_schema=False)
 
