@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -86,6 +86,29 @@ class Settings(BaseSettings):
         40_000_000,
         gt=0,
         description="Largest decoded image (width x height); larger ones get 422 (decompression bombs).",
+    )
+    memory_limit_bytes: int = Field(
+        2048 * MiB,
+        ge=256 * MiB,
+        description="The gateway's memory limit (the pod's, in Kubernetes): the memory budget is what it "
+        "leaves after FER_MEMORY_RESERVE_BYTES.",
+    )
+    memory_reserve_bytes: int = Field(
+        1400 * MiB,
+        ge=0,
+        description="What the gateway holds at rest (models, detector nets, thread pools, allocator heaps), "
+        "set aside from the limit; measured in docs/robustness.md.",
+    )
+    memory_wait_s: float = Field(
+        5.0,
+        ge=0,
+        description="How long a request waits for its share of the memory budget before it gets 429.",
+    )
+    image_bytes_per_pixel: int = Field(
+        10,
+        ge=1,
+        description="Memory reserved per image pixel for its decode and analysis (measured: Pillow's RGBA "
+        "buffer, the RGB array, the detector's tables and crops).",
     )
     max_request_head_bytes: int = Field(
         64 * 1024,
@@ -286,6 +309,45 @@ class Settings(BaseSettings):
     annotate_tile_width: int = Field(
         320, ge=64, le=1920, description="Width in pixels of one frame on a clip's /annotate contact sheet."
     )
+
+    @property
+    def memory_budget_bytes(self) -> int:
+        """Per-request memory the gateway may hold at once (reserved before it is allocated)."""
+        return self.memory_limit_bytes - self.memory_reserve_bytes
+
+    def body_reservation_bytes(self, declared: int | None) -> int:
+        """A body being read, and the one copy multipart parsing makes of it."""
+        return 2 * min(declared if declared is not None else self.max_upload_bytes, self.max_upload_bytes)
+
+    def image_reservation_bytes(self, pixels: int) -> int:
+        return min(pixels, self.max_image_pixels) * self.image_bytes_per_pixel
+
+    @property
+    def clip_reservation_bytes(self) -> int:
+        """A clip's analysis: frames are decoded one at a time and detected in chunks of video_detect_batch,
+        so a chunk of the largest frames bounds it."""
+        return self.video_detect_batch * self.video_max_pixels * self.image_bytes_per_pixel
+
+    @property
+    def annotate_reservation_bytes(self) -> int:
+        """An /annotate picture: the drawn RGB image, its working copy and the encoded bytes."""
+        return 3 * 3 * self.annotate_max_side**2
+
+    @model_validator(mode="after")
+    def _largest_request_fits_the_budget(self) -> Settings:
+        largest = (
+            self.body_reservation_bytes(None)
+            + max(self.image_reservation_bytes(self.max_image_pixels), self.clip_reservation_bytes)
+            + self.annotate_reservation_bytes
+        )
+        if largest > self.memory_budget_bytes:
+            raise ValueError(
+                f"the memory budget (FER_MEMORY_LIMIT_BYTES - FER_MEMORY_RESERVE_BYTES = "
+                f"{self.memory_budget_bytes // MiB} MiB) cannot hold the largest request the limits "
+                f"allow ({largest // MiB} MiB): raise the limit, or lower FER_MAX_IMAGE_PIXELS or "
+                "FER_MAX_UPLOAD_BYTES"
+            )
+        return self
 
     @field_validator("api_key_sha256")
     @classmethod

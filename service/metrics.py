@@ -66,6 +66,14 @@ class Metrics:
             registry=r,
         )
         self.in_flight = Gauge("fer_in_flight_requests", "Prediction requests being processed.", registry=r)
+        self.memory_reserved = Gauge(
+            "fer_memory_reserved_bytes", "Per-request memory reserved against the budget now.", registry=r
+        )
+        self.memory_budget = Gauge(
+            "fer_memory_budget_bytes",
+            "The per-request memory budget (limit minus the resting reserve).",
+            registry=r,
+        )
         self.rejected = Counter(
             "fer_rejected_requests", "Requests refused before processing, by reason.", ["reason"], registry=r
         )

@@ -28,6 +28,7 @@ from service.serving.admission import AdmissionControl
 from service.serving.annotation import Annotator
 from service.serving.clip import VideoPipeline
 from service.serving.image import ImagePipeline
+from service.serving.memory import MemoryBudget
 from service.serving.predict import PredictService
 from service.serving.prompting import ClassPrompts, PromptEncoder, TextScorer
 
@@ -56,6 +57,17 @@ def triton_backend(settings: Settings, metrics: Metrics) -> InferenceBackend:
         timeout_s=settings.triton_timeout_s,
         retry_after_s=settings.triton_retry_after_s,
         metrics=metrics,
+    )
+
+
+def memory_budget(settings: Settings, metrics: Metrics) -> MemoryBudget:
+    metrics.memory_budget.set(settings.memory_budget_bytes)
+    return MemoryBudget(
+        settings.memory_budget_bytes,
+        wait_s=settings.memory_wait_s,
+        retry_after_s=settings.triton_retry_after_s,
+        reserved=metrics.memory_reserved,
+        rejected=metrics.rejected,
     )
 
 
@@ -90,6 +102,7 @@ def open_resources(
     video_admission = AdmissionControl(
         settings.video_max_in_flight, rejected=metrics.rejected, in_flight=metrics.in_flight, kind="video"
     )
+    memory = memory_budget(settings, metrics)
     serving = PredictService(
         settings=settings,
         inference=backend,
@@ -97,6 +110,7 @@ def open_resources(
         video_admission=video_admission,
         pipeline=pipeline,
         video_pipeline=video_pipeline,
+        memory=memory,
     )
     return Resources(
         settings=settings,
@@ -105,6 +119,7 @@ def open_resources(
         detector=face_detector,
         executor=executor,
         video_executor=video_executor,
+        memory=memory,
         serving=serving,
         annotator=Annotator(serving, settings, image_executor=executor, clip_executor=video_executor),
         text=text,

@@ -11,6 +11,7 @@ from service.http.state import Resources
 from service.inference.base import InferenceBackend
 from service.metrics import Metrics
 from service.serving.annotation import Annotator
+from service.serving.memory import MemoryBudget
 from service.serving.predict import PredictService
 from service.serving.prompting import TextScorer
 
@@ -39,6 +40,10 @@ def get_annotator(resources: ResourcesDep) -> Annotator:
     return resources.annotator
 
 
+def get_memory(resources: ResourcesDep) -> MemoryBudget:
+    return resources.memory
+
+
 def get_text(resources: ResourcesDep) -> TextScorer:
     return resources.text
 
@@ -53,4 +58,5 @@ InferenceDep = Annotated[InferenceBackend, Depends(get_inference)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ServingDep = Annotated[PredictService, Depends(get_serving)]
 AnnotatorDep = Annotated[Annotator, Depends(get_annotator)]
+MemoryDep = Annotated[MemoryBudget, Depends(get_memory)]
 TextDep = Annotated[TextScorer, Depends(get_text)]

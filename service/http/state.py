@@ -11,6 +11,7 @@ from service.inference.base import InferenceBackend
 from service.launcher.supervisor import TritonSupervisor
 from service.metrics import Metrics
 from service.serving.annotation import Annotator
+from service.serving.memory import MemoryBudget
 from service.serving.predict import PredictService
 from service.serving.prompting import TextScorer
 
@@ -23,6 +24,7 @@ class Resources:
     detector: FaceDetector
     executor: ThreadPoolExecutor
     video_executor: ThreadPoolExecutor
+    memory: MemoryBudget
     serving: PredictService
     annotator: Annotator
     text: TextScorer

@@ -8,6 +8,8 @@ the body limit, which BodySizeLimit has already enforced, so memory stays bounde
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.datastructures import FormData, UploadFile
@@ -16,6 +18,7 @@ from starlette.requests import Request
 
 from service.config import Settings
 from service.exceptions import EmptyPayload, InvalidMultipart, RequestTimeout, UnsupportedMediaType
+from service.serving.memory import MemoryBudget
 
 # Raw bodies must declare a media type; anything image-like, video-like or opaque binary is sniffed.
 _RAW_TYPES = ("image/", "video/", "application/octet-stream")
@@ -45,9 +48,19 @@ UPLOAD_REQUEST_BODY: dict[str, Any] = {
 }
 
 
-async def upload_of(request: Request, settings: Settings) -> bytes:
-    """The request's media bytes within the settings' size and time limits."""
-    return await read_upload(request, settings.max_upload_bytes, settings.body_read_timeout_s)
+@asynccontextmanager
+async def upload(request: Request, settings: Settings, memory: MemoryBudget) -> AsyncIterator[bytes]:
+    """The request's media bytes within the settings' size and time limits, their memory reserved (by
+    the declared length; the most a body may be when it is chunked) before a byte is read, and held for
+    as long as the request uses them."""
+    declared = _content_length(request)
+    async with memory.hold(settings.body_reservation_bytes(declared)):
+        yield await read_upload(request, settings.max_upload_bytes, settings.body_read_timeout_s)
+
+
+def _content_length(request: Request) -> int | None:
+    value = request.headers.get("content-length")
+    return int(value) if value is not None and value.isdigit() else None
 
 
 async def read_upload(request: Request, max_bytes: int, timeout_s: float) -> bytes:

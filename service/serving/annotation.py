@@ -52,7 +52,9 @@ class Annotator:
                 return await self._image(data, answer, fmt)
             return await self._clip(data, media_container(data, options.media) or "", answer, fmt)
 
-        return await self._serving.answer(data, query, draw)
+        return await self._serving.answer(
+            data, query, draw, finish_bytes=self._settings.annotate_reservation_bytes
+        )
 
     async def _image(self, data: bytes, response: PredictResponse, fmt: OutputFormat) -> bytes:
         settings, trained = self._settings, response.model.trained

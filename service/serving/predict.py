@@ -20,7 +20,9 @@ from service.schemas import PredictQuery, PredictResponse, VideoPredictResponse
 from service.serving.admission import AdmissionControl
 from service.serving.clip import ClipRequest, VideoPipeline
 from service.serving.image import ImagePipeline
+from service.serving.memory import MemoryBudget
 from service.serving.prompting import validate_prompts
+from service.vision.decode import image_pixels
 from service.vision.video import sniff_video_format
 
 Answer = PredictResponse | VideoPredictResponse
@@ -35,22 +37,33 @@ class PredictService:
     video_admission: AdmissionControl
     pipeline: ImagePipeline
     video_pipeline: VideoPipeline
+    memory: MemoryBudget
 
     async def predict(self, data: bytes, options: PredictQuery) -> Answer:
         return await self.answer(data, options, _unchanged)
 
-    async def answer(self, data: bytes, options: PredictQuery, finish: Callable[[Answer], Awaitable[R]]) -> R:
-        """The upload's answer passed through ``finish`` while the request still holds its slot."""
+    async def answer(
+        self,
+        data: bytes,
+        options: PredictQuery,
+        finish: Callable[[Answer], Awaitable[R]],
+        *,
+        finish_bytes: int = 0,
+    ) -> R:
+        """The upload's answer passed through ``finish`` while the request still holds its slot and its
+        memory (``finish_bytes``: what ``finish`` itself needs)."""
         prompts = validate_prompts(options.prompts, self.settings)  # a 422 before any slot is taken
         container = media_container(data, options.media)
         if container is None:
-            async with self.image_admission.slot():
+            cost = self.settings.image_reservation_bytes(image_pixels(data)) + finish_bytes
+            async with self.memory.hold(cost), self.image_admission.slot():
                 await ensure_image_model(self.inference, options.model)
                 return await finish(await self.pipeline.predict(data, options.model, prompts))
         # Only a clip slot: images and clips have independent limits, so a flood of images can never take
         # the capacity clips are guaranteed (nor clips the images').
         clip = ClipRequest.of(options, self.settings)
-        async with self.video_admission.slot():
+        cost = self.settings.clip_reservation_bytes + finish_bytes
+        async with self.memory.hold(cost), self.video_admission.slot():
             await ensure_image_model(self.inference, options.model)
             response = await self.video_pipeline.predict(data, container, clip, options.model, prompts)
             return await finish(with_decoded_frames(response))

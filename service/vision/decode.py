@@ -60,6 +60,18 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
     return DecodedImage(rgb=rgb, format=image_format)
 
 
+def image_pixels(data: bytes) -> int:
+    """Width x height from the header alone (0 when there is no readable header: decoding will say why)."""
+    if sniff_image_format(data) is None:
+        return 0
+    try:
+        with _open(data) as image:
+            width, height = image.size
+    except (InvalidImage, ImageTooLarge):
+        return 0
+    return int(width) * int(height)
+
+
 def _open(data: bytes) -> Image.Image:
     try:
         with warnings.catch_warnings():

@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from service.http.dependencies import AnnotatorDep, SettingsDep
+from service.http.dependencies import AnnotatorDep, MemoryDep, SettingsDep
 from service.http.errors import openapi_error_responses
-from service.http.uploads import UPLOAD_REQUEST_BODY, upload_of
+from service.http.uploads import UPLOAD_REQUEST_BODY, upload
 from service.schemas import PredictQuery
 from service.serving.drawing import MEDIA_TYPES, output_format
 
@@ -39,8 +39,10 @@ async def annotate(
     request: Request,
     annotator: AnnotatorDep,
     settings: SettingsDep,
+    memory: MemoryDep,
     options: Annotated[PredictQuery, Query()],
 ) -> Response:
     fmt = output_format(request.headers.get("accept"))
-    picture = await annotator.annotate(await upload_of(request, settings), options, fmt)
+    async with upload(request, settings, memory) as data:
+        picture = await annotator.annotate(data, options, fmt)
     return Response(picture, media_type=MEDIA_TYPES[fmt])

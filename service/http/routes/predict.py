@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from service.http.dependencies import ServingDep, SettingsDep
+from service.http.dependencies import MemoryDep, ServingDep, SettingsDep
 from service.http.errors import openapi_error_responses
-from service.http.uploads import UPLOAD_REQUEST_BODY, upload_of
+from service.http.uploads import UPLOAD_REQUEST_BODY, upload
 from service.schemas import PredictQuery, PredictResponse, VideoPredictResponse
 
 router = APIRouter(tags=["predict"])
@@ -28,7 +28,12 @@ router = APIRouter(tags=["predict"])
     "from the spatio-temporal model, and a summary.",
 )
 async def predict(
-    request: Request, serving: ServingDep, settings: SettingsDep, options: Annotated[PredictQuery, Query()]
+    request: Request,
+    serving: ServingDep,
+    settings: SettingsDep,
+    memory: MemoryDep,
+    options: Annotated[PredictQuery, Query()],
 ) -> PredictResponse | VideoPredictResponse:
     # Read before admission: a client that uploads slowly must not hold capacity others need.
-    return await serving.predict(await upload_of(request, settings), options)
+    async with upload(request, settings, memory) as data:
+        return await serving.predict(data, options)

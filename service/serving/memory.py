@@ -1,0 +1,91 @@
+"""One memory budget for the whole gateway: per-request memory is reserved before it is allocated.
+
+A request's bytes are reserved in the layer that knows them, before they exist: the body as it is about to
+be read (its declared length), the decoded pixels and the analysis of an image as soon as its header gives
+its size, a clip's frames by the clip limits, a rendered /annotate picture by its bounded size. Admission
+counts requests; this counts bytes, so a few near-limit photos cannot do what many small ones may.
+
+A reservation that does not fit waits, first come first served, for at most ``wait_s``; then the request is
+refused with 429 and ``Retry-After`` before it has allocated anything. The budget is what the pod's limit
+leaves once the gateway's resting memory (models, nets, pools) is set aside (Settings).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from prometheus_client import Counter, Gauge
+
+from service.exceptions import Overloaded
+
+
+class MemoryBudget:
+    """Bytes reserved against ``total``; event-loop only (no lock needed)."""
+
+    def __init__(
+        self, total: int, *, wait_s: float, retry_after_s: int, reserved: Gauge, rejected: Counter
+    ) -> None:
+        self.total = total
+        self._wait_s, self._retry_after_s = wait_s, retry_after_s
+        self._used = 0
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._reserved, self._rejected = reserved, rejected
+
+    @property
+    def used(self) -> int:
+        return self._used
+
+    @asynccontextmanager
+    async def hold(self, nbytes: int) -> AsyncIterator[None]:
+        """Reserve ``nbytes`` for the block (a request larger than the whole budget waits for all of it)."""
+        amount = min(max(0, nbytes), self.total)
+        await self._acquire(amount)
+        try:
+            yield
+        finally:
+            self._release(amount)
+
+    async def _acquire(self, amount: int) -> None:
+        if not self._waiters and self._used + amount <= self.total:
+            self._take(amount)
+            return
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((amount, granted))
+        try:
+            await asyncio.wait_for(granted, self._wait_s)
+        except TimeoutError:
+            self._rejected.labels("memory").inc()
+            raise Overloaded(
+                "the gateway's memory budget is taken by requests in progress; retry later",
+                retry_after_s=self._retry_after_s,
+            ) from None
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():
+                self._release(amount)  # granted in the same instant the caller went away
+            raise
+        finally:
+            self._grant()  # a waiter that gave up at the head must not hold up those behind it
+
+    def _take(self, amount: int) -> None:
+        self._used += amount
+        self._reserved.set(self._used)
+
+    def _release(self, amount: int) -> None:
+        self._used -= amount
+        self._reserved.set(self._used)
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._waiters:
+            amount, granted = self._waiters[0]
+            if granted.done():  # timed out or cancelled
+                self._waiters.popleft()
+                continue
+            if self._used + amount > self.total:
+                return
+            self._waiters.popleft()
+            self._take(amount)
+            granted.set_result(None)

@@ -1,0 +1,117 @@
+"""The memory budget: reservations before allocation, first come first served, bounded waits."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from service.exceptions import Overloaded
+from service.serving.memory import MemoryBudget
+
+GATE_TIMEOUT_S = 5.0
+
+
+def budget(total: int, wait_s: float = 5.0) -> MemoryBudget:
+    registry = CollectorRegistry()
+    return MemoryBudget(
+        total,
+        wait_s=wait_s,
+        retry_after_s=2,
+        reserved=Gauge("reserved", "r", registry=registry),
+        rejected=Counter("rejected", "r", ["reason"], registry=registry),
+    )
+
+
+async def test_reservations_within_the_budget_go_through_and_are_returned() -> None:
+    memory = budget(100)
+    async with memory.hold(60), memory.hold(40):
+        assert memory.used == 100
+    assert memory.used == 0
+
+
+async def test_a_reservation_that_does_not_fit_waits_for_memory_to_be_returned() -> None:
+    memory = budget(100)
+    released = asyncio.Event()
+    order: list[str] = []
+
+    async def big() -> None:
+        async with memory.hold(80):
+            order.append("big")
+            await asyncio.wait_for(released.wait(), GATE_TIMEOUT_S)
+
+    async def second() -> None:
+        async with memory.hold(50):
+            order.append("second")
+
+    first = asyncio.create_task(big())
+    await asyncio.sleep(0)
+    waiting = asyncio.create_task(second())
+    await asyncio.sleep(0.05)
+    assert order == ["big"] and memory.used == 80  # the 50 waits: 80 + 50 > 100
+    released.set()
+    await asyncio.wait_for(asyncio.gather(first, waiting), GATE_TIMEOUT_S)
+    assert order == ["big", "second"] and memory.used == 0
+
+
+async def test_waiting_is_bounded_then_429_with_retry_after_and_nothing_is_held() -> None:
+    memory = budget(100, wait_s=0.1)
+    async with memory.hold(100):
+        with pytest.raises(Overloaded) as refused:
+            async with memory.hold(1):
+                pass
+    assert refused.value.retry_after_s == 2 and memory.used == 0
+
+
+async def test_first_come_first_served_a_small_request_does_not_overtake_a_waiting_large_one() -> None:
+    memory = budget(100)
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    async def holder() -> None:
+        async with memory.hold(50):
+            await asyncio.wait_for(gate.wait(), GATE_TIMEOUT_S)
+
+    async def want(name: str, amount: int) -> None:
+        async with memory.hold(amount):
+            order.append(name)
+
+    tasks = [asyncio.create_task(holder())]
+    await asyncio.sleep(0)
+    tasks.append(asyncio.create_task(want("large", 100)))
+    await asyncio.sleep(0)
+    tasks.append(asyncio.create_task(want("small", 10)))  # would fit now, but the large one came first
+    await asyncio.sleep(0.05)
+    assert order == []
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), GATE_TIMEOUT_S)
+    assert order == ["large", "small"] and memory.used == 0
+
+
+async def test_a_waiter_that_goes_away_releases_its_place_and_leaks_nothing() -> None:
+    memory = budget(100)
+    gate = asyncio.Event()
+
+    async def holder() -> None:
+        async with memory.hold(100):
+            await asyncio.wait_for(gate.wait(), GATE_TIMEOUT_S)
+
+    held = asyncio.create_task(holder())
+    await asyncio.sleep(0)
+    waiter = asyncio.create_task(memory.hold(30).__aenter__())
+    await asyncio.sleep(0.05)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    gate.set()
+    await asyncio.wait_for(held, GATE_TIMEOUT_S)
+    assert memory.used == 0
+    async with memory.hold(100):  # the whole budget is free again
+        assert memory.used == 100
+
+
+async def test_a_request_larger_than_the_budget_waits_for_all_of_it_instead_of_never_running() -> None:
+    memory = budget(100)
+    async with memory.hold(500):
+        assert memory.used == 100
