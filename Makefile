@@ -46,7 +46,7 @@ test-fast: $(STAMP) ## unit + API tests only: no apt, no models, no TensorFlow v
 # (scripts/gen_docs.py), then builds into site/; --strict fails on a broken link or a missing page.
 docs: $(STAMP) $(DOCS_STAMP) ## regenerate the API/configuration pages and build the docs site into site/
 	$(PY) -m scripts.gen_docs
-	$(DOCS_VENV)/bin/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict --site-dir site
 
 $(DOCS_STAMP): requirements-docs.txt
 	test -x $(DOCS_VENV)/bin/python || $(PYTHON) -m venv $(DOCS_VENV)
