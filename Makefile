@@ -69,11 +69,11 @@ $(PEER_STAMP): requirements-peer.txt requirements-peer-nodeps.txt
 	$(PEER_VENV)/bin/python -m pip install --disable-pip-version-check -q --no-deps -r requirements-peer-nodeps.txt
 	rm -f $(PEER_VENV)/.installed-* && touch $@
 
-# Front-end evaluation against the `fer` library on the same photos (README table; takes ~15 min on 2 cores).
+# Front-end evaluation against the `fer` library on the same photos (docs/face-front-end.md; takes ~15 min on 2 cores).
 eval-frontend: $(STAMP) $(MODELS) media $(PEER_STAMP) ## front-end evaluation against the `fer` library (docs/face-front-end.md; ~15 min)
 	OMP_NUM_THREADS=1 $(PY) -m load_tests.eval_frontend --fit-window
 
-# Detection + /predict benchmark against facenet-pytorch, the naive loop and the fer library (README table).
+# Detection + /predict benchmark against facenet-pytorch, the naive loop and the fer library (docs/benchmarks.md).
 bench: $(STAMP) $(MODELS) media $(PEER_STAMP) ## detection + /predict benchmark (docs/benchmarks.md)
 	$(PY) -m load_tests.bench_detect
 
