@@ -15,6 +15,11 @@ MODELS := model_repository/fer_former/1/model.pt model_repository/mini_xception_
 	model_repository/poster/1/model.pt model_repository/stt/1/model.pt model_repository/text_encoder/1/model.pt \
 	$(DETECTOR_MODELS)
 PYTEST_ARGS ?=
+# The docs site (mkdocs + Material) in its own venv, pinned in requirements-docs.txt.
+DOCS_VENV := .cache/docs-venv
+DOCS_STAMP := $(DOCS_VENV)/.installed-$(shell cat requirements-docs.txt | sha1sum | cut -c1-12)
+IMAGE ?= fer-gateway
+.DEFAULT_GOAL := help
 # Keras/TensorFlow in their own venv, only to check the mini-Xception port against its source framework.
 KERAS_VENV := .cache/keras-venv
 KERAS_STAMP := $(KERAS_VENV)/.installed-$(shell cat requirements-keras.txt requirements-keras-nodeps.txt | sha1sum | cut -c1-12)
@@ -22,19 +27,41 @@ KERAS_STAMP := $(KERAS_VENV)/.installed-$(shell cat requirements-keras.txt requi
 PEER_VENV := .cache/peer-venv
 PEER_STAMP := $(PEER_VENV)/.installed-$(shell cat requirements-peer.txt requirements-peer-nodeps.txt | sha1sum | cut -c1-12)
 
-.PHONY: run test venv keras-venv peer-venv eval-frontend bench locust soak models media deploy-tools browser lint typecheck check clean
+.PHONY: help run test test-fast docs image venv keras-venv peer-venv eval-frontend bench locust soak models media deploy-tools browser lint typecheck check clean
 
-run: $(STAMP) $(MODELS)
+help: ## list the targets (this)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+run: $(STAMP) $(MODELS) ## start Triton + the gateway on 127.0.0.1:8080 (first run: venv, models)
 	$(PY) -m service
 
-test: $(STAMP) $(MODELS) media $(KERAS_STAMP) deploy-tools browser
+test: $(STAMP) $(MODELS) media $(KERAS_STAMP) deploy-tools browser ## the whole suite: unit, API, models, integration, deploy, web (installs what it needs)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-venv: $(STAMP)
+# Unit and API tests only (fake Triton and detector): no apt, no exported models, no TensorFlow venv.
+test-fast: $(STAMP) ## unit + API tests only: no apt, no models, no TensorFlow venv
+	$(PY) -m pytest tests/unit tests/api $(PYTEST_ARGS)
 
-keras-venv: $(KERAS_STAMP)
+# The docs site: regenerates docs/openapi.json, the API page and the configuration table from the code
+# (scripts/gen_docs.py), then builds into site/; --strict fails on a broken link or a missing page.
+docs: $(STAMP) $(DOCS_STAMP) ## regenerate the API/configuration pages and build the docs site into site/
+	$(PY) -m scripts.gen_docs
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict --site-dir site
 
-peer-venv: $(PEER_STAMP)
+$(DOCS_STAMP): requirements-docs.txt
+	test -x $(DOCS_VENV)/bin/python || $(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/python -m pip install --disable-pip-version-check -q -r requirements-docs.txt
+	rm -f $(DOCS_VENV)/.installed-* && touch $@
+
+# The gateway image (Dockerfile at the root; deploy/README.md builds the model repository image too).
+image: ## docker build -t fer-gateway . (the gateway image)
+	docker build -t $(IMAGE) .
+
+venv: $(STAMP) ## create .venv with the pinned requirements
+
+keras-venv: $(KERAS_STAMP) ## the TensorFlow venv that checks the mini-Xception port against Keras
+
+peer-venv: $(PEER_STAMP) ## the venv of the `fer` library, for the front-end evaluation and benchmarks
 
 $(PEER_STAMP): requirements-peer.txt requirements-peer-nodeps.txt
 	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
@@ -42,23 +69,23 @@ $(PEER_STAMP): requirements-peer.txt requirements-peer-nodeps.txt
 	$(PEER_VENV)/bin/python -m pip install --disable-pip-version-check -q --no-deps -r requirements-peer-nodeps.txt
 	rm -f $(PEER_VENV)/.installed-* && touch $@
 
-# Front-end evaluation against the `fer` library on the same photos (README table; takes ~15 min on 2 cores).
-eval-frontend: $(STAMP) $(MODELS) media $(PEER_STAMP)
+# Front-end evaluation against the `fer` library on the same photos (docs/face-front-end.md; takes ~15 min on 2 cores).
+eval-frontend: $(STAMP) $(MODELS) media $(PEER_STAMP) ## front-end evaluation against the `fer` library (docs/face-front-end.md; ~15 min)
 	OMP_NUM_THREADS=1 $(PY) -m load_tests.eval_frontend --fit-window
 
-# Detection + /predict benchmark against facenet-pytorch, the naive loop and the fer library (README table).
-bench: $(STAMP) $(MODELS) media $(PEER_STAMP)
+# Detection + /predict benchmark against facenet-pytorch, the naive loop and the fer library (docs/benchmarks.md).
+bench: $(STAMP) $(MODELS) media $(PEER_STAMP) ## detection + /predict benchmark (docs/benchmarks.md)
 	$(PY) -m load_tests.bench_detect
 
 # Locust, 9 image users : 1 clip user, headless against a local Triton + gateway it starts itself;
 # exits 1 when the error rate or a p95 is over its threshold (LOCUST_ARGS: e.g. --seconds 600 --users 12).
 LOCUST_ARGS ?= --seconds 60
-locust: $(STAMP) $(MODELS) media
+locust: $(STAMP) $(MODELS) media ## locust load test against a local stack (LOCUST_ARGS)
 	$(PY) -m load_tests.locust_run $(LOCUST_ARGS)
 
 # Steady mixed load for 10 minutes: gateway RSS and p99 every 30 s (SOAK_ARGS: e.g. --minutes 60).
 SOAK_ARGS ?=
-soak: $(STAMP) $(MODELS) media
+soak: $(STAMP) $(MODELS) media ## 10-minute mixed-load soak: RSS and p99 every 30 s (SOAK_ARGS)
 	$(PY) -m load_tests.soak $(SOAK_ARGS)
 
 $(KERAS_STAMP): requirements-keras.txt requirements-keras-nodeps.txt
@@ -73,7 +100,7 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps -r requirements-nodeps.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
-models: $(MODELS)
+models: $(MODELS) ## export the TorchScript models into model_repository/
 
 # Re-export when the model code changes; export is deterministic (fixed seed / ported weights).
 model_repository/fer_former/1/model.pt: $(STAMP) $(MODEL_SOURCES)
@@ -101,24 +128,24 @@ $(DETECTOR_MODELS) &: $(STAMP) fermodels/detector_export.py fermodels/export.py
 	$(PY) -m fermodels export-detector --repository model_repository --force
 
 # kubectl/kustomize, kubernetes-validate, hadolint, promtool + prometheus, docker-compose (deploy proofs).
-deploy-tools:
+deploy-tools: ## install kubectl/kustomize, promtool, hadolint, ... for tests/deploy
 	bash deploy/tools/install-tools.sh
 
 # Debian's chromium + chromium-driver (the web page's Selenium test) and node (the page's JS unit tests).
-browser:
+browser: ## install Debian chromium + chromium-driver and node for the page's tests
 	bash scripts/install-browser.sh
 
-media: $(STAMP)
+media: $(STAMP) ## fetch the real test media (OpenCV samples, ...)
 	$(PY) -m devstack.media
 
-lint: $(STAMP)
-	$(PY) -m ruff check service fermodels fer_client devstack tests load_tests
-	$(PY) -m ruff format --check service fermodels fer_client devstack tests load_tests
+lint: $(STAMP) ## ruff check + ruff format --check
+	$(PY) -m ruff check service fermodels fer_client devstack tests load_tests scripts
+	$(PY) -m ruff format --check service fermodels fer_client devstack tests load_tests scripts
 
-typecheck: $(STAMP)
+typecheck: $(STAMP) ## mypy --strict
 	$(PY) -m mypy
 
-check: lint typecheck test
+check: lint typecheck test ## lint, typecheck and test
 
-clean:
+clean: ## remove the venvs, .cache and the exported models
 	rm -rf $(VENV) .cache model_repository/*/[0-9]*/model.pt

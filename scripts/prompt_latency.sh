@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Added latency of one caller prompt on /predict (README "Text similarity"): 11 sequential calls each way
+# Added latency of one caller prompt on /predict (docs/benchmarks.md "Caller prompts"): 11 sequential calls each way
 # on messi5.jpg against a running gateway. Usage: scripts/prompt_latency.sh [URL] [IMAGE]
 set -euo pipefail
 URL=${1:-http://127.0.0.1:8080}
