@@ -96,7 +96,7 @@ def _labels(outputs: int, request: ImportRequest) -> tuple[tuple[str, ...], bool
         )
     mtl = outputs == 10
     classes = 8 if mtl else outputs
-    labels = HSEMOTION_8_LABELS if classes == 8 else HSEMOTION_7_LABELS
+    labels: tuple[str, ...] = HSEMOTION_8_LABELS if classes == 8 else HSEMOTION_7_LABELS
     if request.dataset is not None:
         if request.dataset not in DATASETS:
             raise CheckpointImportError(f"unknown --dataset {request.dataset!r}; known: {sorted(DATASETS)}")
