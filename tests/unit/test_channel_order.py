@@ -10,7 +10,7 @@ from fermodels.export import serving_wrapper
 
 
 class Probe(nn.Module):
-    """forward_serving returns its (normalised) input's channel means as 'logits' and the input as 'embedding'."""
+    """forward_serving: the normalised input's channel means as logits, the input itself as embedding."""
 
     def forward_serving(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return x.mean(dim=(2, 3)), x.flatten(1)
