@@ -7,7 +7,8 @@ and rebuilds:
 
 - tensors: ``torch._utils._rebuild_tensor_v2`` / ``_rebuild_parameter`` over typed storages, read from the
   archive and checked against their declared sizes (a tensor is a strided view of its storage);
-- plain values: ``collections.OrderedDict``, ``set``, ``frozenset``, ``torch.Size``, dtypes, devices;
+- plain values: ``collections.OrderedDict``, ``set``, ``frozenset``, ``torch.Size``, dtypes, devices,
+  and protocol 2's bytes (``_codecs.encode(str, "latin1")`` only);
 - classes under ``torch.nn.`` and ``timm.`` (and the names a format passes in ``allow_inert``) as
   ``InertRecord``: an object that only keeps its pickled arguments and state. Nothing of the real class is
   imported, no ``__setstate__`` or ``__init__`` of it runs, so a module pickled under any timm version reads
@@ -153,6 +154,13 @@ def _reconstructor(cls: Any, base: Any, state: Any = None) -> Any:
     raise UnsafeCheckpointError(f"copyreg._reconstructor of {cls!r} is not allowed")
 
 
+def _latin1(text: Any, encoding: str = "latin1") -> bytes:
+    # Protocol 2 pickles bytes as _codecs.encode(str, "latin1") (Python 2 compatibility): that one use only.
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise UnsafeCheckpointError(f"_codecs.encode with {encoding!r} is not allowed")
+    return text.encode("latin1")
+
+
 def _device(*args: Any) -> str:
     return str(args[0]) if args else "cpu"
 
@@ -167,6 +175,7 @@ _VALUES: Final[dict[str, Any]] = {
     "copyreg._reconstructor": _reconstructor,
     "torch.Size": tuple,
     "torch.device": _device,
+    "_codecs.encode": _latin1,
 }
 
 

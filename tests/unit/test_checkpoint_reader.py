@@ -9,6 +9,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -44,6 +45,7 @@ class Recorder:
     def __init__(self) -> None:
         self.epochs = [1, 2]
         self.best = torch.tensor([0.5])
+        self.losses = np.zeros((3, 2))  # POSTER++'s RecorderMeter keeps numpy arrays
 
 
 class RunsCode:
@@ -106,10 +108,13 @@ def test_a_main_class_is_refused_unless_allowed_as_inert(tmp_path: Path) -> None
     rewrite_pickle(path, {f"{__name__}\nRecorder\n".encode(): b"__main__\nRecorderMeter\n"})
     with pytest.raises(UnsafeCheckpointError, match=r"__main__\.RecorderMeter"):
         read_checkpoint_file(path)
-    loaded = read_checkpoint_file(path, allow_inert={"__main__.RecorderMeter"})
+    with pytest.raises(UnsafeCheckpointError, match=r"numpy"):
+        read_checkpoint_file(path, allow_inert={"__main__.RecorderMeter"})
+    loaded = read_checkpoint_file(path, allow_inert={"__main__.RecorderMeter", "numpy."})
     assert torch.equal(loaded["state_dict"]["w"], torch.ones(2))
     recorder = loaded["recorder1"]
     assert isinstance(recorder, InertRecord) and recorder.attributes["epochs"] == [1, 2]
+    assert isinstance(recorder.attributes["losses"], InertRecord)  # rebuilt by nothing of numpy
 
 
 def test_a_truncated_file_is_reported(tmp_path: Path) -> None:
