@@ -1,4 +1,4 @@
-"""``python -m fermodels <command>``: one subcommand per job (export, train, evaluate).
+"""``python -m fermodels <command>``: one subcommand per job (export, import, train, evaluate).
 
 Each subcommand is a ``_add_<name>(subparsers)`` that declares its arguments and sets ``handler`` to a
 ``_run_<name>(args) -> exit code`` function, so adding a command touches nothing else.
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(subparsers)
     _add_export_detector(subparsers)
     _add_export_text(subparsers)
+    _add_import(subparsers)
     _add_train(subparsers)
     _add_evaluate(subparsers)
     return parser
@@ -136,6 +137,42 @@ def _run_export_text(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {folder / str(args.version) / MODEL_FILENAME}, {folder / CONFIG_FILENAME}")
+    return 0
+
+
+def _add_import(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from fermodels.importing import FORMATS
+
+    parser = subparsers.add_parser(
+        "import", help="serve a published checkpoint file (read without running its code)"
+    )
+    parser.add_argument("--format", required=True, choices=sorted(FORMATS), help="the checkpoint's family")
+    parser.add_argument("--checkpoint", type=Path, required=True, help="the file as the authors publish it")
+    parser.add_argument("--name", required=True, help="the served (Triton) model name")
+    parser.add_argument(
+        "--dataset", help="the class set, where the format has several (affectnet7|affectnet8)"
+    )
+    parser.add_argument("--labels", help="comma-separated output order in canonical words (overrides)")
+    _add_repository_arguments(parser)
+    parser.set_defaults(handler=_run_import)
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    from fermodels.importing import CheckpointImportError, ImportRequest, import_checkpoint
+
+    labels = tuple(label.strip() for label in args.labels.split(",")) if args.labels else None
+    request = ImportRequest(args.checkpoint, args.name, dataset=args.dataset, labels=labels)
+    try:
+        model_dir = import_checkpoint(args.format, request, args.repository, args.version, force=args.force)
+    except CheckpointImportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except FileExistsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    written = (model_dir / str(args.version) / MODEL_FILENAME, model_dir / CONFIG_FILENAME)
+    for path in (*written, model_dir / LABELS_FILENAME, model_dir / README_FILENAME):
+        print(f"wrote {path}")
     return 0
 
 

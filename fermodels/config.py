@@ -65,6 +65,15 @@ ARCFACE_WINDOW: Final[tuple[float, float, float]] = (55.5, 55.5, 112.0)
 Task = Literal["image", "video"]
 CropColor = Literal["rgb", "gray"]
 TestTimeAugmentation = Literal["none", "flip"]
+# "aligned": a similarity warp of the 5 landmarks onto the ArcFace template (``crop_window``). "box": the
+# detector's box as integers, no margin and no rotation, stretched to a square (HSEmotion's test code).
+CropMode = Literal["aligned", "box"]
+# The channel order the weights expect. The serving contract stays RGB: "bgr" is swapped inside the model.
+ChannelOrder = Literal["rgb", "bgr"]
+CROP_MODES: Final = ("aligned", "box")
+CHANNEL_ORDERS: Final = ("rgb", "bgr")
+# What an ``AFFECT_OUTPUT`` column may hold: continuous affect, AffectNet's valence / arousal in [-1, 1].
+AFFECT_DIMENSIONS: Final = ("valence", "arousal")
 PBTXT_PARAMETER_KEY: Final = "fer_config"
 # The serving contract's tensors: the face crop(s), and for models with ``num_landmarks`` the landmarks.
 IMAGE_INPUT: Final = "INPUT__0"
@@ -75,6 +84,10 @@ LANDMARKS_INPUT: Final = "INPUT__1"
 PROBABILITIES_OUTPUT: Final = "OUTPUT__0"
 EMBEDDING_OUTPUT: Final = "OUTPUT__1"
 TEXT_OUTPUT: Final = "OUTPUT__2"
+# For a model whose config has ``affect_outputs``: FP32 [N, len(affect_outputs)], raw regression values in
+# that order (e.g. valence, arousal). It sits at tuple position 3 (libtorch names outputs by position), so a
+# model without a text side returns an empty [N, 0] tensor at position 2, which config.pbtxt does not list.
+AFFECT_OUTPUT: Final = "OUTPUT__3"
 # The gateway's detector gives 5 points (eyes, nose tip, mouth corners): all a landmark model can get.
 DETECTOR_LANDMARKS: Final = len(ARCFACE_TEMPLATE_112)
 
@@ -151,6 +164,12 @@ class ModelConfig:
     # 0: the crop alone. K > 0: a second input ``LANDMARKS_INPUT`` [N, K, 2], the face's landmarks in the
     # crop's own coordinates scaled to [0, 1] (``normalised_landmark_template`` where they sit nominally).
     num_landmarks: int = 0
+    # How the face is cut ("aligned": crop_window on the landmarks; "box": the detector's box, squashed).
+    crop_mode: CropMode = "aligned"
+    # The channel order the weights take; mean/std are given in this order. The input stays RGB.
+    channel_order: ChannelOrder = "rgb"
+    # Continuous outputs beside the classes (``AFFECT_OUTPUT``), names from AFFECT_DIMENSIONS, in order.
+    affect_outputs: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         unknown = [label for label in self.labels if label not in CANONICAL_LABELS]
@@ -170,6 +189,15 @@ class ModelConfig:
             raise ValueError(f"num_landmarks must be 0 or {DETECTOR_LANDMARKS} (what the detector gives)")
         if self.num_landmarks and self.tta != "none":
             raise ValueError("test-time augmentation is not defined for landmark inputs")
+        if self.crop_mode not in CROP_MODES:
+            raise ValueError(f"crop_mode must be one of {CROP_MODES}, got {self.crop_mode!r}")
+        if self.channel_order not in CHANNEL_ORDERS:
+            raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {self.channel_order!r}")
+        unknown_affect = [name for name in self.affect_outputs if name not in AFFECT_DIMENSIONS]
+        if unknown_affect or len(set(self.affect_outputs)) != len(self.affect_outputs):
+            raise ValueError(f"affect_outputs must be distinct names from {AFFECT_DIMENSIONS}")
+        if self.affect_outputs and (self.has_text_side or self.num_landmarks or self.task != "image"):
+            raise ValueError("affect outputs are defined for plain image classifiers only")
 
     @property
     def has_text_side(self) -> bool:
@@ -178,8 +206,15 @@ class ModelConfig:
 
     @property
     def output_names(self) -> tuple[str, ...]:
+        """What every client reads: probabilities, embedding and (text side) the prompt cosines. The
+        affect output is separate (``affect_output_names``) so readers of these three stay unchanged."""
         text = (TEXT_OUTPUT,) if self.has_text_side else ()
         return (PROBABILITIES_OUTPUT, EMBEDDING_OUTPUT, *text)
+
+    @property
+    def affect_output_names(self) -> tuple[str, ...]:
+        """``(AFFECT_OUTPUT,)`` for a model with affect outputs, else empty."""
+        return (AFFECT_OUTPUT,) if self.affect_outputs else ()
 
     @property
     def num_classes(self) -> int:
@@ -193,7 +228,7 @@ class ModelConfig:
         raw: dict[str, Any] = json.loads(text)
         known = {f.name for f in fields(cls)}
         values = {key: value for key, value in raw.items() if key in known}
-        for key in ("mean", "std", "labels", "prompts", "crop_window"):
+        for key in ("mean", "std", "labels", "prompts", "crop_window", "affect_outputs"):
             if key in values:
                 values[key] = tuple(values[key])
         if values.get("metrics") is not None:

@@ -5,7 +5,9 @@ The serving contract (the gateway and the python-backend runner are written agai
 ``config.labels`` order, ``OUTPUT__1`` FP32 [N, D] unit-norm image embedding, ``OUTPUT__2`` FP32 [N, P]
 raw cosine between that embedding and each prompt's embedding (``config.prompts`` order, in [-1, 1]).
 A model whose config has ``num_landmarks`` K takes a second input, ``INPUT__1`` FP32 [N, K, 2]: the face's
-landmarks in [0, 1] crop coordinates (POSTER).
+landmarks in [0, 1] crop coordinates (POSTER). A model whose config has ``affect_outputs`` A also returns
+``OUTPUT__3`` FP32 [N, A] (raw valence / arousal; position 2 is then an unlisted empty [N, 0] tensor).
+The input is RGB whatever the weights take: ``channel_order="bgr"`` is swapped inside the TorchScript.
 
 A model is servable if it has ``forward_serving(x) -> (class logits [N, C], image embedding [N, D],
 text embedding [P, D])`` on a normalised input (see ``FERFormer.forward_serving``); the wrapper here adds
@@ -66,7 +68,7 @@ class MetricsError(ValueError):
 
 
 class _Normalising(nn.Module):
-    """Holds the served model and the config's mean/std, applied inside the TorchScript."""
+    """Holds the served model, the config's mean/std and channel order, applied inside the TorchScript."""
 
     def __init__(self, model: nn.Module, config: ModelConfig) -> None:
         super().__init__()
@@ -75,8 +77,13 @@ class _Normalising(nn.Module):
         self.model = model
         self.register_buffer("mean", channel_stats(config.mean, config))
         self.register_buffer("std", channel_stats(config.std, config))
+        # RGB in, the weights' order out (mean/std are in the weights' order); a flip of 3 channels.
+        self.bgr = config.channel_order == "bgr"
+        self.channel_dim = 2 if config.task == "video" else 1
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bgr:
+            x = x.flip(self.channel_dim)
         # Buffers read as Tensor | Module to mypy; class-level annotations would trip TorchScript here.
         return (x - self.mean) / self.std  # type: ignore[operator]
 
@@ -110,6 +117,16 @@ class LandmarkServingWrapper(_Normalising):
         return logits.softmax(dim=-1), F.normalize(image, dim=-1)
 
 
+class AffectServingWrapper(_Normalising):
+    """The classifier contract plus continuous affect: ``forward_serving(x) -> (logits, embedding, affect)``.
+    Returns ``OUTPUT__0..3`` by position; position 2 (a text side's cosines) is an empty [N, 0] tensor."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits, image, affect = self.model.forward_serving(self.normalise(x))  # type: ignore[operator]
+        no_text = torch.zeros(x.shape[0], 0, dtype=logits.dtype, device=logits.device)
+        return logits.softmax(dim=-1), F.normalize(image, dim=-1), no_text, affect
+
+
 def channel_stats(values: tuple[float, float, float], config: ModelConfig) -> torch.Tensor:
     """mean/std shaped to broadcast over the channel axis of a batch of images or of clips."""
     shape = (1, 1, 3, 1, 1) if config.task == "video" else (1, 3, 1, 1)
@@ -126,6 +143,8 @@ def serving_wrapper(model: nn.Module, config: ModelConfig) -> nn.Module:
         wrapper = ServingWrapper
     elif config.num_landmarks:
         wrapper = LandmarkServingWrapper
+    elif config.affect_outputs:
+        wrapper = AffectServingWrapper
     return wrapper(model, config).eval()
 
 
@@ -243,9 +262,11 @@ def _check_shapes(outputs: Outputs, config: ModelConfig) -> None:
     expected: tuple[tuple[int, int], ...] = ((batch, config.num_classes), (batch, config.embed_dim))
     if config.has_text_side:
         expected = (*expected, (batch, len(config.prompts)))
+    if config.affect_outputs:
+        expected = (*expected, (batch, 0), (batch, len(config.affect_outputs)))
     actual = tuple(tuple(output.shape) for output in outputs)
     if actual != expected:
-        raise ValueError(f"model outputs {actual} do not match the config's (C, D, P) shapes {expected}")
+        raise ValueError(f"model outputs {actual} do not match the config's (C, D, P, A) shapes {expected}")
 
 
 def save_verified(scripted: torch.jit.ScriptModule, target: Path, sample: Inputs, expected: Outputs) -> None:

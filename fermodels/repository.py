@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from fermodels.config import (
+    AFFECT_OUTPUT,
     EMBEDDING_OUTPUT,
     IMAGE_INPUT,
     LANDMARKS_INPUT,
@@ -45,6 +46,7 @@ def render_model_readme(config: ModelConfig) -> str:
     rows = [
         ("architecture", config.architecture),
         ("task", f"{config.task} (input {_dims_text(config)}, RGB in [0, 1])"),
+        ("face crop", _crop_text(config)),
         ("trained", trained),
         ("weights", config.weights),
         ("licence", config.license),
@@ -53,12 +55,28 @@ def render_model_readme(config: ModelConfig) -> str:
         *_recall_rows(config),
         ("labels (output order)", ", ".join(config.labels)),
         ("text encoder", config.text_encoder or "none (no text side)"),
+        *_affect_rows(config),
     ]
     table = "\n".join(f"| {key} | {value} |" for key, value in rows)
     return (
         f"# {config.name}\n\nWritten by `python -m fermodels export`; re-export rather than edit.\n\n"
         f"| | |\n|---|---|\n{table}\n"
     )
+
+
+def _crop_text(config: ModelConfig) -> str:
+    if config.crop_mode == "box":
+        crop = "the detector's box as integers, no margin or rotation, stretched to a square"
+    else:
+        crop = f"aligned on the 5 landmarks (window {config.crop_window} in ArcFace-112 units)"
+    order = "; the weights take BGR (swapped inside the model)" if config.channel_order == "bgr" else ""
+    return f"{crop}, {config.crop_color}{order}; mean {config.mean}, std {config.std}"
+
+
+def _affect_rows(config: ModelConfig) -> list[tuple[str, str]]:
+    if not config.affect_outputs:
+        return []
+    return [(f"affect ({AFFECT_OUTPUT})", ", ".join(config.affect_outputs) + " (raw regression outputs)")]
 
 
 def _recall_rows(config: ModelConfig) -> list[tuple[str, str]]:
@@ -126,12 +144,17 @@ def _io_section(config: ModelConfig) -> str:
 ]
 output [
 {render_tensor(PROBABILITIES_OUTPUT, str(config.num_classes), f'label_filename: "{LABELS_FILENAME}"')},
-{render_tensor(EMBEDDING_OUTPUT, str(config.embed_dim))}{_text_output(config)}
+{render_tensor(EMBEDDING_OUTPUT, str(config.embed_dim))}{_text_output(config)}{_affect_output(config)}
 ]"""
 
 
 def _text_output(config: ModelConfig) -> str:
     return f",\n{render_tensor(TEXT_OUTPUT, str(len(config.prompts)))}" if config.has_text_side else ""
+
+
+def _affect_output(config: ModelConfig) -> str:
+    dims = str(len(config.affect_outputs))
+    return f",\n{render_tensor(AFFECT_OUTPUT, dims)}" if config.affect_outputs else ""
 
 
 def render_tensor(name: str, dims: str, extra: str = "", data_type: str = "TYPE_FP32") -> str:

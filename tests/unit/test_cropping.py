@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from devstack.clips import encode
 from fermodels.config import FER2013_LABELS, ModelConfig
@@ -145,3 +146,36 @@ def test_the_cropper_returns_the_landmarks_of_each_geometry() -> None:
     )
     assert [points.shape for points in cropped.landmarks] == [(2, 5, 2), (2, 5, 2)]
     assert not np.allclose(cropped.landmarks[0], cropped.landmarks[1])  # different windows
+
+
+BOX_MODEL = ModelConfig(name="b", architecture="a", input_size=40, crop_mode="box")
+
+
+def test_a_box_geometry_cuts_the_detectors_integer_box_stretched_to_a_square() -> None:
+    frame = noisy_frames(1)[0]
+    found = FakeDetector().detect(frame)
+    geometry = CropGeometry.of(BOX_MODEL)
+    cropped = FaceCropper(FaceSelection(8, 0.0), geometry)(frame, found)
+    boxes = cropped.faces.boxes
+    assert cropped.crops[0].shape == (len(boxes), 3, 40, 40)
+    x0, y0, x1, y1 = boxes[0].astype(int)
+    corner = frame[y0:y1, x0:x1][0, 0] / 255.0  # PIL's bilinear keeps a flat corner's colour nearby
+    assert np.abs(cropped.crops[0][0, :, 0, 0] - corner).max() < 0.5
+    windows = geometry.windows(cropped.faces.landmarks, boxes)
+    np.testing.assert_array_equal(windows[:, 0], boxes[:, :2].astype(int))
+    np.testing.assert_array_equal(windows[:, 2], boxes[:, 2:].astype(int))
+    inside = cropped.landmarks[0]
+    assert inside.shape == (len(boxes), 5, 2) and np.all((inside > 0) & (inside < 1))
+
+
+def test_a_box_geometry_needs_the_boxes() -> None:
+    frame = noisy_frames(1)[0]
+    with pytest.raises(ValueError, match="box"):
+        CropGeometry.of(BOX_MODEL).crop(frame, FakeDetector().detect(frame).landmarks)
+
+
+def test_a_box_on_the_image_edge_still_gets_a_crop() -> None:
+    frame = noisy_frames(1)[0]
+    edge = np.array([[320.0, 100.0, 320.0, 150.0], [10.0, 239.6, 60.0, 240.0]])
+    crops = CropGeometry.of(BOX_MODEL).crop(frame, np.zeros((2, 5, 2)), edge)
+    assert crops.shape == (2, 3, 40, 40) and np.isfinite(crops).all()

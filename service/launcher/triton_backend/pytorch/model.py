@@ -40,6 +40,10 @@ def _by_index(entries: Sequence[dict[str, Any]]) -> list[str]:
     return sorted(names, key=lambda name: int(_TENSOR_INDEX.search(name).group(1)))  # type: ignore[union-attr]
 
 
+def _index(name: str) -> int:
+    return int(_TENSOR_INDEX.search(name).group(1))  # type: ignore[union-attr]
+
+
 def _parameter(config: dict[str, Any], key: str) -> str | None:
     """A ``parameters { key: ... value { string_value: ... } }`` entry, or None when absent/empty."""
     value = config.get("parameters", {}).get(key, {}).get("string_value", "")
@@ -150,9 +154,12 @@ class TritonPythonModel:
         with torch.inference_mode(), torch.jit.optimized_execution(self._optimized):
             tensors = [torch.from_numpy(array).to(self._device) for array in joined]
             results = _as_tensors(self._model(*tensors))
-        if len(results) < len(self._outputs):
-            raise ValueError(f"model returned {len(results)} output(s); config declares {len(self._outputs)}")
-        return [result.detach().cpu().numpy() for result in results[: len(self._outputs)]]
+        # OUTPUT__N is the forward result's element N, as in the libtorch backend: a config may skip one
+        # (an affect model lists OUTPUT__0, 1, 3 and returns an unlisted empty tensor at position 2).
+        positions = [_index(name) for name in self._outputs]
+        if len(results) <= max(positions, default=-1):
+            raise ValueError(f"model returned {len(results)} output(s); config declares {self._outputs}")
+        return [results[position].detach().cpu().numpy() for position in positions]
 
     def _response(self, outputs: list[np.ndarray], start: int, size: int) -> Any:
         tensors = []
