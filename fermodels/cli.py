@@ -163,7 +163,9 @@ def _run_import(args: argparse.Namespace) -> int:
     labels = tuple(label.strip() for label in args.labels.split(",")) if args.labels else None
     request = ImportRequest(args.checkpoint, args.name, dataset=args.dataset, labels=labels)
     try:
-        model_dir = import_checkpoint(args.format, request, args.repository, args.version, force=args.force)
+        model_dir = import_checkpoint(
+            args.format, request, args.repository, args.version, force=args.force, report=print
+        )
     except CheckpointImportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Final
@@ -23,6 +24,7 @@ from fermodels.config import ModelConfig, file_sha256
 from fermodels.export import check_version, export_model
 from fermodels.importing.base import Built, ImportFormat, ImportRequest, load_strict
 from fermodels.importing.hsemotion import HSEMOTION
+from fermodels.importing.poster_v2 import POSTER_V2
 from fermodels.importing.reader import (
     CheckpointImportError,
     CorruptCheckpointError,
@@ -54,7 +56,7 @@ __all__ = [
     "tensor_mapping",
 ]
 
-_ENTRIES: Final = (HSEMOTION,)
+_ENTRIES: Final = (HSEMOTION, POSTER_V2)
 FORMATS: Final[dict[str, ImportFormat]] = {entry.name: entry for entry in _ENTRIES}
 _CONFIG_FIELDS: Final = frozenset(f.name for f in fields(ModelConfig))
 
@@ -83,6 +85,7 @@ def import_checkpoint(
     version: int = 1,
     *,
     force: bool = False,
+    report: Callable[[str], None] = lambda _line: None,
 ) -> Path:
     """Read, build and export one checkpoint; returns ``<repository>/<name>``. The repository is written
     only after the model was built, scripted and verified; CheckpointImportError otherwise."""
@@ -96,6 +99,10 @@ def import_checkpoint(
         raise FileExistsError(f"{target} already exists; pass force=True (CLI: --force) to overwrite it")
     state = entry.read(request.checkpoint)
     built = entry.build(state, request)
+    if built.dropped:
+        report(f"dropped {len(built.dropped)} keys of modules the authors' forward never calls:")
+        for key in built.dropped:
+            report(f"  {key}")
     config = imported_config(entry, built, request, file_sha256(request.checkpoint))
     Path(repository).mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".import-{request.name}-", dir=repository))

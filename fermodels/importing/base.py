@@ -46,6 +46,8 @@ class Built:
 
     model: nn.Module
     config: dict[str, Any]
+    # Official keys of modules the authors' forward never calls, removed by name before strict loading.
+    dropped: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -449,11 +449,16 @@ class FusionViT(nn.Module):
         self.se_block = SEBlock(EMBED_DIM)
         self.head = ClassificationHead(EMBED_DIM, num_classes)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The gated class token the head reads: the face's embedding."""
         cls_token = self.cls_token.expand(tokens.shape[0], -1, -1)
         x = torch.cat((cls_token, tokens), dim=1) + self.pos_embed
         x = self.norm(self.blocks(x))
-        logits: torch.Tensor = self.head(self.se_block(x[:, 0]))
+        gated: torch.Tensor = self.se_block(x[:, 0])
+        return gated
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.head(self.features(tokens))
         return logits
 
 
@@ -505,6 +510,19 @@ class PosterV2(nn.Module):
         self.embed_v = PatchEmbed(d3, EMBED_DIM)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The authors' logits for a normalised 224 x 224 batch."""
+        logits: torch.Tensor = self.VIT(self.fused_tokens(x))
+        return logits
+
+    def forward_serving(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and the embedding they are read from (the serving contract's OUTPUT__0/1 before softmax
+        and normalisation)."""
+        features = self.VIT.features(self.fused_tokens(x))
+        logits: torch.Tensor = self.VIT.head(features)
+        return logits, features
+
+    def fused_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """The 147 tokens of the three scales, each image scale attended by its landmark queries."""
         small = F.interpolate(x, size=[self.backbone_side, self.backbone_side], mode="nearest")
         face1, face2, face3 = self.face_landback(small)
         face3 = self.last_face_conv(face3)
@@ -524,8 +542,7 @@ class PosterV2(nn.Module):
             ],
             dim=1,
         )
-        logits: torch.Tensor = self.VIT(tokens)
-        return logits
+        return tokens
 
 
 def build_poster_v2(num_classes: int) -> PosterV2:
