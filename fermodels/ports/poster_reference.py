@@ -20,7 +20,8 @@ What it does, per variant (``rafdb``: ``models/emotion_hyp.py``; ``affectnet7`` 
 2. replaces *every* state-dict entry by :func:`fermodels.ports.seeded_weights.seeded_state_dict` and loads
    it strictly, so no value of step 1 survives;
 3. runs the eval-mode forward on :func:`reference_inputs` and stores the softmax of the logits (the
-   first element of the authors' ``(logits, feature)`` return), rounded to 1e-6.
+   first element of the authors' ``(logits, feature)`` return), rounded to 1e-6;
+4. does the same for the first 4 inputs with :func:`probe_state_dict` (the position code amplified).
 
 The JSON also records the official key and parameter counts, a digest of the official ``key:shape`` list
 and the official entries the port drops (with shapes), so the tests can check the key set.
@@ -32,6 +33,7 @@ import argparse
 import hashlib
 import importlib
 import json
+import math
 import re
 import subprocess
 import sys
@@ -60,6 +62,22 @@ AUTHORS_MODELS: dict[str, tuple[str, int]] = {
     "affectnet7": ("models.emotion_hyp_affect", 7),
     "affectnet8": ("models.emotion_hyp_affect", 8),
 }
+
+
+PROBE_BATCH = 4
+# The seeding rule scales a (1, 50, 512) tensor by 1/sqrt(50 * 512), giving the position code a standard
+# deviation near 0.006 against image tokens near 800 (IR-50's map enters the fusion un-normalised), so
+# leaving it out moves the probabilities by about 2e-6, below any sane tolerance. The probe run raises it
+# to a standard deviation near 100, where leaving it out moves them by about 2e-2.
+PROBE_GAINS: dict[str, float] = {"pyramid_fuse.pos_embed": 100.0 * math.sqrt(50 * 512)}
+
+
+def probe_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The seeded state dict with the entries of :data:`PROBE_GAINS` amplified."""
+    seeded = seeded_state_dict(state_dict)
+    for key, gain in PROBE_GAINS.items():
+        seeded[key] = seeded[key] * gain
+    return seeded
 
 
 def reference_inputs(batch: int = BATCH) -> torch.Tensor:
@@ -127,6 +145,10 @@ def key_digest(shapes: dict[str, list[int]]) -> str:
     return hashlib.sha256(lines.encode("utf-8")).hexdigest()
 
 
+def _rounded(probabilities: torch.Tensor) -> list[list[float]]:
+    return [[round(float(p), DECIMALS) for p in row] for row in probabilities]
+
+
 def expected_for(variant: str, inputs: torch.Tensor) -> dict[str, Any]:
     """Key and parameter counts and rounded softmax rows of the authors' model for one variant."""
     model = build_authors_model(variant)
@@ -135,12 +157,17 @@ def expected_for(variant: str, inputs: torch.Tensor) -> dict[str, Any]:
     with torch.no_grad():
         logits, _feature = model(inputs)
     probabilities = torch.softmax(logits.double(), dim=1)
+    model.load_state_dict(probe_state_dict(model.state_dict()), strict=True)
+    with torch.no_grad():
+        probe_logits, _feature = model(inputs[:PROBE_BATCH])
+    probe = torch.softmax(probe_logits.double(), dim=1)
     return {
         "official_keys": len(model.state_dict()),
         "official_params": sum(p.numel() for p in model.parameters()),
         "official_keys_sha256": key_digest(shapes),
         "dropped_keys": dropped,
-        "probabilities": [[round(float(p), DECIMALS) for p in row] for row in probabilities],
+        "probabilities": _rounded(probabilities),
+        "probe_probabilities": _rounded(probe),
     }
 
 

@@ -27,7 +27,7 @@ from fermodels.models.poster_official import (
     is_dropped,
     load_official_checkpoint,
 )
-from fermodels.ports.poster_reference import key_digest, reference_inputs
+from fermodels.ports.poster_reference import PROBE_BATCH, key_digest, probe_state_dict, reference_inputs
 from fermodels.ports.seeded_weights import seeded_state_dict
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.[a-z]+` is deprecated:FutureWarning")
@@ -144,6 +144,25 @@ def test_matches_authors_outputs(variant: str, batch: int, scripted: bool) -> No
     probabilities = torch.softmax(logits.double(), dim=1)
     want = torch.tensor(expected(variant)["probabilities"][:batch], dtype=torch.float64)
     torch.testing.assert_close(probabilities, want, rtol=0.0, atol=TOLERANCE)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_matches_authors_with_amplified_position_code(variant: str) -> None:
+    """Seeded at its rule's scale the position code barely matters; amplified, it must be added."""
+    model = build_poster(variant)
+    model.load_state_dict(probe_state_dict(model.state_dict()), strict=True)
+    with torch.no_grad():
+        logits = model.eval()(reference_inputs(PROBE_BATCH))
+    want = torch.tensor(expected(variant)["probe_probabilities"], dtype=torch.float64)
+    torch.testing.assert_close(torch.softmax(logits.double(), dim=1), want, rtol=0.0, atol=TOLERANCE)
+
+
+def test_layer_norms_use_the_authors_eps() -> None:
+    """The fusion transformer's partial(nn.LayerNorm, eps=1e-6); the seeded parity run cannot see eps
+    (its tokens' variances dwarf both 1e-5 and 1e-6), so it is checked structurally."""
+    norms = [m for m in seeded_port("rafdb").modules() if isinstance(m, nn.LayerNorm)]
+    assert len(norms) == 8 * 3 * 4 + 1
+    assert {m.eps for m in norms} == {1e-6}
 
 
 def test_unknown_variant_is_refused() -> None:
