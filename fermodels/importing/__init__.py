@@ -24,6 +24,7 @@ from fermodels.config import ModelConfig, file_sha256
 from fermodels.export import check_version, export_model
 from fermodels.importing.base import Built, ImportFormat, ImportRequest, load_strict
 from fermodels.importing.hsemotion import HSEMOTION
+from fermodels.importing.poster import POSTER
 from fermodels.importing.poster_v2 import POSTER_V2
 from fermodels.importing.reader import (
     CheckpointImportError,
@@ -56,7 +57,7 @@ __all__ = [
     "tensor_mapping",
 ]
 
-_ENTRIES: Final = (HSEMOTION, POSTER_V2)
+_ENTRIES: Final = (HSEMOTION, POSTER, POSTER_V2)
 FORMATS: Final[dict[str, ImportFormat]] = {entry.name: entry for entry in _ENTRIES}
 _CONFIG_FIELDS: Final = frozenset(f.name for f in fields(ModelConfig))
 

@@ -35,7 +35,6 @@ built. TorchScript-safe and batch-size agnostic: token counts and widths are ``F
 """
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Final
 
 import torch
@@ -425,28 +424,26 @@ class PosterOfficial(nn.Module):
         self.head = ClassificationHead(EMBED_DIM, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.head(self.features(x))
+        return logits
+
+    def forward_serving(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and the gated feature they are read from (the authors' second output)."""
+        features = self.features(x)
+        logits: torch.Tensor = self.head(features)
+        return logits, features
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
         # F.interpolate's default mode is nearest: for 224 -> 112 it keeps the even rows and columns.
         half = F.interpolate(x, size=self.landmark_input)
         landmarks = self.face_landback(half)  # (B, 512, 7, 7)
         landmarks = landmarks.reshape(landmarks.shape[0], -1, self.tokens).transpose(1, 2)
         image = self.ir_layer(self.ir_back(half))
-        logits: torch.Tensor = self.head(self.se_block(self.pyramid_fuse(image, landmarks)))
-        return logits
+        gated: torch.Tensor = self.se_block(self.pyramid_fuse(image, landmarks))
+        return gated
 
 
 def build_poster(variant: str) -> PosterOfficial:
     """The port for ``rafdb``, ``affectnet7`` or ``affectnet8``, with untrained weights."""
     _check_variant(variant)
     return PosterOfficial(num_classes=len(CLASS_NAMES[variant]), mix_tokens=variant == "rafdb")
-
-
-def load_official_checkpoint(path: str | Path, variant: str) -> tuple[PosterOfficial, list[str]]:
-    """The port with the weights of an authors' checkpoint (``torch.save`` of ``{"iter",
-    "model_state_dict", "optimizer_state_dict"}`` from a DataParallel model, as their train.py writes;
-    a bare state dict is accepted too), loaded strictly, and the official keys it dropped."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    state = checkpoint.get("model_state_dict", checkpoint)
-    kept, dropped = official_to_port(state, variant)
-    model = build_poster(variant)
-    model.load_state_dict(kept, strict=True)
-    return model.eval(), dropped

@@ -19,13 +19,14 @@ import pytest
 import torch
 from torch import nn
 
+from fermodels.importing.poster import read_poster
 from fermodels.models.poster_official import (
     CLASS_NAMES,
     VARIANTS,
     build_poster,
     dropped_prefixes,
     is_dropped,
-    load_official_checkpoint,
+    official_to_port,
 )
 from fermodels.ports.poster_reference import PROBE_BATCH, key_digest, probe_state_dict, reference_inputs
 from fermodels.ports.seeded_weights import seeded_state_dict
@@ -114,7 +115,9 @@ def test_dataparallel_checkpoint_loads_strictly(variant: str, tmp_path: Path) ->
         official[f"module.{key}"] = torch.zeros(shape)
     path = tmp_path / "official.pth"
     torch.save({"iter": 0, "model_state_dict": official, "optimizer_state_dict": {}}, path)
-    model, dropped = load_official_checkpoint(path, variant)
+    kept, dropped = official_to_port(read_poster(path), variant)
+    model = build_poster(variant)
+    model.load_state_dict(kept, strict=True)
     assert sorted(dropped) == sorted(expected(variant)["dropped_keys"])
     for key, value in model.state_dict().items():
         assert torch.equal(value, port_state[key]), key
