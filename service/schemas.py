@@ -122,6 +122,16 @@ class FaceResult(_Schema):
     text_similarity: list[TextSimilarity] = Field(
         description="Similarity of the face embedding to the text embedding of each expression prompt."
     )
+    valence: float | None = Field(
+        None,
+        description="Valence (unpleasant -1 to pleasant +1) as the model regresses it, unclamped; null when "
+        "the model has no valence output (see model.affect_outputs).",
+    )
+    arousal: float | None = Field(
+        None,
+        description="Arousal (calm -1 to excited +1) as the model regresses it, unclamped; null when the "
+        "model has no arousal output.",
+    )
 
 
 class ImageInfo(_Schema):
@@ -192,6 +202,11 @@ class ModelInfo(_Schema):
         "model, whose per-track output has no faces to score.",
     )
     max_batch_size: int
+    affect_outputs: list[str] = Field(
+        default_factory=list,
+        description="Continuous affect the model regresses besides its expressions (valence, arousal); "
+        "empty for a model without them, whose faces then carry none.",
+    )
     crop: CropInfo = Field(description="The crop and augmentation that produced this model's numbers.")
 
 
@@ -274,6 +289,14 @@ class TrackResult(_Schema):
     )
     segments: list[ExpressionSegment] = Field(
         default_factory=list, description="Runs of one smoothed top expression, e.g. happiness 2.1-4.5 s."
+    )
+    valence: float | None = Field(
+        None,
+        description="Mean valence over the clip (same weights as dynamic_expressions); null without one.",
+    )
+    arousal: float | None = Field(
+        None,
+        description="Mean arousal over the clip (same weights as dynamic_expressions); null without one.",
     )
     stt_expression: LabelScore | None = Field(
         None,

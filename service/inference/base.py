@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -56,21 +56,34 @@ class ImageOutputs:
     probabilities: FloatArray  # N x C, config.labels order
     embeddings: FloatArray  # N x D, L2-normalised
     text_similarity: FloatArray  # N x P, config.prompts order
+    # N x A, config.affect_outputs order (valence, arousal); N x 0 for a model without them.
+    affect: FloatArray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
 
     def rows(self, start: int, stop: int) -> ImageOutputs:
         return ImageOutputs(
-            self.probabilities[start:stop], self.embeddings[start:stop], self.text_similarity[start:stop]
+            self.probabilities[start:stop],
+            self.embeddings[start:stop],
+            self.text_similarity[start:stop],
+            self.affect[start:stop],
         )
 
     @classmethod
     def concatenate(cls, parts: list[ImageOutputs]) -> ImageOutputs:
         if not parts:  # no face, so no call was made
-            return cls(*(np.zeros((0, 0), dtype=np.float32) for _ in range(3)))
+            return cls(*(np.zeros((0, 0), dtype=np.float32) for _ in range(4)))
         return cls(
             probabilities=np.concatenate([p.probabilities for p in parts]),
             embeddings=np.concatenate([p.embeddings for p in parts]),
             text_similarity=np.concatenate([p.text_similarity for p in parts]),
+            affect=np.concatenate([_affect_rows(p) for p in parts]),
         )
+
+
+def _affect_rows(outputs: ImageOutputs) -> FloatArray:
+    """N x A even for outputs built without affect (their default is 0 x 0)."""
+    if len(outputs.affect) == len(outputs.probabilities):
+        return outputs.affect
+    return np.zeros((len(outputs.probabilities), 0), dtype=np.float32)
 
 
 @dataclass(frozen=True)

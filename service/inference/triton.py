@@ -143,12 +143,18 @@ class TritonBackend:
     ) -> ImageOutputs:
         """One Triton call; the caller keeps ``len(crops) <= model.max_batch_size``. ``landmarks``: the
         model's second input, for a model whose config has ``num_landmarks``."""
+        config = model.config
         result = await self._timed_call(model, crops, landmarks)
         probabilities, embeddings, *text = (
-            np.asarray(result.as_numpy(name), dtype=np.float32) for name in model.config.output_names
+            np.asarray(result.as_numpy(name), dtype=np.float32) for name in config.output_names
         )
-        no_text = np.zeros((len(crops), 0), dtype=np.float32)  # a model without prompts has no OUTPUT__2
-        return ImageOutputs(probabilities, embeddings, text[0] if text else no_text)
+        none = np.zeros((len(crops), 0), dtype=np.float32)  # a model without prompts has no OUTPUT__2
+        affect = (
+            np.asarray(result.as_numpy(config.affect_output_names[0]), dtype=np.float32)
+            if config.affect_outputs
+            else none
+        )
+        return ImageOutputs(probabilities, embeddings, text[0] if text else none, affect)
 
     async def infer_clip(self, model: ServedModel, clips: FloatArray) -> ClipOutputs:
         """One Triton call with N clips of T aligned crops each; N <= ``model.max_batch_size``."""
@@ -175,7 +181,8 @@ class TritonBackend:
         inputs: list[tuple[str, FloatArray | IntArray]] = [(IMAGE_INPUT, batch)]
         if landmarks is not None:
             inputs.append((LANDMARKS_INPUT, landmarks))
-        return await self._timed_infer(model.name, inputs, model.config.output_names)
+        outputs = (*model.config.output_names, *model.config.affect_output_names)
+        return await self._timed_infer(model.name, inputs, outputs)
 
     async def _timed_infer(self, name: str, inputs: NamedTensors, outputs: tuple[str, ...]) -> Any:
         """One inference call of any model, timed into fer_triton_request_duration_seconds."""

@@ -121,7 +121,18 @@ def face_result(
         expression=top_label(probabilities, config),
         expressions=label_distribution(probabilities, config),
         text_similarity=text_similarities(text, index, config),
+        **affect_of(outputs, index, config),
     )
+
+
+def affect_of(outputs: ImageOutputs, index: int, config: ModelConfig) -> dict[str, float]:
+    """The face's valence / arousal, only for a model that regresses them (none is ever invented)."""
+    if not config.affect_outputs or len(outputs.affect) <= index:
+        return {}
+    return {
+        name: round(float(value), 4)
+        for name, value in zip(config.affect_outputs, outputs.affect[index], strict=True)
+    }
 
 
 def face_results(
@@ -154,6 +165,7 @@ def model_info(model: ServedModel, text_encoder: str = "") -> ModelInfo:
         text_encoder=config.text_encoder or text_encoder,
         text_similarity_method=similarity_method(config),
         max_batch_size=model.max_batch_size,
+        affect_outputs=list(config.affect_outputs),
         crop=crop_info(config),
     )
 
@@ -181,9 +193,16 @@ def model_metrics(metrics: EvaluationMetrics | None) -> ModelMetrics | None:
 
 
 def crop_info(config: ModelConfig) -> CropInfo:
-    steps = ["5-point similarity warp (rotation removed)", "anti-aliased"]
+    if config.crop_mode == "box":
+        steps = [
+            "the detector's box as integers, no margin, no alignment, stretched to a square",
+            "anti-aliased",
+        ]
+    else:
+        steps = ["5-point similarity warp (rotation removed)", "anti-aliased"]
     steps += ["grey (OpenCV BT.601 on uint8)"] if config.crop_color == "gray" else []
     steps += [f"cut at {config.crop_size} px"]
+    steps += ["fed to the weights as BGR"] if config.channel_order == "bgr" else []
     steps += [f"resized to {config.input_size} px"] if config.crop_size != config.input_size else []
     steps += ["averaged with its mirror image"] if config.tta == "flip" else []
     return CropInfo(
@@ -343,9 +362,21 @@ def track_results(
                 stt_expression=top_label(stt, video) if stt is not None else None,
                 stt_expressions=label_distribution(stt, video) if stt is not None else None,
                 dominant=dominant([results.top_labels[row] for row in rows]),
+                **track_affect(results.faces, rows, weights, image),
             )
         )
     return tracks
+
+
+def track_affect(
+    faces: ImageOutputs, rows: list[int], weights: npt.NDArray[np.float64], config: ModelConfig
+) -> dict[str, float]:
+    """A person's valence / arousal over the clip: the per-frame values' weighted mean, like their
+    expressions (only for a model that regresses them)."""
+    if not config.affect_outputs or len(faces.affect) != len(faces.probabilities):
+        return {}
+    mean = weighted_mean(faces.affect[rows], weights)
+    return {name: round(float(value), 4) for name, value in zip(config.affect_outputs, mean, strict=True)}
 
 
 def _track_timeline(frames: list[FrameFaces], smoothed: FloatArray, config: ModelConfig) -> list[TrackPoint]:

@@ -37,6 +37,16 @@ FAKE_CONFIG = ModelConfig(
 FAKE_CLASSIFIER_CONFIG = ModelConfig(
     name="fake_cls", architecture="fake", input_size=32, labels=RAFDB_LABELS, trained=True
 )
+# A classifier that also regresses valence and arousal (like HSEmotion's _mtl nets), cut from the box.
+FAKE_AFFECT_CONFIG = ModelConfig(
+    name="fake_va",
+    architecture="fake",
+    input_size=32,
+    labels=RAFDB_LABELS,
+    trained=True,
+    affect_outputs=("valence", "arousal"),
+    crop_mode="box",
+)
 
 
 @dataclass
@@ -64,7 +74,12 @@ class FakeInference:
     async def served_model(self, name: str) -> ServedModel:
         if self.fail_with is not None:
             raise self.fail_with
-        configs = {"fake_fer": FAKE_CONFIG, "fake_stt": FAKE_VIDEO_CONFIG, "fake_cls": FAKE_CLASSIFIER_CONFIG}
+        configs = {
+            "fake_fer": FAKE_CONFIG,
+            "fake_stt": FAKE_VIDEO_CONFIG,
+            "fake_cls": FAKE_CLASSIFIER_CONFIG,
+            "fake_va": FAKE_AFFECT_CONFIG,
+        }
         if name not in configs:
             raise ModelNotFound(f"model {name!r} is not served")
         return ServedModel(config=configs[name], version="1", max_batch_size=4)
@@ -85,10 +100,15 @@ class FakeInference:
         brightness = crops.mean(axis=(1, 2, 3))
         logits = np.outer(brightness, np.arange(7, dtype=np.float32))
         probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        # Valence = the crop's mean brightness - 0.5, arousal = its negative: known values per face.
+        affect = (
+            np.stack([brightness - 0.5, 0.5 - brightness], axis=1) if model.config.affect_outputs else None
+        )
         return ImageOutputs(
             probabilities.astype(np.float32),
             np.ones((len(crops), 4), np.float32) / 2,
             np.tile(np.linspace(-0.5, 0.5, 7, dtype=np.float32), (len(crops), 1)),
+            *(() if affect is None else (affect.astype(np.float32),)),
         )
 
     async def served_text_encoder(self, name: str) -> ServedTextEncoder:
