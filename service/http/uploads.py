@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from service.config import Settings
 from service.exceptions import EmptyPayload, InvalidMultipart, RequestTimeout, UnsupportedMediaType
@@ -55,7 +55,38 @@ async def upload(request: Request, settings: Settings, memory: MemoryBudget) -> 
     as long as the request uses them."""
     declared = _content_length(request)
     async with memory.hold(settings.body_reservation_bytes(declared)):
-        yield await read_upload(request, settings.max_upload_bytes, settings.body_read_timeout_s)
+        data = await read_upload(request, settings.max_upload_bytes, settings.body_read_timeout_s)
+        async with abandoned_when_disconnected(request):
+            yield data
+
+
+@asynccontextmanager
+async def abandoned_when_disconnected(request: Request) -> AsyncIterator[None]:
+    """Cancel the request's work when its client goes away before the answer: nobody would read it, and
+    its admission slot, memory and threads are someone else's to use (a clip runs for seconds).
+
+    Once the body is read, the only message left for the app is ``http.disconnect``; a watcher waits for
+    it and cancels the handler, which leaves as a client disconnect (499), not as an error."""
+    handler = asyncio.current_task()
+    gone = asyncio.Event()
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        gone.set()
+        if handler is not None:
+            handler.cancel()
+
+    watcher = asyncio.create_task(watch(), name="disconnect-watcher")
+    try:
+        yield
+    except asyncio.CancelledError:
+        if not gone.is_set() or handler is None:
+            raise
+        handler.uncancel()
+        raise ClientDisconnect() from None
+    finally:
+        watcher.cancel()
 
 
 def _content_length(request: Request) -> int | None:

@@ -6,6 +6,7 @@ Clips run on their own thread pool and admission limit, so a long clip never blo
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from dataclasses import dataclass
 from functools import cached_property
@@ -148,16 +149,22 @@ class VideoPipeline(PipelineBase):
         self, data: bytes, container: str, options: ClipRequest, image: ServedModel, video: ServedModel
     ) -> ClipAnalysis:
         analysed = self._metrics.video_frames.labels("analysed")
-        return await self._offload(
-            analyse_clip,
-            data,
-            container,
-            self._detector,
-            image.config,
-            video.config,
-            self._analysis_options(options),
-            analysed.inc,
-        )
+        abandoned = threading.Event()  # the thread stops at its next chunk once nobody awaits it
+        try:
+            return await self._offload(
+                analyse_clip,
+                data,
+                container,
+                self._detector,
+                image.config,
+                video.config,
+                self._analysis_options(options),
+                analysed.inc,
+                abandoned.is_set,
+            )
+        except asyncio.CancelledError:
+            abandoned.set()
+            raise
 
     async def _infer_tracks(
         self, model: ServedModel, analysis: ClipAnalysis

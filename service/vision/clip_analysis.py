@@ -65,6 +65,10 @@ class AnalysisOptions:
     selection: FaceSelection
 
 
+class AnalysisAbandoned(Exception):
+    """A clip's analysis stopped because its request was cancelled (nobody awaits the result)."""
+
+
 def chunked(frames: Iterable[VideoFrame], size: int) -> Iterator[list[VideoFrame]]:
     iterator = iter(frames)
     while chunk := list(islice(iterator, size)):
@@ -79,13 +83,17 @@ def analyse_clip(
     video_config: ModelConfig,
     options: AnalysisOptions,
     on_frames: Callable[[int], None] = lambda _: None,
+    abandoned: Callable[[], bool] = lambda: False,
 ) -> ClipAnalysis:
-    """Decode, detect, track and align every sampled frame of one clip."""
+    """Decode, detect, track and align every sampled frame of one clip; stops between chunks once
+    ``abandoned()`` (its request was cancelled: the client left)."""
     reader = ClipReader(data, container, options.plan, options.limits)
     analysis = ClipAnalysis(info=reader.info)
     tracker = FaceTracker(options.tracker)
     cropper = FaceCropper(options.selection, CropGeometry.of(image_config), CropGeometry.of(video_config))
     for chunk in chunked(reader, options.detect_batch):
+        if abandoned():
+            raise AnalysisAbandoned(f"stopped after {len(analysis.frames)} frames: the request was cancelled")
         found = detector.detect_batch(np.stack([frame.rgb for frame in chunk]))
         for frame, detections in zip(chunk, found, strict=True):
             _record(analysis, tracker, frame, cropper(frame.rgb, detections))
