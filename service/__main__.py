@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from service.launcher.openmp import openmp_defaults
+from service.launcher.openmp import limit_malloc_arenas, openmp_defaults
 
 # First thing, before anything imports torch (which loads libgomp, and libgomp reads it once).
 os.environ.update(openmp_defaults(os.environ))
@@ -63,6 +63,7 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 
 
 def main() -> None:
+    limit_malloc_arenas(os.environ)  # before any pool starts a thread (each would get a heap of its own)
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, _exit_cleanly)
     settings = Settings()

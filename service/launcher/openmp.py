@@ -25,6 +25,7 @@ inverts its 3x3 maps in closed form, service/vision/alignment.py, and never call
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Mapping
 
 # Each default, with the variables an operator may set instead: an operator's own setting wins.
@@ -34,6 +35,26 @@ DEFAULTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 )
 GATEWAY_OPENMP = {name: value for name, value, _ in DEFAULTS}
 OPERATOR_KNOBS = tuple(knob for _, _, knobs in DEFAULTS for knob in knobs)
+
+
+# glibc's M_ARENA_MAX (malloc.h): how many heaps malloc may keep; one per thread by default.
+M_ARENA_MAX = -8
+GATEWAY_ARENAS = 2
+
+
+def limit_malloc_arenas(environ: Mapping[str, str]) -> bool:
+    """Two malloc heaps instead of one per thread, as the gateway image sets with MALLOC_ARENA_MAX: the
+    per-thread heaps of the detector and decode pools grow apart and are seldom returned
+    (docs/robustness.md). glibc reads the variable once at start, so ``python -m service`` applies it
+    with mallopt before its pools start their threads; an operator's own MALLOC_ARENA_MAX wins. Returns
+    whether the limit was applied (False on a libc without mallopt, e.g. musl)."""
+    if "MALLOC_ARENA_MAX" in environ:
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(M_ARENA_MAX, GATEWAY_ARENAS))
+    except (OSError, AttributeError):
+        return False
 
 
 def openmp_defaults(environ: Mapping[str, str]) -> dict[str, str]:

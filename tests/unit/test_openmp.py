@@ -42,3 +42,10 @@ def test_python_m_service_sets_them_before_torch_or_numpy_is_loaded() -> None:
         [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[('numpy', ['10000', '1']), ('torch', ['10000', '1'])]"
+
+
+def test_the_gateway_limits_malloc_arenas_unless_the_operator_chose() -> None:
+    from service.launcher.openmp import limit_malloc_arenas
+
+    assert limit_malloc_arenas({}) is True  # glibc: mallopt(M_ARENA_MAX, 2) accepted
+    assert limit_malloc_arenas({"MALLOC_ARENA_MAX": "8"}) is False
