@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.exceptions import InferenceTimeout, InferenceUnavailable
+from service.exceptions import InferenceFailed, InferenceTimeout, InferenceUnavailable, ServiceError
 from tests.api.conftest import FakeInference, png_bytes, running_app
 
 
@@ -130,17 +130,33 @@ async def test_openapi_declares_the_api_key_errors_on_every_protected_route(
 
 @pytest.mark.parametrize(
     ("error", "status", "retry_after"),
-    [(InferenceUnavailable("down", retry_after_s=5), 503, "5"), (InferenceTimeout("slow"), 504, None)],
+    [
+        (InferenceUnavailable("down", retry_after_s=5), 503, "5"),
+        (InferenceTimeout("slow"), 504, None),
+        (InferenceFailed("shape mismatch"), 502, None),
+    ],
 )
-async def test_inference_failures_map_to_503_and_504(
-    error: Exception, status: int, retry_after: str | None
+async def test_inference_failures_map_to_503_504_and_502(
+    error: ServiceError, status: int, retry_after: str | None
 ) -> None:
-    async with running_app(FakeInference(fail_with=error)) as client:  # type: ignore[arg-type]
+    async with running_app(FakeInference(fail_with=error)) as client:
         response = await client.post(
             "/predict", content=png_bytes(100), headers={"Content-Type": "image/png"}
         )
     assert response.status_code == status
+    assert response.json()["error"] == {"code": error.code, "message": error.message}
     assert response.headers.get("retry-after") == retry_after
+
+
+async def test_inference_failing_inside_the_model_is_502_inference_failed() -> None:
+    fake = FakeInference(fail_infer_with=InferenceFailed("the model raised"))
+    async with running_app(fake) as client:
+        response = await client.post(
+            "/predict", content=png_bytes(100), headers={"Content-Type": "image/png"}
+        )
+    assert response.status_code == 502
+    assert response.json() == {"error": {"code": "inference_failed", "message": "the model raised"}}
+    assert "retry-after" not in response.headers
 
 
 async def test_overload_is_429_not_a_queue() -> None:
@@ -177,12 +193,34 @@ async def test_large_multipart_uploads_never_touch_the_disk(monkeypatch: pytest.
     assert len(response.json()["faces"]) == 12  # FakeDetector: one face per 100 px of width
 
 
-async def test_malformed_multipart_is_a_json_400(client: httpx.AsyncClient) -> None:
+_PART = b'Content-Disposition: form-data; name="file"; filename="p.png"\r\nContent-Type: image/png\r\n\r\n'
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data", b"--xx\r\n" + _PART + b"abc\r\n--xx--\r\n"),  # no boundary parameter
+        ("multipart/form-data; boundary=xx", b"--xx\r\nnot a header\r\n\r\nabc\r\n--xx--\r\n"),
+        ("multipart/form-data; boundary=xx", b"--xx\r\nContent-Type: image/png\r\n\r\nabc\r\n--xx--\r\n"),
+        ("multipart/form-data; boundary=xx", (b"--xx\r\n" + _PART + b"abc\r\n") * 2 + b"--xx--\r\n"),
+    ],
+    ids=["no-boundary", "bad-header-line", "no-content-disposition", "two-files"],
+)
+async def test_malformed_multipart_is_exactly_invalid_multipart(
+    client: httpx.AsyncClient, content_type: str, body: bytes
+) -> None:
+    response = await client.post("/predict", content=body, headers={"Content-Type": content_type})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_multipart", response.text
+
+
+async def test_a_multipart_body_without_any_part_is_exactly_empty_payload(client: httpx.AsyncClient) -> None:
+    """Cut after the first boundary: the parser finds no part at all, so no file field (not a parse error)."""
     response = await client.post(
         "/predict", content=b"--xx\r\nnonsense", headers={"Content-Type": "multipart/form-data; boundary=xx"}
     )
     assert response.status_code == 400
-    assert response.json()["error"]["code"] in {"invalid_multipart", "empty_payload"}
+    assert response.json()["error"]["code"] == "empty_payload"
 
 
 async def test_a_video_model_for_a_still_image_is_a_4xx(client: httpx.AsyncClient) -> None:
