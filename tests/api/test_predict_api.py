@@ -1,5 +1,6 @@
 import asyncio
 import io
+from collections.abc import Awaitable, Callable
 
 import httpx
 import numpy as np
@@ -167,12 +168,59 @@ async def test_overload_is_429_not_a_queue() -> None:
         stalled = [asyncio.create_task(post()) for _ in range(2)]
         for _ in stalled:  # both requests are now inside inference, holding their slots
             await asyncio.wait_for(fake.arrived.acquire(), timeout=10)
-        refused = await post()
+        refused = await asyncio.wait_for(post(), timeout=10)
         gate.set()
-        finished = await asyncio.gather(*stalled)
+        finished = await asyncio.wait_for(asyncio.gather(*stalled), timeout=10)
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "overloaded" and refused.headers["retry-after"] == "1"
     assert [r.status_code for r in finished] == [200, 200]
+
+
+async def _hold_every_slot(
+    fake: FakeInference, post: Callable[[], Awaitable[httpx.Response]], count: int
+) -> list:
+    """``count`` requests parked inside inference (each holding its slot) behind ``fake.gate``."""
+    stalled = [asyncio.create_task(post()) for _ in range(count)]
+    for _ in stalled:
+        await asyncio.wait_for(fake.arrived.acquire(), timeout=10)
+    return stalled
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+async def test_limit_plus_one_concurrent_requests_and_failed_requests_give_their_slots_back(
+    limit: int,
+) -> None:
+    """limit + 1 at once: the extra one is 429 with Retry-After. Then `limit` requests whose inference raises
+    mid-way (502), one after another and all at once: each gives its slot back, so `limit` requests again
+    fit at once (and the next one is refused again, not more, not fewer)."""
+    fake = FakeInference(gate=asyncio.Event())
+    async with running_app(fake, max_in_flight=limit) as client:
+        post = lambda: client.post("/predict", content=png_bytes(100), headers={"Content-Type": "image/png"})  # noqa: E731
+        stalled = await _hold_every_slot(fake, post, limit)
+        refused = await asyncio.wait_for(post(), timeout=10)
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+        assert refused.json()["error"]["code"] == "overloaded"
+        assert fake.gate is not None
+        fake.gate.set()
+        assert [r.status_code for r in await asyncio.wait_for(asyncio.gather(*stalled), 10)] == [200] * limit
+
+        fake.fail_infer_with = InferenceFailed("the model raised")
+        for _ in range(limit):
+            failed = await asyncio.wait_for(post(), timeout=10)
+            assert failed.status_code == 502 and failed.json()["error"]["code"] == "inference_failed"
+        failed_together = await asyncio.wait_for(asyncio.gather(*(post() for _ in range(limit))), 10)
+        assert [r.status_code for r in failed_together] == [502] * limit
+        for _ in range(2 * limit):  # the failed ones did reach inference
+            await asyncio.wait_for(fake.arrived.acquire(), timeout=10)
+
+        fake.fail_infer_with = None
+        fake.gate = asyncio.Event()
+        stalled = await _hold_every_slot(fake, post, limit)
+        assert (await asyncio.wait_for(post(), timeout=10)).status_code == 429
+        fake.gate.set()
+        assert [r.status_code for r in await asyncio.wait_for(asyncio.gather(*stalled), 10)] == [200] * limit
+        metrics = (await client.get("/metrics")).text
+    assert "fer_in_flight_requests 0.0" in metrics
 
 
 async def test_large_multipart_uploads_never_touch_the_disk(monkeypatch: pytest.MonkeyPatch) -> None:
