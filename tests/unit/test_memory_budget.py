@@ -24,6 +24,15 @@ def budget(total: int, wait_s: float = 5.0) -> MemoryBudget:
     )
 
 
+async def queued(memory: MemoryBudget, count: int) -> None:
+    """Until ``count`` requests wait in the budget's queue (event-loop turns, not wall-clock time)."""
+    for _ in range(1000):
+        if sum(not granted.done() for _, granted in memory._waiters) == count:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"never {count} waiting: {len(memory._waiters)} in the queue")
+
+
 async def test_reservations_within_the_budget_go_through_and_are_returned() -> None:
     memory = budget(100)
     async with memory.hold(60), memory.hold(40):
@@ -48,7 +57,7 @@ async def test_a_reservation_that_does_not_fit_waits_for_memory_to_be_returned()
     first = asyncio.create_task(big())
     await asyncio.sleep(0)
     waiting = asyncio.create_task(second())
-    await asyncio.sleep(0.05)
+    await queued(memory, 1)
     assert order == ["big"] and memory.used == 80  # the 50 waits: 80 + 50 > 100
     released.set()
     await asyncio.wait_for(asyncio.gather(first, waiting), GATE_TIMEOUT_S)
@@ -82,7 +91,7 @@ async def test_first_come_first_served_a_small_request_does_not_overtake_a_waiti
     tasks.append(asyncio.create_task(want("large", 100)))
     await asyncio.sleep(0)
     tasks.append(asyncio.create_task(want("small", 10)))  # would fit now, but the large one came first
-    await asyncio.sleep(0.05)
+    await queued(memory, 2)
     assert order == []
     gate.set()
     await asyncio.wait_for(asyncio.gather(*tasks), GATE_TIMEOUT_S)
@@ -100,7 +109,7 @@ async def test_a_waiter_that_goes_away_releases_its_place_and_leaks_nothing() ->
     held = asyncio.create_task(holder())
     await asyncio.sleep(0)
     waiter = asyncio.create_task(memory.hold(30).__aenter__())
-    await asyncio.sleep(0.05)
+    await queued(memory, 1)
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiter
