@@ -199,3 +199,87 @@ def test_one_person_leaves_and_comes_back_among_others() -> None:
     tracker = FaceTracker(TrackerConfig(max_gap_s=1.0, reid_window_s=5.0))
     assert track_ids(tracker, scene) == expected(scene)
     assert len(tracker.tracks) == 4
+
+
+# --------------------------------------------------------------------------------------------------------
+# The arithmetic underneath, on boxes that are neither square nor at the origin (mutation survivors).
+
+
+def test_iou_of_boxes_that_are_not_square_nor_at_the_origin() -> None:
+    a, b = np.array([10.0, 20.0, 50.0, 100.0]), np.array([30.0, 40.0, 90.0, 70.0])
+    assert iou(a, b) == pytest.approx(600 / (3200 + 1800 - 600))  # 20 x 30 over 40x80 + 60x30 - 600
+    assert iou(b, a) == pytest.approx(600 / 4400)
+    assert iou(np.array([0.0, 0, 10, 10]), np.array([20.0, 0, 30, 10])) == 0.0  # apart in x only
+    assert iou(np.array([0.0, 0, 10, 10]), np.array([0.0, 20, 10, 30])) == 0.0  # apart in y only
+    assert iou(np.array([0.0, 0, 10, 10]), np.array([0.0, 10, 10, 20])) == 0.0  # touching edges
+    assert iou(np.array([5.0, 5, 5, 5]), np.array([5.0, 5, 5, 5])) == 0.0  # empty boxes: no division by 0
+
+
+def test_landmark_distance_uses_the_box_diagonal() -> None:
+    points = TEMPLATE * 0.3
+    assert landmark_distance(
+        points, points + np.array([6.0, 8.0]), np.array([7.0, 9.0, 37.0, 49.0])
+    ) == pytest.approx(10 / 50)  # a 30 x 40 box: diagonal 50
+    assert landmark_distance(
+        points, points + np.array([3.0, 4.0]), np.array([5.0, 5.0, 5.0, 5.0])
+    ) == pytest.approx(5.0)
+
+
+def test_appearance_descriptor_is_the_centred_16x16_block_mean() -> None:
+    rng = np.random.default_rng(4)
+    crop = rng.random((3, 70, 70)).astype(np.float32)  # 70 px: the 64 px at the top left are used
+    grey = crop.mean(axis=0)[:64, :64].astype(np.float64)
+    blocks = np.array(
+        [[grey[4 * r : 4 * r + 4, 4 * c : 4 * c + 4].mean() for c in range(16)] for r in range(16)]
+    )
+    centred = blocks.ravel() - blocks.mean()
+    np.testing.assert_allclose(appearance_descriptor(crop), centred / np.linalg.norm(centred), atol=1e-6)
+    flat = appearance_descriptor(np.full((3, 32, 32), 0.5, np.float32))
+    assert not np.isnan(flat).any() and not flat.any()  # nothing to describe: zeros, not NaN
+
+
+def test_a_moving_face_keeps_its_id_late_in_a_clip_whatever_its_look() -> None:
+    """Timestamps far from 0, and a look that changes every frame: motion alone must keep the id."""
+    tracker = FaceTracker()
+    ids = [step(tracker, 100.0 + i * 0.5, [(10.0 + 15 * i, 50.0, 100 + i)]) for i in range(10)]
+    assert ids == [[1]] * 10
+
+
+def test_the_gap_and_the_reid_window_are_inclusive() -> None:
+    tracker = FaceTracker(TrackerConfig(max_gap_s=1.0, reid_window_s=3.0))
+    step(tracker, 0.0, [(0.0, 0.0, 1)])
+    assert step(tracker, 1.0, [(10.0, 0.0, 2)]) == [1]  # exactly max_gap later, another look: still motion
+    assert step(tracker, 4.0, [(600.0, 0.0, 1)]) == [1]  # exactly reid_window later, far away: appearance
+
+
+def test_a_track_matched_by_motion_is_not_also_given_to_a_lookalike() -> None:
+    tracker = FaceTracker()
+    step(tracker, 0.0, [(0.0, 0.0, 1)])
+    assert step(tracker, 0.1, [(5.0, 0.0, 1), (500.0, 0.0, 1)]) == [1, 2]  # a twin far away: someone new
+
+
+def test_a_face_equidistant_from_two_tracks_goes_to_the_older_one() -> None:
+    tracker = FaceTracker()
+    step(tracker, 0.0, [(0.0, 0.0, 1), (140.0, 0.0, 2)])
+    assert step(tracker, 0.1, [(70.0, 0.0, 3)]) == [1]  # 0.49 face sizes from both, IoU 0.18 with both
+
+
+def test_landmark_pairs_are_ranked_by_distance_not_by_detection_order() -> None:
+    """X (detected first) is 0.57 from track 1 and 0.50 from track 2; Y only reaches track 1 (0.53)."""
+    tracker = FaceTracker()
+    assert step(tracker, 0.0, [(150.0, 0.0, 1), (0.0, 0.0, 2)]) == [1, 2]
+    assert step(tracker, 0.1, [(70.0, 0.0, 2), (225.0, 0.0, 1)]) == [2, 1]
+
+
+def test_returning_people_are_matched_to_their_own_tracks_best_first() -> None:
+    tracker = FaceTracker(TrackerConfig(max_gap_s=0.5, reid_window_s=5.0))
+    step(tracker, 0.0, [(0.0, 0.0, 1), (400.0, 0.0, 2)])
+    assert step(tracker, 2.0, [(900.0, 500.0, 2), (1500.0, 500.0, 1)]) == [2, 1]
+
+
+def test_a_tracks_appearance_is_the_normalised_running_blend() -> None:
+    tracker = FaceTracker()
+    step(tracker, 0.0, [(0.0, 0.0, 1)])
+    step(tracker, 0.1, [(5.0, 0.0, 2)])
+    blended = 0.7 * look(1) + 0.3 * look(2)
+    np.testing.assert_allclose(tracker.tracks[0].appearance, blended / np.linalg.norm(blended), atol=1e-12)
