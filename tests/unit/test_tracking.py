@@ -283,3 +283,45 @@ def test_a_tracks_appearance_is_the_normalised_running_blend() -> None:
     step(tracker, 0.1, [(5.0, 0.0, 2)])
     blended = 0.7 * look(1) + 0.3 * look(2)
     np.testing.assert_allclose(tracker.tracks[0].appearance, blended / np.linalg.norm(blended), atol=1e-12)
+
+
+def test_iou_of_boxes_smaller_than_a_pixel() -> None:
+    assert iou(np.array([0.0, 0.0, 0.5, 0.5]), np.array([0.0, 0.0, 0.5, 0.5])) == 1.0
+
+
+def test_max_landmark_distance_is_inclusive() -> None:
+    """A 30 x 40 face (diagonal 50) moved by (6, 8): exactly 0.2 face sizes, with IoU matching disabled."""
+    tracker = FaceTracker(TrackerConfig(min_iou=2.0, max_landmark_distance=0.2))
+    points = TEMPLATE * 0.3
+    tracker.update(0.0, np.array([[0.0, 0.0, 30.0, 40.0]]), points[None], [look(1)])
+    moved = tracker.update(
+        0.1, np.array([[6.0, 8.0, 36.0, 48.0]]), (points + np.array([6.0, 8.0]))[None], [look(2)]
+    )
+    assert moved == [1]
+
+
+def unit(*components: float) -> np.ndarray:
+    vector = np.zeros(256)
+    vector[: len(components)] = components
+    return vector
+
+
+def test_lookalikes_returning_together_get_their_own_tracks_by_best_similarity() -> None:
+    """Two lost tracks whose looks are 0.9 alike (both above 0.8): each face goes to its most similar one."""
+    tracker = FaceTracker(TrackerConfig(max_gap_s=0.5, reid_window_s=5.0))
+    a, b = unit(1.0), unit(0.9, np.sqrt(1 - 0.81))
+    boxes = np.array([[0.0, 0.0, 100.0, 100.0], [400.0, 0.0, 500.0, 100.0]])
+    points = np.stack([TEMPLATE, TEMPLATE + np.array([400.0, 0.0])])
+    assert tracker.update(0.0, boxes, points, [a, b]) == [1, 2]
+    far = boxes + np.array([1000.0, 800.0, 1000.0, 800.0])
+    assert tracker.update(2.0, far, points + np.array([1000.0, 800.0]), [a, b]) == [1, 2]
+    assert tracker.update(
+        4.0, far[::-1].copy(), (points + np.array([1000.0, 800.0]))[::-1].copy(), [b, a]
+    ) == [2, 1]
+
+
+def test_min_appearance_similarity_is_inclusive() -> None:
+    tracker = FaceTracker(TrackerConfig(max_gap_s=0.5, min_appearance_similarity=1.0))
+    tracker.update(0.0, np.array([[0.0, 0.0, 100.0, 100.0]]), TEMPLATE[None], [unit(1.0)])
+    far = np.array([[900.0, 900.0, 1000.0, 1000.0]])
+    assert tracker.update(2.0, far, (TEMPLATE + np.array([900.0, 900.0]))[None], [unit(1.0)]) == [1]
