@@ -124,3 +124,71 @@ async def test_a_request_larger_than_the_budget_waits_for_all_of_it_instead_of_n
     memory = budget(100)
     async with memory.hold(500):
         assert memory.used == 100
+
+
+async def test_a_refusal_is_counted_as_memory_and_says_why() -> None:
+    memory = budget(100, wait_s=0.05)
+    async with memory.hold(100):
+        with pytest.raises(Overloaded) as refused:
+            async with memory.hold(1):
+                pass
+    assert (
+        refused.value.message == "the gateway's memory budget is taken by requests in progress; retry later"
+    )
+    assert memory._rejected.labels("memory")._value.get() == 1  # type: ignore[attr-defined]
+
+
+async def test_a_waiter_is_not_granted_before_its_bytes_are_free() -> None:
+    memory = budget(100)
+    gate_a, gate_b = asyncio.Event(), asyncio.Event()
+    got: list[str] = []
+
+    async def holder(amount: int, gate: asyncio.Event) -> None:
+        async with memory.hold(amount):
+            await asyncio.wait_for(gate.wait(), GATE_TIMEOUT_S)
+
+    async def waiter() -> None:
+        async with memory.hold(50):
+            got.append("c")
+
+    a, b = asyncio.create_task(holder(60, gate_a)), asyncio.create_task(holder(30, gate_b))
+    await asyncio.sleep(0)
+    c = asyncio.create_task(waiter())
+    await queued(memory, 1)
+    gate_b.set()
+    await asyncio.wait_for(b, GATE_TIMEOUT_S)
+    await asyncio.sleep(0)
+    assert got == [] and memory.used == 60  # 60 + 50 > 100: still waiting
+    gate_a.set()
+    await asyncio.wait_for(asyncio.gather(a, c), GATE_TIMEOUT_S)
+    assert got == ["c"] and memory.used == 0
+
+
+async def test_a_waiter_behind_one_that_gave_up_is_granted_at_once_when_it_fits() -> None:
+    """50 held; a 60 waits (no room), a 30 queues behind it (first come, first served). When the 60 gives up,
+    the 30 fits and is granted then, not only when the 50 is released."""
+    memory = budget(100)
+    gate = asyncio.Event()
+    inside = asyncio.Event()
+
+    async def holder() -> None:
+        async with memory.hold(50):
+            await asyncio.wait_for(gate.wait(), GATE_TIMEOUT_S)
+
+    async def small() -> None:
+        async with memory.hold(30):
+            inside.set()
+
+    held = asyncio.create_task(holder())
+    await asyncio.sleep(0)
+    large = asyncio.create_task(memory.hold(60).__aenter__())
+    second = asyncio.create_task(small())
+    await queued(memory, 2)
+    large.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await large
+    await asyncio.wait_for(inside.wait(), GATE_TIMEOUT_S)  # while the 50 is still held
+    assert not gate.is_set()
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(held, second), GATE_TIMEOUT_S)
+    assert memory.used == 0
