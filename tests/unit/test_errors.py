@@ -196,3 +196,82 @@ def test_openapi_responses_list_the_written_out_codes_by_status() -> None:
     assert openapi_error_responses(exceptions.EmptyPayload, exceptions.InvalidMultipart)[400][
         "description"
     ] == ("empty_payload, invalid_multipart")
+
+
+# The handlers themselves, called directly (the API tests reach them only through the happy few paths).
+
+
+async def test_validation_errors_name_where_and_what() -> None:
+    from fastapi.exceptions import RequestValidationError
+
+    from service.http.errors import _validation_error_handler
+
+    answer = await _validation_error_handler(
+        None, RequestValidationError([{"loc": ("query", "model"), "msg": "bad"}])
+    )  # type: ignore[arg-type]
+    assert answer.status_code == 422
+    assert json.loads(answer.body) == {"error": {"code": "invalid_request", "message": "query.model: bad"}}
+    no_msg = await _validation_error_handler(None, RequestValidationError([{"loc": ("body",)}]))  # type: ignore[arg-type]
+    assert json.loads(no_msg.body)["error"]["message"] == "body: invalid request"
+    for errors in ([], [{"msg": "x"}]):
+        bare = await _validation_error_handler(None, RequestValidationError(errors))  # type: ignore[arg-type]
+        assert json.loads(bare.body) == {"error": {"code": "invalid_request", "message": "invalid request"}}
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "headers"),
+    [(404, "not_found", None), (405, "method_not_allowed", {"Allow": "GET"}), (418, "http_error", None)],
+)
+async def test_starlette_errors_keep_their_status_and_headers(
+    status: int, code: str, headers: dict[str, str] | None
+) -> None:
+    from starlette.exceptions import HTTPException
+
+    from service.http.errors import _http_error_handler
+
+    answer = await _http_error_handler(None, HTTPException(status, detail="why", headers=headers))  # type: ignore[arg-type]
+    assert answer.status_code == status
+    assert json.loads(answer.body) == {"error": {"code": code, "message": "why"}}
+    assert answer.headers.get("allow") == (headers or {}).get("Allow")
+
+
+async def test_an_unexpected_error_is_a_500_that_never_echoes_it(caplog: pytest.LogCaptureFixture) -> None:
+    from service.http.errors import _unexpected_error_handler
+
+    with caplog.at_level(logging.ERROR, logger="service.http.errors"):
+        answer = await _unexpected_error_handler(None, RuntimeError("/secret/path"))  # type: ignore[arg-type]
+    assert answer.status_code == 500
+    assert json.loads(answer.body) == {
+        "error": {"code": "internal_error", "message": "internal server error"}
+    }
+    assert [r.getMessage() for r in caplog.records] == ["unexpected error"] and caplog.records[0].exc_info
+
+
+async def test_a_client_that_went_away_is_499_with_no_body(caplog: pytest.LogCaptureFixture) -> None:
+    from starlette.requests import ClientDisconnect
+
+    from service.http.errors import CLIENT_CLOSED_REQUEST, _client_disconnect_handler
+
+    with caplog.at_level(logging.INFO, logger="service.http.errors"):
+        answer = await _client_disconnect_handler(None, ClientDisconnect())  # type: ignore[arg-type]
+    assert CLIENT_CLOSED_REQUEST == 499 and answer.status_code == 499 and answer.body == b""
+    assert [r.getMessage() for r in caplog.records] == [
+        "client disconnected before its request body was read"
+    ]
+
+
+def test_every_handler_is_installed() -> None:
+    from fastapi import FastAPI
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect
+
+    from service.http import errors
+
+    app = FastAPI()
+    errors.install_error_handlers(app)
+    assert app.exception_handlers[exceptions.ServiceError] is errors._service_error_handler
+    assert app.exception_handlers[RequestValidationError] is errors._validation_error_handler
+    assert app.exception_handlers[HTTPException] is errors._http_error_handler
+    assert app.exception_handlers[ClientDisconnect] is errors._client_disconnect_handler
+    assert app.exception_handlers[Exception] is errors._unexpected_error_handler
