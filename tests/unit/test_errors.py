@@ -238,13 +238,16 @@ async def test_starlette_errors_keep_their_status_and_headers(
 async def test_an_unexpected_error_is_a_500_that_never_echoes_it(caplog: pytest.LogCaptureFixture) -> None:
     from service.http.errors import _unexpected_error_handler
 
+    error = RuntimeError("/secret/path")
+
     with caplog.at_level(logging.ERROR, logger="service.http.errors"):
-        answer = await _unexpected_error_handler(None, RuntimeError("/secret/path"))  # type: ignore[arg-type]
+        answer = await _unexpected_error_handler(None, error)  # type: ignore[arg-type]
     assert answer.status_code == 500
     assert json.loads(answer.body) == {
         "error": {"code": "internal_error", "message": "internal server error"}
     }
-    assert [r.getMessage() for r in caplog.records] == ["unexpected error"] and caplog.records[0].exc_info
+    assert [r.getMessage() for r in caplog.records] == ["unexpected error"]
+    assert caplog.records[0].exc_info and caplog.records[0].exc_info[1] is error
 
 
 async def test_a_client_that_went_away_is_499_with_no_body(caplog: pytest.LogCaptureFixture) -> None:
