@@ -27,7 +27,7 @@ KERAS_STAMP := $(KERAS_VENV)/.installed-$(shell cat requirements-keras.txt requi
 PEER_VENV := .cache/peer-venv
 PEER_STAMP := $(PEER_VENV)/.installed-$(shell cat requirements-peer.txt requirements-peer-nodeps.txt | sha1sum | cut -c1-12)
 
-.PHONY: help run test test-fast docs image venv keras-venv peer-venv eval-frontend bench locust soak models media deploy-tools browser lint typecheck check clean
+.PHONY: mutation help run test test-fast docs image venv keras-venv peer-venv eval-frontend bench locust soak models media deploy-tools browser lint typecheck check clean
 
 help: ## list the targets (this)
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -149,3 +149,62 @@ check: lint typecheck test ## lint, typecheck and test
 
 clean: ## remove the venvs, .cache and the exported models
 	rm -rf $(VENV) .cache model_repository/*/[0-9]*/model.pt
+
+# ------------------------------------------------------------------------------------------ mutation
+# Mutation testing of the modules that decide answers, each against its own fast unit/API tests (mutmut,
+# pinned in requirements-mutation.txt, in its own venv; see docs/testing.md for the last table).
+# `make mutation MUTATION_MODULES="tracking errors"` runs a subset.
+MUTMUT_VENV := .cache/mutmut-venv
+MUTMUT_STAMP := $(MUTMUT_VENV)/.installed-$(shell cat requirements-mutation.txt | sha1sum | cut -c1-12)
+MUTATION_DIR := .cache/mutation
+MUTATION_MODULES ?= tracking cropping alignment errors admission memory auth similarity temporal reader
+MUTATION_FILE_tracking := service/vision/tracking.py
+MUTATION_TESTS_tracking := tests/unit/test_tracking.py
+MUTATION_FILE_cropping := service/vision/cropping.py
+MUTATION_TESTS_cropping := tests/unit/test_cropping.py tests/unit/test_crop_geometry.py
+MUTATION_FILE_alignment := service/vision/alignment.py
+MUTATION_TESTS_alignment := tests/unit/test_alignment.py tests/unit/test_crop_geometry.py
+MUTATION_FILE_errors := service/http/errors.py
+MUTATION_TESTS_errors := tests/unit/test_errors.py tests/api/test_health_api.py tests/api/test_predict_api.py
+MUTATION_FILE_admission := service/serving/admission.py
+MUTATION_TESTS_admission := tests/unit/test_admission.py tests/api/test_predict_api.py
+MUTATION_FILE_memory := service/serving/memory.py
+MUTATION_TESTS_memory := tests/unit/test_memory_budget.py
+MUTATION_FILE_auth := service/http/auth.py
+MUTATION_TESTS_auth := tests/api/test_api_keys.py
+MUTATION_FILE_similarity := service/serving/similarity.py
+MUTATION_TESTS_similarity := tests/unit/test_similarity.py
+MUTATION_FILE_temporal := service/serving/temporal.py
+MUTATION_TESTS_temporal := tests/unit/test_temporal.py
+MUTATION_FILE_reader := fermodels/importing/reader.py
+MUTATION_TESTS_reader := tests/unit/test_checkpoint_reader.py
+
+$(MUTMUT_STAMP): requirements-mutation.txt $(STAMP)
+	test -x $(MUTMUT_VENV)/bin/python || $(PY) -m venv $(MUTMUT_VENV)
+	$(MUTMUT_VENV)/bin/python -m pip install --disable-pip-version-check -q -r requirements-mutation.txt
+	$(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' \
+		> $$($(MUTMUT_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/project-venv.pth
+	rm -f $(MUTMUT_VENV)/.installed-* && touch $@
+
+mutation: $(MUTMUT_STAMP) ## mutation testing (mutmut) of tracking, cropping, errors, admission, ... (long: see docs/testing.md)
+	@set -e; root=$$(pwd); mkdir -p $(MUTATION_DIR); \
+	printf '%-10s %7s %8s %8s %7s %6s\n' module killed survived timeout other seconds > $(MUTATION_DIR)/summary.txt; \
+	for module in $(MUTATION_MODULES); do \
+		vars="$$($(MAKE) -s --no-print-directory mutation-vars-$$module)"; \
+		file="$${vars%%|*}"; tests="$${vars#*|}"; \
+		test -n "$$file" || { echo "unknown module $$module"; exit 2; }; \
+		work=$(MUTATION_DIR)/$$module; rm -rf $$work; mkdir -p $$work; \
+		git ls-files -co --exclude-standard | tar -cf - -T - | tar -xf - -C $$work; \
+		{ echo "only_mutate ="; echo "    $$file"; echo "pytest_add_cli_args_test_selection ="; \
+		  for t in $$tests; do echo "    $$t"; done; } >> $$work/setup.cfg; \
+		echo "== $$module: $$file against $$tests"; start=$$(date +%s); \
+		(cd $$work && $$root/$(MUTMUT_VENV)/bin/mutmut run --max-children 2 > mutmut.log 2>&1 || true; \
+		 $$root/$(MUTMUT_VENV)/bin/mutmut export-cicd-stats > /dev/null; \
+		 $$root/$(MUTMUT_VENV)/bin/mutmut results > survivors.txt 2>&1 || true); \
+		seconds=$$(( $$(date +%s) - start )); \
+		$(PY) -c 'import json, sys; s = json.load(open(sys.argv[1])); k, v, t = s["killed"], s["survived"], s["timeout"]; print("%-10s %7d %8d %8d %7d %6s" % (sys.argv[2], k, v, t, s["total"] - k - v - t, sys.argv[3]))' \
+			$$work/mutants/mutmut-cicd-stats.json $$module $$seconds | tee -a $(MUTATION_DIR)/summary.txt; \
+	done; echo; cat $(MUTATION_DIR)/summary.txt; echo "survivors: $(MUTATION_DIR)/<module>/survivors.txt (mutmut show NAME there)"
+
+mutation-vars-%:
+	@echo "$(MUTATION_FILE_$*)|$(MUTATION_TESTS_$*)"

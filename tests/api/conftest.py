@@ -54,6 +54,9 @@ class FakeInference:
     """Computes outputs from the crops (so the test sees real plumbing) and can fail or stall on demand."""
 
     fail_with: ServiceError | None = None
+    fail_infer_with: Exception | None = (
+        None  # raised by infer_image/infer_clip after `arrived`, before `gate`
+    )
     gate: asyncio.Event | None = None
     ready: bool = True
     calls: list[int] = field(default_factory=list)
@@ -86,6 +89,8 @@ class FakeInference:
 
     async def infer_clip(self, model: ServedModel, clips: FloatArray) -> ClipOutputs:
         self.arrived.release()
+        if self.fail_infer_with is not None:
+            raise self.fail_infer_with
         if self.gate is not None:
             await self.gate.wait()
         self.clip_calls.append(clips.shape[:2])
@@ -94,6 +99,8 @@ class FakeInference:
 
     async def infer_image(self, model: ServedModel, crops: FloatArray) -> ImageOutputs:
         self.arrived.release()
+        if self.fail_infer_with is not None:
+            raise self.fail_infer_with
         if self.gate is not None:
             await self.gate.wait()
         self.calls.append(len(crops))

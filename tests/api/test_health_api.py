@@ -1,6 +1,7 @@
 import httpx
 
 from tests.api.conftest import FakeInference, png_bytes, running_app
+from tests.error_table import EVERY_ERROR_BY_STATUS, MODELS_ERRORS_BY_STATUS
 
 
 async def test_healthz(client: httpx.AsyncClient) -> None:
@@ -53,6 +54,22 @@ async def test_openapi_documents_predict_and_errors(client: httpx.AsyncClient) -
     assert {"multipart/form-data", "image/jpeg"} <= set(predict["requestBody"]["content"])
     assert {"413", "415", "422", "429", "503", "504"} <= set(predict["responses"])
     assert "ErrorResponse" in spec["components"]["schemas"]
+
+
+def _documented_errors(responses: dict[str, dict[str, str]]) -> dict[str, set[str]]:
+    """status → the error codes its description lists (the 200 is not an error)."""
+    return {status: set(r["description"].split(", ")) for status, r in responses.items() if status != "200"}
+
+
+async def test_openapi_errors_are_the_written_out_contract(client: httpx.AsyncClient) -> None:
+    """Compared with tests/error_table.py, not with the table that generates the document."""
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    assert _documented_errors(paths["/predict"]["post"]["responses"]) == EVERY_ERROR_BY_STATUS
+    assert _documented_errors(paths["/annotate"]["post"]["responses"]) == EVERY_ERROR_BY_STATUS
+    assert _documented_errors(paths["/v1/models"]["get"]["responses"]) == MODELS_ERRORS_BY_STATUS
+    for status in EVERY_ERROR_BY_STATUS:
+        schema = paths["/predict"]["post"]["responses"][status]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/ErrorResponse"}
 
 
 async def test_openapi_carries_a_worked_example(client: httpx.AsyncClient) -> None:

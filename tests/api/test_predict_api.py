@@ -1,12 +1,13 @@
 import asyncio
 import io
+from collections.abc import Awaitable, Callable
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
-from service.exceptions import InferenceTimeout, InferenceUnavailable
+from service.exceptions import InferenceFailed, InferenceTimeout, InferenceUnavailable, ServiceError
 from tests.api.conftest import FakeInference, png_bytes, running_app
 
 
@@ -130,17 +131,33 @@ async def test_openapi_declares_the_api_key_errors_on_every_protected_route(
 
 @pytest.mark.parametrize(
     ("error", "status", "retry_after"),
-    [(InferenceUnavailable("down", retry_after_s=5), 503, "5"), (InferenceTimeout("slow"), 504, None)],
+    [
+        (InferenceUnavailable("down", retry_after_s=5), 503, "5"),
+        (InferenceTimeout("slow"), 504, None),
+        (InferenceFailed("shape mismatch"), 502, None),
+    ],
 )
-async def test_inference_failures_map_to_503_and_504(
-    error: Exception, status: int, retry_after: str | None
+async def test_inference_failures_map_to_503_504_and_502(
+    error: ServiceError, status: int, retry_after: str | None
 ) -> None:
-    async with running_app(FakeInference(fail_with=error)) as client:  # type: ignore[arg-type]
+    async with running_app(FakeInference(fail_with=error)) as client:
         response = await client.post(
             "/predict", content=png_bytes(100), headers={"Content-Type": "image/png"}
         )
     assert response.status_code == status
+    assert response.json()["error"] == {"code": error.code, "message": error.message}
     assert response.headers.get("retry-after") == retry_after
+
+
+async def test_inference_failing_inside_the_model_is_502_inference_failed() -> None:
+    fake = FakeInference(fail_infer_with=InferenceFailed("the model raised"))
+    async with running_app(fake) as client:
+        response = await client.post(
+            "/predict", content=png_bytes(100), headers={"Content-Type": "image/png"}
+        )
+    assert response.status_code == 502
+    assert response.json() == {"error": {"code": "inference_failed", "message": "the model raised"}}
+    assert "retry-after" not in response.headers
 
 
 async def test_overload_is_429_not_a_queue() -> None:
@@ -151,12 +168,59 @@ async def test_overload_is_429_not_a_queue() -> None:
         stalled = [asyncio.create_task(post()) for _ in range(2)]
         for _ in stalled:  # both requests are now inside inference, holding their slots
             await asyncio.wait_for(fake.arrived.acquire(), timeout=10)
-        refused = await post()
+        refused = await asyncio.wait_for(post(), timeout=10)
         gate.set()
-        finished = await asyncio.gather(*stalled)
+        finished = await asyncio.wait_for(asyncio.gather(*stalled), timeout=10)
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "overloaded" and refused.headers["retry-after"] == "1"
     assert [r.status_code for r in finished] == [200, 200]
+
+
+async def _hold_every_slot(
+    fake: FakeInference, post: Callable[[], Awaitable[httpx.Response]], count: int
+) -> list:
+    """``count`` requests parked inside inference (each holding its slot) behind ``fake.gate``."""
+    stalled = [asyncio.create_task(post()) for _ in range(count)]
+    for _ in stalled:
+        await asyncio.wait_for(fake.arrived.acquire(), timeout=10)
+    return stalled
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+async def test_limit_plus_one_concurrent_requests_and_failed_requests_give_their_slots_back(
+    limit: int,
+) -> None:
+    """limit + 1 at once: the extra one is 429 with Retry-After. Then `limit` requests whose inference raises
+    mid-way (502), one after another and all at once: each gives its slot back, so `limit` requests again
+    fit at once (and the next one is refused again, not more, not fewer)."""
+    fake = FakeInference(gate=asyncio.Event())
+    async with running_app(fake, max_in_flight=limit) as client:
+        post = lambda: client.post("/predict", content=png_bytes(100), headers={"Content-Type": "image/png"})  # noqa: E731
+        stalled = await _hold_every_slot(fake, post, limit)
+        refused = await asyncio.wait_for(post(), timeout=10)
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+        assert refused.json()["error"]["code"] == "overloaded"
+        assert fake.gate is not None
+        fake.gate.set()
+        assert [r.status_code for r in await asyncio.wait_for(asyncio.gather(*stalled), 10)] == [200] * limit
+
+        fake.fail_infer_with = InferenceFailed("the model raised")
+        for _ in range(limit):
+            failed = await asyncio.wait_for(post(), timeout=10)
+            assert failed.status_code == 502 and failed.json()["error"]["code"] == "inference_failed"
+        failed_together = await asyncio.wait_for(asyncio.gather(*(post() for _ in range(limit))), 10)
+        assert [r.status_code for r in failed_together] == [502] * limit
+        for _ in range(2 * limit):  # the failed ones did reach inference
+            await asyncio.wait_for(fake.arrived.acquire(), timeout=10)
+
+        fake.fail_infer_with = None
+        fake.gate = asyncio.Event()
+        stalled = await _hold_every_slot(fake, post, limit)
+        assert (await asyncio.wait_for(post(), timeout=10)).status_code == 429
+        fake.gate.set()
+        assert [r.status_code for r in await asyncio.wait_for(asyncio.gather(*stalled), 10)] == [200] * limit
+        metrics = (await client.get("/metrics")).text
+    assert "fer_in_flight_requests 0.0" in metrics
 
 
 async def test_large_multipart_uploads_never_touch_the_disk(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -177,12 +241,34 @@ async def test_large_multipart_uploads_never_touch_the_disk(monkeypatch: pytest.
     assert len(response.json()["faces"]) == 12  # FakeDetector: one face per 100 px of width
 
 
-async def test_malformed_multipart_is_a_json_400(client: httpx.AsyncClient) -> None:
+_PART = b'Content-Disposition: form-data; name="file"; filename="p.png"\r\nContent-Type: image/png\r\n\r\n'
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data", b"--xx\r\n" + _PART + b"abc\r\n--xx--\r\n"),  # no boundary parameter
+        ("multipart/form-data; boundary=xx", b"--xx\r\nnot a header\r\n\r\nabc\r\n--xx--\r\n"),
+        ("multipart/form-data; boundary=xx", b"--xx\r\nContent-Type: image/png\r\n\r\nabc\r\n--xx--\r\n"),
+        ("multipart/form-data; boundary=xx", (b"--xx\r\n" + _PART + b"abc\r\n") * 2 + b"--xx--\r\n"),
+    ],
+    ids=["no-boundary", "bad-header-line", "no-content-disposition", "two-files"],
+)
+async def test_malformed_multipart_is_exactly_invalid_multipart(
+    client: httpx.AsyncClient, content_type: str, body: bytes
+) -> None:
+    response = await client.post("/predict", content=body, headers={"Content-Type": content_type})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_multipart", response.text
+
+
+async def test_a_multipart_body_without_any_part_is_exactly_empty_payload(client: httpx.AsyncClient) -> None:
+    """Cut after the first boundary: the parser finds no part at all, so no file field (not a parse error)."""
     response = await client.post(
         "/predict", content=b"--xx\r\nnonsense", headers={"Content-Type": "multipart/form-data; boundary=xx"}
     )
     assert response.status_code == 400
-    assert response.json()["error"]["code"] in {"invalid_multipart", "empty_payload"}
+    assert response.json()["error"]["code"] == "empty_payload"
 
 
 async def test_a_video_model_for_a_still_image_is_a_4xx(client: httpx.AsyncClient) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 import httpx
 import pytest
@@ -31,11 +32,14 @@ class FakeTriton:
     def is_running(self) -> bool:
         return self.running
 
+    started: threading.Event = field(default_factory=threading.Event)  # set by a successful start
+
     def start(self) -> None:
         self.starts += 1
         if not self.can_start:
             raise OSError("tritonserver exited (1) before ready")
         self.running = True
+        self.started.set()
 
 
 def app_supervising(triton: FakeTriton) -> FastAPI:
@@ -65,10 +69,8 @@ async def test_a_triton_that_exits_is_restarted_and_counted(caplog: pytest.LogCa
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             with caplog.at_level(logging.WARNING, logger="service.launcher.supervisor"):
                 triton.running = False
-                for _ in range(500):
-                    if triton.running:
-                        break
-                    await asyncio.sleep(0.01)
+                # The supervisor restarts it from a worker thread: wait for that start, bounded.
+                assert await asyncio.wait_for(asyncio.to_thread(triton.started.wait, 30.0), 35.0)
             assert triton.running and triton.starts == 1
             assert (await client.get("/healthz")).status_code == 200
             metrics = (await client.get("/metrics")).text

@@ -24,6 +24,15 @@ def budget(total: int, wait_s: float = 5.0) -> MemoryBudget:
     )
 
 
+async def queued(memory: MemoryBudget, count: int) -> None:
+    """Until ``count`` requests wait in the budget's queue (event-loop turns, not wall-clock time)."""
+    for _ in range(1000):
+        if sum(not granted.done() for _, granted in memory._waiters) == count:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"never {count} waiting: {len(memory._waiters)} in the queue")
+
+
 async def test_reservations_within_the_budget_go_through_and_are_returned() -> None:
     memory = budget(100)
     async with memory.hold(60), memory.hold(40):
@@ -48,7 +57,7 @@ async def test_a_reservation_that_does_not_fit_waits_for_memory_to_be_returned()
     first = asyncio.create_task(big())
     await asyncio.sleep(0)
     waiting = asyncio.create_task(second())
-    await asyncio.sleep(0.05)
+    await queued(memory, 1)
     assert order == ["big"] and memory.used == 80  # the 50 waits: 80 + 50 > 100
     released.set()
     await asyncio.wait_for(asyncio.gather(first, waiting), GATE_TIMEOUT_S)
@@ -82,7 +91,7 @@ async def test_first_come_first_served_a_small_request_does_not_overtake_a_waiti
     tasks.append(asyncio.create_task(want("large", 100)))
     await asyncio.sleep(0)
     tasks.append(asyncio.create_task(want("small", 10)))  # would fit now, but the large one came first
-    await asyncio.sleep(0.05)
+    await queued(memory, 2)
     assert order == []
     gate.set()
     await asyncio.wait_for(asyncio.gather(*tasks), GATE_TIMEOUT_S)
@@ -100,7 +109,7 @@ async def test_a_waiter_that_goes_away_releases_its_place_and_leaks_nothing() ->
     held = asyncio.create_task(holder())
     await asyncio.sleep(0)
     waiter = asyncio.create_task(memory.hold(30).__aenter__())
-    await asyncio.sleep(0.05)
+    await queued(memory, 1)
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiter
@@ -115,3 +124,71 @@ async def test_a_request_larger_than_the_budget_waits_for_all_of_it_instead_of_n
     memory = budget(100)
     async with memory.hold(500):
         assert memory.used == 100
+
+
+async def test_a_refusal_is_counted_as_memory_and_says_why() -> None:
+    memory = budget(100, wait_s=0.05)
+    async with memory.hold(100):
+        with pytest.raises(Overloaded) as refused:
+            async with memory.hold(1):
+                pass
+    assert (
+        refused.value.message == "the gateway's memory budget is taken by requests in progress; retry later"
+    )
+    assert memory._rejected.labels("memory")._value.get() == 1  # type: ignore[attr-defined]
+
+
+async def test_a_waiter_is_not_granted_before_its_bytes_are_free() -> None:
+    memory = budget(100)
+    gate_a, gate_b = asyncio.Event(), asyncio.Event()
+    got: list[str] = []
+
+    async def holder(amount: int, gate: asyncio.Event) -> None:
+        async with memory.hold(amount):
+            await asyncio.wait_for(gate.wait(), GATE_TIMEOUT_S)
+
+    async def waiter() -> None:
+        async with memory.hold(50):
+            got.append("c")
+
+    a, b = asyncio.create_task(holder(60, gate_a)), asyncio.create_task(holder(30, gate_b))
+    await asyncio.sleep(0)
+    c = asyncio.create_task(waiter())
+    await queued(memory, 1)
+    gate_b.set()
+    await asyncio.wait_for(b, GATE_TIMEOUT_S)
+    await asyncio.sleep(0)
+    assert got == [] and memory.used == 60  # 60 + 50 > 100: still waiting
+    gate_a.set()
+    await asyncio.wait_for(asyncio.gather(a, c), GATE_TIMEOUT_S)
+    assert got == ["c"] and memory.used == 0
+
+
+async def test_a_waiter_behind_one_that_gave_up_is_granted_at_once_when_it_fits() -> None:
+    """50 held; a 60 waits (no room), a 30 queues behind it (first come, first served). When the 60 gives up,
+    the 30 fits and is granted then, not only when the 50 is released."""
+    memory = budget(100)
+    gate = asyncio.Event()
+    inside = asyncio.Event()
+
+    async def holder() -> None:
+        async with memory.hold(50):
+            await asyncio.wait_for(gate.wait(), GATE_TIMEOUT_S)
+
+    async def small() -> None:
+        async with memory.hold(30):
+            inside.set()
+
+    held = asyncio.create_task(holder())
+    await asyncio.sleep(0)
+    large = asyncio.create_task(memory.hold(60).__aenter__())
+    second = asyncio.create_task(small())
+    await queued(memory, 2)
+    large.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await large
+    await asyncio.wait_for(inside.wait(), GATE_TIMEOUT_S)  # while the 50 is still held
+    assert not gate.is_set()
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(held, second), GATE_TIMEOUT_S)
+    assert memory.used == 0
