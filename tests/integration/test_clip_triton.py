@@ -23,7 +23,12 @@ from service.launcher.triton_local import LocalTriton
 from service.metrics import Metrics
 from service.serving.prompting import ClassPrompts, PromptEncoder, TextScorer
 from service.serving.responses import model_info
-from tests.models.clip_helpers import open_clip, save_hf_clip, save_openclip_training_checkpoint, seeded_openclip
+from tests.models.clip_helpers import (
+    open_clip,
+    save_hf_clip,
+    save_openclip_training_checkpoint,
+    seeded_openclip,
+)
 from tests.models.test_import_clip import clip_normalise, crops, run_import
 
 pytestmark = [
@@ -70,7 +75,9 @@ def served(triton: LocalTriton, repository: Any, name: str, x: torch.Tensor) -> 
             outputs = await backend.infer_image(model, x.numpy().astype(np.float32))
             caller = await scorer.caller(PROMPTS, name)
             scores = scorer.score(model.config, outputs, caller)
-            info = model_info(model, scorer.expression_encoder(model.config), scorer.caller_encoder(model.config))
+            info = model_info(
+                model, scorer.expression_encoder(model.config), scorer.caller_encoder(model.config)
+            )
             return {"outputs": outputs, "caller": caller, "scores": scores, "info": info}
         finally:
             await backend.close()
@@ -100,7 +107,7 @@ def test_openclip_through_triton_and_the_gateway_prompt_path(clip_triton: Any, b
 
 
 def test_hf_clip_through_triton_and_the_gateway_prompt_path(clip_triton: Any) -> None:
-    from transformers import CLIPTokenizerFast
+    from transformers import CLIPTokenizerFast  # type: ignore[attr-defined]
 
     triton, repository, _, model = clip_triton
     x = crops(3, 64, seed=7)

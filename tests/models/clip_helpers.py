@@ -12,7 +12,9 @@ from fermodels.ports.seeded_weights import seeded_state_dict
 
 open_clip: Any
 try:
-    import open_clip
+    import open_clip as _open_clip
+
+    open_clip = _open_clip
 except ImportError:  # pragma: no cover - the tests that need it skip
     open_clip = None
 
@@ -39,7 +41,7 @@ def save_hf_clip(folder: Path, *, image_size: int = 64) -> Any:
     """A small seeded ``transformers.CLIPModel`` with a fast CLIP tokenizer (open_clip's BPE vocabulary,
     built offline), written by ``save_pretrained``; returns the model."""
     from tokenizers import Tokenizer
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizerFast
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizerFast  # type: ignore[attr-defined]
 
     from fermodels.importing.clip import EOT, SOT, openclip_tokenizer_json
 
@@ -62,7 +64,8 @@ def save_hf_clip(folder: Path, *, image_size: int = 64) -> Any:
         image_size=image_size,
         patch_size=16,
     )
-    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)).eval()
+    config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)
+    model = CLIPModel(config).eval()  # type: ignore[no-untyped-call]
     model.load_state_dict(seeded_state_dict(model.state_dict()))
     model.save_pretrained(folder)
     tokenizer = Tokenizer.from_str(openclip_tokenizer_json(open_clip.tokenizer._tokenizer).decode("utf-8"))

@@ -43,7 +43,12 @@ from tests.models.clip_helpers import (
 pytestmark = pytest.mark.skipif(open_clip is None, reason="open-clip-torch is not installed")
 
 ATOL = 1e-4
-TEXT_PROMPTS = ("a face", "A VERY Happy person &amp; a dog", "\u201csurprised\u201d caf\u00e9 \U0001f600", "x " * 90)
+TEXT_PROMPTS = (
+    "a face",
+    "A VERY Happy person &amp; a dog",
+    "\u201csurprised\u201d caf\u00e9 \U0001f600",
+    "x " * 90,
+)
 OPENCLIP_ARCHS = ("ViT-B-32", "RN50")
 
 
@@ -99,7 +104,7 @@ def openclip_import(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
 
 
 def test_openclip_image_tower_and_zero_shot_match_open_clip(openclip_import: Any) -> None:
-    arch, model, repository = openclip_import
+    _, model, repository = openclip_import
     served = load_scripted(repository / "clip" / "1" / MODEL_FILENAME)
     x = crops(3, 224)
     with torch.no_grad():
@@ -133,7 +138,12 @@ def test_openclip_configs_name_the_clip_text_tower(openclip_import: Any) -> None
     assert config.architecture == f"openclip_{arch}" and config.input_size == 224
     assert config.crop_window == CLIP_WINDOW and config.trained and config.labels == CANONICAL_LABELS
     encoder = TextEncoderConfig.from_json(pbtxt_json(repository / "clip_text", TEXT_ENCODER_PARAMETER_KEY))
-    assert (encoder.name, encoder.max_tokens, encoder.clean, encoder.pad_id) == ("clip_text", 77, "openclip", 0)
+    assert (encoder.name, encoder.max_tokens, encoder.clean, encoder.pad_id) == (
+        "clip_text",
+        77,
+        "openclip",
+        0,
+    )
     assert encoder.dim == config.embed_dim and "epoch_32.pt (sha256 " in encoder.weights
 
 
@@ -173,7 +183,7 @@ def hf_import(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.mark.parametrize("batch", [1, 3, 16])
 def test_hf_image_tower_and_zero_shot_match_transformers(hf_import: Any, batch: int) -> None:
-    from transformers import CLIPTokenizerFast
+    from transformers import CLIPTokenizerFast  # type: ignore[attr-defined]
 
     model, folder, repository = hf_import
     served = load_scripted(repository / "hfclip" / "1" / MODEL_FILENAME)
@@ -193,7 +203,7 @@ def test_hf_image_tower_and_zero_shot_match_transformers(hf_import: Any, batch: 
 
 
 def test_hf_text_tower_and_tokenizer_match_transformers(hf_import: Any) -> None:
-    from transformers import CLIPTokenizerFast
+    from transformers import CLIPTokenizerFast  # type: ignore[attr-defined]
 
     model, folder, repository = hf_import
     text_folder = repository / "hfclip_text"
@@ -215,7 +225,9 @@ def test_hf_text_tower_and_tokenizer_match_transformers(hf_import: Any) -> None:
 
 
 def _listing(repository: Path) -> list[str]:
-    return sorted(str(p.relative_to(repository)) for p in repository.rglob("*")) if repository.exists() else []
+    return (
+        sorted(str(p.relative_to(repository)) for p in repository.rglob("*")) if repository.exists() else []
+    )
 
 
 def test_bad_files_fail_in_one_line_and_leave_the_repository_alone(tmp_path: Path) -> None:
@@ -248,7 +260,8 @@ def test_bad_files_fail_in_one_line_and_leave_the_repository_alone(tmp_path: Pat
     for (fmt, path, arch), message in cases:
         extra = ["--arch", arch] if arch else []
         code, err = run_import(
-            "--format", fmt, "--checkpoint", str(path), "--name", "bad", "--repository", str(repository), *extra
+            "--format", fmt, "--checkpoint", str(path), "--name", "bad",
+            "--repository", str(repository), *extra,
         )  # fmt: skip
         assert code == 2, (fmt, path, err)
         assert message in err and err.count("\n") == 1, err
