@@ -153,15 +153,20 @@ def _add_import(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         "--dataset", help="the class set, where the format has several (affectnet7|affectnet8)"
     )
     parser.add_argument("--labels", help="comma-separated output order in canonical words (overrides)")
+    parser.add_argument(
+        "--arch",
+        help="openclip only: the open_clip architecture (ViT-B-32-quickgelu, RN50, ...)",
+    )
     _add_repository_arguments(parser)
     parser.set_defaults(handler=_run_import)
 
 
 def _run_import(args: argparse.Namespace) -> int:
     from fermodels.importing import CheckpointImportError, ImportRequest, import_checkpoint
+    from fermodels.importing.clip import TEXT_SUFFIX, TEXT_TOKENIZER_FILENAME
 
     labels = tuple(label.strip() for label in args.labels.split(",")) if args.labels else None
-    request = ImportRequest(args.checkpoint, args.name, dataset=args.dataset, labels=labels)
+    request = ImportRequest(args.checkpoint, args.name, dataset=args.dataset, labels=labels, arch=args.arch)
     try:
         model_dir = import_checkpoint(
             args.format, request, args.repository, args.version, force=args.force, report=print
@@ -175,6 +180,11 @@ def _run_import(args: argparse.Namespace) -> int:
     written = (model_dir / str(args.version) / MODEL_FILENAME, model_dir / CONFIG_FILENAME)
     for path in (*written, model_dir / LABELS_FILENAME, model_dir / README_FILENAME):
         print(f"wrote {path}")
+    text_dir = model_dir.with_name(f"{model_dir.name}{TEXT_SUFFIX}")
+    if (text_dir / TEXT_TOKENIZER_FILENAME).is_file():  # a CLIP format: the text tower beside it
+        for path in (text_dir / str(args.version) / MODEL_FILENAME, text_dir / CONFIG_FILENAME):
+            print(f"wrote {path}")
+        print(f"wrote {text_dir / TEXT_TOKENIZER_FILENAME}")
     return 0
 
 

@@ -62,6 +62,15 @@ ARCFACE_TEMPLATE_112: Final[tuple[tuple[float, float], ...]] = (
 # 112-px crop spans -0.5 .. 111.5): centre x, centre y, side.
 ARCFACE_WINDOW: Final[tuple[float, float, float]] = (55.5, 55.5, 112.0)
 
+# The crop window of imported CLIP image towers: 1.5 times ArcFace's side, centred 7.5 template units
+# higher, so the crop holds the whole head (hair, ears and chin) the way faces appear in CLIP's web photos.
+# NOT measured: choosing it by zero-shot accuracy needs real CLIP weights, which were not available when it
+# was set (docs/models.md, "CLIP checkpoints"); override it per deployment by re-importing with a new one.
+CLIP_WINDOW: Final[tuple[float, float, float]] = (55.5, 48.0, 168.0)
+# OpenAI CLIP's preprocessing statistics (RGB), shared by OpenCLIP's and transformers' CLIP models.
+CLIP_MEAN: Final = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD: Final = (0.26862954, 0.26130258, 0.27577711)
+
 Task = Literal["image", "video"]
 CropColor = Literal["rgb", "gray"]
 TestTimeAugmentation = Literal["none", "flip"]
@@ -70,6 +79,11 @@ TestTimeAugmentation = Literal["none", "flip"]
 CropMode = Literal["aligned", "box"]
 # The channel order the weights expect. The serving contract stays RGB: "bgr" is swapped inside the model.
 ChannelOrder = Literal["rgb", "bgr"]
+# How a model's text similarities are made. "": its own text side or ConSE (see has_text_side). "clip": the
+# model is a CLIP image tower; its unit embedding (OUTPUT__1) lives in the space of the Triton text encoder
+# named by ``text_encoder``, so a caller's prompts are embedded by that encoder and scored by true cosine.
+Similarity = Literal["", "clip"]
+SIMILARITIES: Final = ("", "clip")
 CROP_MODES: Final = ("aligned", "box")
 CHANNEL_ORDERS: Final = ("rgb", "bgr")
 # What an ``AFFECT_OUTPUT`` column may hold: continuous affect, AffectNet's valence / arousal in [-1, 1].
@@ -170,6 +184,8 @@ class ModelConfig:
     channel_order: ChannelOrder = "rgb"
     # Continuous outputs beside the classes (``AFFECT_OUTPUT``), names from AFFECT_DIMENSIONS, in order.
     affect_outputs: tuple[str, ...] = field(default_factory=tuple)
+    # "clip": ``text_encoder`` is the Triton model name of this image tower's own text tower (see Similarity).
+    similarity: Similarity = ""
 
     def __post_init__(self) -> None:
         unknown = [label for label in self.labels if label not in CANONICAL_LABELS]
@@ -198,6 +214,15 @@ class ModelConfig:
             raise ValueError(f"affect_outputs must be distinct names from {AFFECT_DIMENSIONS}")
         if self.affect_outputs and (self.has_text_side or self.num_landmarks or self.task != "image"):
             raise ValueError("affect outputs are defined for plain image classifiers only")
+        if self.similarity not in SIMILARITIES:
+            raise ValueError(f"similarity must be one of {SIMILARITIES}, got {self.similarity!r}")
+        if self.is_clip and not (self.text_encoder and self.has_text_side and self.task == "image"):
+            raise ValueError("a CLIP model needs prompts and the name of its Triton text encoder")
+
+    @property
+    def is_clip(self) -> bool:
+        """A CLIP image tower whose caller prompts go through its own text tower (``text_encoder``)."""
+        return self.similarity == "clip"
 
     @property
     def has_text_side(self) -> bool:
@@ -321,6 +346,12 @@ class TextEncoderConfig:
     tokenizer_sha256: str = ""
     weights: str = ""
     license: str = "Apache-2.0"
+    # The id padded prompts are filled with (the tokenizer's own attention mask marks them).
+    pad_id: int = 0
+    # Text cleaning the gateway applies before the tokenizer (what tokenizers-library rules cannot express):
+    # "openclip": open_clip's ``_clean_lower`` (ftfy.fix_text, HTML entities unescaped twice, whitespace
+    # collapsed, lower case), so the tokens equal ``open_clip.tokenize``'s.
+    clean: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

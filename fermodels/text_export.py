@@ -151,11 +151,46 @@ def verify(encoder: SentenceEncoder | torch.jit.ScriptModule, tokenizer_file: Pa
     return diff
 
 
+def write_text_tower(
+    scripted: torch.jit.ScriptModule,
+    eager: torch.nn.Module,
+    config: TextEncoderConfig,
+    tokenizer: bytes,
+    sample: tuple[torch.Tensor, torch.Tensor],
+    folder: Path,
+    version: int = 1,
+) -> float:
+    """A checkpoint's own text tower (``python -m fermodels import``, CLIP formats) as a text-encoder model:
+    ``<folder>/{config.pbtxt,tokenizer.json,<version>/model.pt}``. The TorchScript is saved, reloaded and
+    compared with ``eager`` on ``sample`` (ids, mask) before it is moved into place; returns the max
+    difference (TextExportVerificationError above VERIFY_ATOL)."""
+    target = folder / str(check_version(version)) / MODEL_FILENAME
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(target.name + ".tmp")
+    with torch.no_grad():
+        expected = eager(*sample)
+    try:
+        scripted.save(str(staging))
+        with torchscript_deprecation_silenced():
+            reloaded = torch.jit.load(str(staging), map_location="cpu")  # type: ignore[no-untyped-call]
+        with torch.no_grad():
+            got = reloaded(*sample)
+        diff = float((got - expected).abs().max())
+        if diff > VERIFY_ATOL:
+            raise TextExportVerificationError(f"the reloaded text encoder differs from eager by {diff:.3g}")
+        os.replace(staging, target)
+    finally:
+        staging.unlink(missing_ok=True)
+    (folder / config.tokenizer).write_bytes(tokenizer)
+    (folder / CONFIG_FILENAME).write_text(render_text_config(config), encoding="utf-8")
+    return diff
+
+
 def render_text_config(config: TextEncoderConfig) -> str:
     inputs = [render_tensor(name, "-1", data_type="TYPE_INT64") for name in TEXT_ENCODER_INPUTS]
     return "\n".join(
         [
-            "# Written by `python -m fermodels export-text`: re-export rather than edit by hand.",
+            "# Written by `python -m fermodels export-text` or `import` (CLIP): re-export, do not edit.",
             f'name: "{config.name}"',
             'platform: "pytorch_libtorch"',
             f"max_batch_size: {config.max_batch_size}",

@@ -271,6 +271,13 @@ class Settings(BaseSettings):
         "fermodels/assets/minilm_tokenizer.json.gz. Its sha256 must equal the one the served encoder's "
         "config.pbtxt records.",
     )
+    text_tokenizer_dir: Path | None = Field(
+        None,
+        description="Where the tokenizers of other served text encoders (a CLIP model's own text tower, "
+        "`<name>_text`) are read: `<dir>/<encoder>/tokenizer.json`, the layout `python -m fermodels import` "
+        "writes; unset: FER_MODEL_REPOSITORY (the embedded Triton's). Each file's sha256 must equal its "
+        "encoder's config.",
+    )
     text_max_prompts: int = Field(
         8, ge=0, description="Most caller prompts (`prompts=`) per request; more get 422 too_many_prompts."
     )

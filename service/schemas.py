@@ -104,11 +104,12 @@ class TextSimilarity(_Schema):
     source: Literal["expression", "caller"] = Field(
         "expression", description="expression: a fixed prompt of the model's labels; caller: from prompts=."
     )
-    method: Literal["cosine", "conse"] = Field(
+    method: Literal["cosine", "conse", "clip"] = Field(
         "cosine",
         description="cosine: the model's own image embedding against the prompt (a model with a text side); "
         "conse: zero-shot, the face's text-space embedding is the probability-weighted mean of its class "
-        "prompts' embeddings (ConSE, Norouzi et al., ICLR 2014).",
+        "prompts' embeddings (ConSE, Norouzi et al., ICLR 2014); clip: a CLIP image tower's embedding "
+        "against the prompt embedded by the same CLIP's text tower (true image-text cosine).",
     )
     encoder: str = Field("", description="Text encoder that embedded the prompt.")
 
@@ -195,11 +196,18 @@ class ModelInfo(_Schema):
     labels: list[str] = Field(description="The model's labels in canonical order.")
     prompts: list[str] = Field(description="Text prompts behind text_similarity, in label order.")
     text_encoder: str = Field(description="Encoder that produced the prompt embeddings.")
-    text_similarity_method: Literal["cosine", "conse", "none"] = Field(
+    text_similarity_method: Literal["cosine", "conse", "clip", "none"] = Field(
         "cosine",
         description="How the expression prompts are scored: cosine (the model's text side) or conse "
-        "(zero-shot from the expression probabilities); caller prompts always use conse. none: a video "
-        "model, whose per-track output has no faces to score.",
+        "(zero-shot from the expression probabilities), caller prompts then by conse; clip: a CLIP image "
+        "tower, expression and caller prompts alike by true cosine with its own text tower's embeddings. "
+        "none: a video model, whose per-track output has no faces to score.",
+    )
+    clip: bool = Field(False, description="A CLIP image tower (text_similarity_method 'clip').")
+    caller_prompt_encoder: str = Field(
+        "",
+        description="The Triton text encoder that embeds this model's caller prompts (prompts=): a CLIP "
+        "model's own text tower, else the deployment's text encoder (FER_TEXT_ENCODER_MODEL).",
     )
     max_batch_size: int
     affect_outputs: list[str] = Field(

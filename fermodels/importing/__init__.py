@@ -12,17 +12,19 @@ To add a family: write ``read_x(path) -> StateDict`` and ``build_x(state, reques
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Final
 
 from fermodels.config import ModelConfig, file_sha256
 from fermodels.export import check_version, export_model
-from fermodels.importing.base import Built, ImportFormat, ImportRequest, load_strict
+from fermodels.importing.base import Built, BuiltTextEncoder, ImportFormat, ImportRequest, load_strict
+from fermodels.importing.clip import HF_CLIP, OPENCLIP, text_name
 from fermodels.importing.hsemotion import HSEMOTION
 from fermodels.importing.poster import POSTER
 from fermodels.importing.poster_v2 import POSTER_V2
@@ -42,6 +44,7 @@ from fermodels.repository import CONFIG_FILENAME, LABELS_FILENAME, MODEL_FILENAM
 __all__ = [
     "FORMATS",
     "Built",
+    "BuiltTextEncoder",
     "CheckpointImportError",
     "CorruptCheckpointError",
     "ImportFormat",
@@ -57,7 +60,7 @@ __all__ = [
     "tensor_mapping",
 ]
 
-_ENTRIES: Final = (HSEMOTION, POSTER, POSTER_V2)
+_ENTRIES: Final = (HSEMOTION, POSTER, POSTER_V2, OPENCLIP, HF_CLIP)
 FORMATS: Final[dict[str, ImportFormat]] = {entry.name: entry for entry in _ENTRIES}
 _CONFIG_FIELDS: Final = frozenset(f.name for f in fields(ModelConfig))
 
@@ -95,24 +98,67 @@ def import_checkpoint(
     except KeyError:
         raise CheckpointImportError(f"unknown format {format_name!r}; known: {', '.join(FORMATS)}") from None
     model_dir = Path(repository) / request.name
-    target = model_dir / str(check_version(version)) / MODEL_FILENAME
-    if target.exists() and not force:
-        raise FileExistsError(f"{target} already exists; pass force=True (CLI: --force) to overwrite it")
+    for name in (request.name, text_name(request.name)):
+        target = Path(repository) / name / str(check_version(version)) / MODEL_FILENAME
+        if target.exists() and not force:
+            raise FileExistsError(f"{target} already exists; pass force=True (CLI: --force) to overwrite it")
     state = entry.read(request.checkpoint)
     built = entry.build(state, request)
     if built.dropped:
         report(f"dropped {len(built.dropped)} keys of modules the authors' forward never calls:")
         for key in built.dropped:
             report(f"  {key}")
-    config = imported_config(entry, built, request, file_sha256(request.checkpoint))
+    sha256 = _source_sha256(request.checkpoint)
+    config = imported_config(entry, built, request, sha256)
     Path(repository).mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".import-{request.name}-", dir=repository))
     try:
         staged = export_model(built.model, config, staging, version, force=True)
+        if built.text_encoder is not None:
+            text_dir = Path(repository) / text_name(request.name)
+            staged_text = _stage_text_encoder(built.text_encoder, entry, request, sha256, staging, version)
+            _move_text_into_place(staged_text, text_dir, version, built.text_encoder.config.tokenizer)
         _move_into_place(staged, model_dir, version)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return model_dir
+
+
+def _source_sha256(checkpoint: Path) -> str:
+    """The file's sha256; a folder's (hf-clip) is that of its weights file."""
+    if Path(checkpoint).is_dir():
+        for name in ("model.safetensors", "pytorch_model.bin"):
+            if (Path(checkpoint) / name).is_file():
+                return file_sha256(Path(checkpoint) / name)
+    return file_sha256(checkpoint)
+
+
+def _stage_text_encoder(
+    text: BuiltTextEncoder,
+    entry: ImportFormat,
+    request: ImportRequest,
+    sha256: str,
+    staging: Path,
+    version: int,
+) -> Path:
+    from fermodels.text_export import write_text_tower
+
+    config = replace(
+        text.config,
+        name=text_name(request.name),
+        tokenizer_sha256=hashlib.sha256(text.tokenizer).hexdigest(),
+        weights=f"{request.checkpoint.name} (sha256 {sha256}), {entry.provenance}",
+    )
+    folder = staging / config.name
+    write_text_tower(text.scripted, text.module, config, text.tokenizer, text.sample, folder, version)
+    return folder
+
+
+def _move_text_into_place(staged: Path, text_dir: Path, version: int, tokenizer: str) -> None:
+    (text_dir / str(version)).mkdir(parents=True, exist_ok=True)
+    os.replace(staged / str(version) / MODEL_FILENAME, text_dir / str(version) / MODEL_FILENAME)
+    for name in (tokenizer, CONFIG_FILENAME):
+        os.replace(staged / name, text_dir / name)
 
 
 def _move_into_place(staged: Path, model_dir: Path, version: int) -> None:

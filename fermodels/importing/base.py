@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fermodels.config import TextEncoderConfig
 from fermodels.importing.reader import StateDict, StateDictMismatchError
 
 _LISTED = 6  # keys named in a mismatch message before "and N more"
@@ -38,6 +39,23 @@ class ImportRequest:
     name: str
     dataset: str | None = None  # a format's own dataset names (hsemotion: affectnet7 / affectnet8)
     labels: tuple[str, ...] | None = None  # the output order in canonical words, overriding the format's
+    arch: str | None = None  # the architecture by name, for formats whose files do not say it (openclip)
+
+
+@dataclass(frozen=True)
+class BuiltTextEncoder:
+    """A second served model beside the face model: a checkpoint's own text tower (CLIP).
+
+    ``module``: eager, ``(ids, mask) -> unit embeddings``; ``scripted``: its TorchScript (scripted or traced);
+    ``config``: its TextEncoderConfig (name, sha256s and weights are filled in by ``import_checkpoint``);
+    ``tokenizer``: the tokenizers-library ``tokenizer.json`` written beside it; ``sample``: ids and mask
+    the reloaded TorchScript is verified on."""
+
+    module: nn.Module
+    scripted: torch.jit.ScriptModule
+    config: TextEncoderConfig
+    tokenizer: bytes
+    sample: tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -48,6 +66,8 @@ class Built:
     config: dict[str, Any]
     # Official keys of modules the authors' forward never calls, removed by name before strict loading.
     dropped: tuple[str, ...] = ()
+    # The checkpoint's text tower, served as the Triton model ``<name>_text`` (CLIP formats only).
+    text_encoder: BuiltTextEncoder | None = None
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,7 @@ class VideoPipeline(PipelineBase):
         model_name: str | None,
         prompts: tuple[str, ...] = (),
     ) -> VideoPredictResponse:
-        async with self._caller_prompts(prompts) as caller:
+        async with self._caller_prompts(prompts, model_name) as caller:
             return await self._predict(data, container, options, model_name, caller)
 
     async def _predict(

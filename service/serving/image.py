@@ -62,10 +62,14 @@ class PipelineBase:
         return FaceSelection(self._settings.max_faces, self._settings.detector_min_score)
 
     @asynccontextmanager
-    async def _caller_prompts(self, prompts: tuple[str, ...]) -> AsyncIterator[asyncio.Task[PromptSet]]:
-        """The caller's prompts embedding, started first so the encoder call (or cache hit) overlaps
-        decode and detection; cancelled on the way out (a no-op once it finished)."""
-        task = asyncio.ensure_future(self._text.caller(prompts))
+    async def _caller_prompts(
+        self, prompts: tuple[str, ...], model_name: str | None
+    ) -> AsyncIterator[asyncio.Task[PromptSet]]:
+        """The caller's prompts embedding (by the model's own text tower for a CLIP model), started first so
+        the encoder call (or cache hit) overlaps decode and detection; cancelled on the way out (a no-op
+        once it finished)."""
+        name = model_name or self._settings.default_model
+        task = asyncio.ensure_future(self._text.caller(prompts, name))
         task.add_done_callback(_retrieve)  # a failure surfaces where it is awaited, never as a stray log
         try:
             yield task
@@ -95,7 +99,7 @@ class ImagePipeline(PipelineBase):
     async def predict(
         self, data: bytes, model_name: str | None, prompts: tuple[str, ...] = ()
     ) -> PredictResponse:
-        async with self._caller_prompts(prompts) as caller:
+        async with self._caller_prompts(prompts, model_name) as caller:
             return await self._predict(data, model_name, caller)
 
     async def _predict(
@@ -120,7 +124,11 @@ class ImagePipeline(PipelineBase):
         timings["total"] = round((time.perf_counter() - start) * 1000.0, 3)
         return PredictResponse(
             image=ImageInfo(width=image.width, height=image.height, format=image.format),
-            model=model_info(model, self._text.expression_encoder(model.config)),
+            model=model_info(
+                model,
+                self._text.expression_encoder(model.config),
+                self._text.caller_encoder(model.config),
+            ),
             faces=results,
             timings_ms=timings,
             warnings=model_warnings(model.config),

@@ -92,7 +92,7 @@ def text_similarities(scores: TextScores, index: int, config: ModelConfig) -> li
             prompt=prompt,
             score=_score(scores.caller[index, j]),
             source="caller",
-            method="conse",
+            method=scores.caller_method,
             encoder=scores.caller_encoder,
         )
         for j, prompt in enumerate(scores.caller_prompts)
@@ -141,8 +141,9 @@ def face_results(
     return [face_result(detections, outputs, text, i, config) for i in range(len(detections))]
 
 
-def model_info(model: ServedModel, text_encoder: str = "") -> ModelInfo:
-    """``text_encoder``: the encoder of the baked-in expression prompts a classifier is scored against."""
+def model_info(model: ServedModel, text_encoder: str = "", caller_encoder: str = "") -> ModelInfo:
+    """``text_encoder``: the encoder of the baked-in expression prompts a classifier is scored against;
+    ``caller_encoder``: the Triton text encoder that embeds caller prompts (a CLIP model names its own)."""
     config = model.config
     order = canonical_order(config.labels)
     prompts = config.prompts or (prompts_for(config.labels) if config.task == "image" else ())
@@ -164,6 +165,8 @@ def model_info(model: ServedModel, text_encoder: str = "") -> ModelInfo:
         prompts=[prompts[i] for i in order] if prompts else [],
         text_encoder=config.text_encoder or text_encoder,
         text_similarity_method=similarity_method(config),
+        clip=config.is_clip,
+        caller_prompt_encoder=config.text_encoder if config.is_clip else caller_encoder,
         max_batch_size=model.max_batch_size,
         affect_outputs=list(config.affect_outputs),
         crop=crop_info(config),
@@ -214,9 +217,11 @@ def crop_info(config: ModelConfig) -> CropInfo:
     )
 
 
-def similarity_method(config: ModelConfig) -> Literal["cosine", "conse", "none"]:
+def similarity_method(config: ModelConfig) -> Literal["cosine", "conse", "clip", "none"]:
     if config.task != "image":
         return "none"
+    if config.is_clip:
+        return "clip"
     return "cosine" if config.has_text_side else "conse"
 
 

@@ -16,7 +16,8 @@ import numpy as np
 
 from service.arrays import FloatArray
 
-Method = Literal["cosine", "conse"]
+# "clip": a CLIP image tower's own embedding against prompts embedded by its own text tower.
+Method = Literal["cosine", "conse", "clip"]
 
 
 def conse_embeddings(probabilities: FloatArray, class_text: FloatArray) -> FloatArray:
@@ -56,6 +57,7 @@ class TextScores:
     caller: FloatArray  # N x P, caller prompt order
     caller_prompts: tuple[str, ...]
     caller_encoder: str
+    caller_method: Method = "conse"
 
     def rows(self, start: int, stop: int) -> TextScores:
         return TextScores(
@@ -65,6 +67,7 @@ class TextScores:
             self.caller[start:stop],
             self.caller_prompts,
             self.caller_encoder,
+            self.caller_method,
         )
 
 
@@ -91,6 +94,22 @@ def text_scores(
         else np.zeros((len(probabilities), len(caller.prompts)), np.float32)
     )
     return TextScores(expression, method, classes.encoder, caller_scores, caller.prompts, caller.encoder)
+
+
+def clip_text_scores(
+    model_similarity: FloatArray, embeddings: FloatArray, encoder: str, caller: PromptSet
+) -> TextScores:
+    """A CLIP face model's scores: its own cosines with the expression prompts (its text tower embedded them
+    at import) and the true cosine of its unit image embedding with each caller prompt, embedded by the same
+    CLIP's text tower (``caller``)."""
+    caller_scores = (
+        cosine(embeddings, caller.vectors)
+        if len(embeddings) and caller.prompts
+        else np.zeros((len(embeddings), len(caller.prompts)), np.float32)
+    )
+    return TextScores(
+        model_similarity, "clip", encoder, caller_scores, caller.prompts, caller.encoder, "clip"
+    )
 
 
 def _none(count: int) -> FloatArray:

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from fermodels.config import DETECTOR_STAGE_NAMES
 from service.config import Settings
-from service.exceptions import Forbidden, InferenceUnavailable, Unauthorized
+from service.exceptions import Forbidden, InferenceFailed, InferenceUnavailable, Unauthorized
 from service.http.dependencies import InferenceDep, SettingsDep, TextDep
 from service.http.errors import openapi_error_responses
 from service.inference.base import InferenceBackend, RepositoryEntry
@@ -45,8 +45,12 @@ async def _model_state(
         return ModelState(name=status.name, version=status.version, state=status.state, kind="detector")
     if not status.ready:
         return ModelState(name=status.name, version=status.version, state=status.state)
-    served = await inference.served_model(status.name)
-    info = model_info(served, text.expression_encoder(served.config))
+    try:
+        served = await inference.served_model(status.name)
+    except InferenceFailed:
+        # No expression config: another text encoder, e.g. a CLIP model's own text tower (<name>_text).
+        return await _text_encoder_state(inference, status)
+    info = model_info(served, text.expression_encoder(served.config), text.caller_encoder(served.config))
     return ModelState(name=status.name, version=served.version, state=status.state, info=info)
 
 
