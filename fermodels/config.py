@@ -49,6 +49,10 @@ LABEL_ADJECTIVES: Final[dict[str, str]] = {
 # KE-FER's prompt template (arXiv 2409.08598); "{}" takes the article and adjective ("an angry").
 DEFAULT_PROMPT_TEMPLATE: Final = "a photo of a person making {} facial expression."
 
+# ImageNet's channel statistics (RGB), which the authors' POSTER, POSTER++ and HSEmotion transforms use.
+IMAGENET_MEAN: Final[tuple[float, float, float]] = (0.485, 0.456, 0.406)
+IMAGENET_STD: Final[tuple[float, float, float]] = (0.229, 0.224, 0.225)
+
 # ArcFace's canonical 5-point template for a 112x112 crop: eyes, nose tip, mouth corners (x, y).
 ARCFACE_TEMPLATE_112: Final[tuple[tuple[float, float], ...]] = (
     (38.2946, 51.6963),

@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-from fermodels.config import CANONICAL_LABELS
+from fermodels.config import CANONICAL_LABELS, IMAGENET_MEAN, IMAGENET_STD
 from fermodels.importing.base import Built, ImportFormat, ImportRequest, load_strict
 from fermodels.importing.reader import (
     CheckpointImportError,
@@ -47,8 +47,6 @@ HSEMOTION_8_LABELS: Final = (
 DATASETS: Final = {"affectnet7": HSEMOTION_7_LABELS, "affectnet8": HSEMOTION_8_LABELS}
 AFFECT: Final = ("valence", "arousal")
 INPUT_SIZES: Final = {"tf_efficientnet_b0": 224, "tf_efficientnet_b2": 260}
-IMAGENET_MEAN: Final = (0.485, 0.456, 0.406)
-IMAGENET_STD: Final = (0.229, 0.224, 0.225)
 PROVENANCE: Final = "HSEmotion (A. Savchenko), Apache-2.0"
 PAPER: Final = (
     "Savchenko, Savchenko, Makarov, 'Classifying emotions and engagement in online learning based on a "

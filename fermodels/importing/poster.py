@@ -20,6 +20,7 @@ from typing import Final
 
 import torch
 
+from fermodels.config import IMAGENET_MEAN, IMAGENET_STD
 from fermodels.importing.base import Built, ImportFormat, ImportRequest, load_strict
 from fermodels.importing.reader import (
     CheckpointImportError,
@@ -30,8 +31,6 @@ from fermodels.importing.reader import (
 )
 from fermodels.models.poster_official import CLASS_NAMES, build_poster, official_to_port
 
-IMAGENET_MEAN: Final = (0.485, 0.456, 0.406)
-IMAGENET_STD: Final = (0.229, 0.224, 0.225)
 HEAD_KEY: Final = "head.linear.weight"
 RAFDB_ONLY_KEY: Final = "pyramid_fuse.blocks.0.block_l.conv.weight"  # the token-mixing conv
 REPORTED: Final = {

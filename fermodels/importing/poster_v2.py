@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
+from fermodels.config import IMAGENET_MEAN, IMAGENET_STD
 from fermodels.importing.base import Built, ImportFormat, ImportRequest, load_strict
 from fermodels.importing.reader import (
     CheckpointImportError,
@@ -29,8 +30,6 @@ from fermodels.importing.reader import (
 )
 from fermodels.models.poster_v2 import DROPPED_PREFIXES, NUM_CLASSES, build_poster_v2, official_state_dict
 
-IMAGENET_MEAN: Final = (0.485, 0.456, 0.406)
-IMAGENET_STD: Final = (0.229, 0.224, 0.225)
 HEAD_KEY: Final = "VIT.head.linear.weight"
 # The training script's own classes, pickled with the checkpoint (their numpy arrays too).
 RECORDERS: Final = frozenset({"__main__.RecorderMeter", "__main__.RecorderMeter1", "numpy."})

@@ -46,14 +46,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from fermodels.config import IMAGENET_MEAN, IMAGENET_STD
 from fermodels.models.poster_official import is_dropped
 from fermodels.ports.seeded_weights import seeded_state_dict
 
 SEED = 0
 BATCH = 16
 SIZE = 224
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 DECIMALS = 6
 
 # variant -> (authors' module, number of classes)

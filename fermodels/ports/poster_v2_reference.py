@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fermodels.config import IMAGENET_MEAN, IMAGENET_STD
 from fermodels.models.poster_v2 import DROPPED_PREFIXES, NUM_CLASSES
 from fermodels.ports.seeded_weights import seeded_state_dict
 
@@ -52,8 +53,6 @@ INPUT_SEED = 0
 BATCH = 16
 SIDE = 224
 # torchvision's ImageNet normalisation, as in the authors' test transform.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # The authors' module for each class count.
 AUTHORS_MODULES = {7: "models.PosterV2_7cls", 8: "models.PosterV2_8cls"}
 
