@@ -5,8 +5,7 @@ tested in tests/integration/test_detector_parity.py). What changes is how the ca
 
 - the nets get channels-last inputs and run compiled by OpenVINO (service/detection/openvino_nets.py, the
   default) or as facenet-pytorch's modules in channels-last memory, where oneDNN has fast kernels for
-  their tiny convolutions (R-Net on messi5's 390 candidates: 10.8 ms OpenVINO, 14.2 ms channels-last,
-  38.4 ms in torch's default layout; see the README benchmark);
+  their tiny convolutions (docs/benchmarks.md compares the runtimes and layouts);
 - every candidate crop of a stage is cut in ONE vectorised op from a summed-area table of the image:
   facenet-pytorch resizes each clipped box with ``interpolate(mode="area")`` one at a time, and area
   resampling is exactly box sums, so the table gives the same pixels without a loop over boxes;

@@ -48,8 +48,8 @@ def pyramid_level(images: list[SummedArea], size: tuple[int, int]) -> Tensor:
     channels-last in memory).
 
     facenet-pytorch's interpolate(mode="area") bins, read from each image's summed-area table instead of a
-    pass over the full image; each image's sums are written straight into the batch (measured on a 1080p
-    pyramid: 31 ms, against 50 ms for allocating per step and concatenating)."""
+    pass over the full image; each image's sums are written straight into the batch (no allocation per
+    step, no concatenation)."""
     first = images[0]
     zero = torch.zeros(1, dtype=torch.int64, device=first.device)
     (rows0,), (rows1,) = _bins(zero, zero + first.height, size[0])
@@ -86,7 +86,7 @@ class SummedArea:
         table[0], table[1:, 0] = 0, 0  # only the border needs zeros: the rest is overwritten
         table[1:, 1:] = image[0].permute(1, 2, 0)
         # In place over the whole table (its zero first row and column stay zero): one buffer, no copy
-        # after the sums. The allocating cumsum() took 105 ms on a 1080p frame.
+        # after the sums (an allocating cumsum() costs a full table copy per call).
         _cumsum_down(table)
         torch.cumsum(table, 1, out=table)
         self._table = table
@@ -139,7 +139,7 @@ class SummedArea:
 
 
 # Rows per cumsum call down a summed-area table: a block of 32 table rows of a 1080p frame (32 x 23 kB) stays
-# in L1 while each column is walked (measured on 1080p, 16 to 128 rows: 2.5-3.4 ms, against 7.8 ms whole).
+# in L1 while each column is walked (docs/benchmarks.md has the block-size measurements).
 ROW_BLOCK = 32
 
 

@@ -5,22 +5,18 @@ first thing.
 The gateway runs torch's OpenMP pool (summed-area tables, pyramid levels, crops, alignment) and OpenVINO's
 threads (the detector's nets) on the same cores, op after op. The two ends of libgomp's range both cost:
 
-- spinning until the default 300,000 spins: idle OpenMP threads starve OpenVINO's on 2 cores (messi5
-  cascade 58 ms spinning, 43 ms passive);
+- spinning until the default 300,000 spins: idle OpenMP threads starve OpenVINO's on 2 cores;
 - ``OMP_WAIT_POLICY=PASSIVE`` (no spin): every parallel op wakes its threads from sleep, which dominates
-  the many small ops of a cascade (a clip's 8-frame pyramid: the 21-row level 2.3 ms passive, 0.24 ms
-  spinning) and slows the whole detector (2 cores, 2026-12-03: messi5 46 ms passive, 37 ms with 3,000 to
-  30,000 spins; 8 Megamind frames 239 ms against 182–195 ms; a 1080p group photo 174 against 156–162).
+  the many small ops of a cascade and slows the whole detector.
 
 A short spin (``GOMP_SPINCOUNT``) keeps the threads warm from one op to the next and lets them
 sleep while OpenVINO runs.
 
 numpy's OpenBLAS keeps a pool of its own, and its idle worker waits spinning in ``sched_yield`` for about
 0.1 s after each parallel call. The gateway's linear algebra is all tiny (2x2 alignments, a few hundred
-similarity scores), so one BLAS thread (``OPENBLAS_NUM_THREADS=1``) loses nothing. Measured (2 cores,
-2026-12-03): twenty 3x3 ``np.linalg.inv`` 10 ms apart cost 0.2 core-s with the pool, 0.01 with one thread;
-in the gateway at concurrency 16 that worker took ~10 core-ms of kernel time per image. (Alignment now
-inverts its 3x3 maps in closed form, service/vision/alignment.py, and never calls LAPACK.)
+similarity scores), so one BLAS thread (``OPENBLAS_NUM_THREADS=1``) loses nothing. (Alignment also
+inverts its 3x3 maps in closed form, service/vision/alignment.py, and never calls LAPACK.) The measurements
+behind both choices are on docs/benchmarks.md.
 """
 
 from __future__ import annotations
