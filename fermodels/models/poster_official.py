@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fermodels.models.face_backbones import MobileFaceNet, ir50_input_layer, ir50_stage
+
 IMAGE_TOKENS: Final = 49  # 7 x 7 positions of both streams
 EMBED_DIM: Final = 512
 DEPTH: Final = 8  # type="large", the authors' default
@@ -104,128 +106,7 @@ def _check_variant(variant: str) -> None:
         raise ValueError(f"unknown POSTER variant {variant!r}; expected one of {VARIANTS}")
 
 
-# --- MobileFaceNet (models/mobilefacenet.py), up to conv_6_sep -----------------------------------------
-
-
-class ConvBlock(nn.Module):
-    """Conv (no bias) + BatchNorm + PReLU, MobileFaceNet's ``Conv_block``."""
-
-    def __init__(
-        self, in_c: int, out_c: int, kernel: int = 1, stride: int = 1, padding: int = 0, groups: int = 1
-    ) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_c, out_c, kernel, stride, padding, groups=groups, bias=False)
-        self.bn = nn.BatchNorm2d(out_c)
-        self.prelu = nn.PReLU(out_c)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.prelu(self.bn(self.conv(x)))
-        return out
-
-
-class LinearBlock(nn.Module):
-    """1x1 conv (no bias) + BatchNorm without activation, MobileFaceNet's ``Linear_block``."""
-
-    def __init__(self, in_c: int, out_c: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_c, out_c, 1, bias=False)
-        self.bn = nn.BatchNorm2d(out_c)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.bn(self.conv(x))
-        return out
-
-
-class DepthWise(nn.Module):
-    """Inverted bottleneck: expand to ``groups`` channels, 3x3 depthwise, project; optional skip."""
-
-    residual: Final[bool]
-
-    def __init__(self, in_c: int, out_c: int, groups: int, stride: int, residual: bool) -> None:
-        super().__init__()
-        self.conv = ConvBlock(in_c, groups)
-        self.conv_dw = ConvBlock(groups, groups, kernel=3, stride=stride, padding=1, groups=groups)
-        self.project = LinearBlock(groups, out_c)
-        self.residual = residual
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y: torch.Tensor = self.project(self.conv_dw(self.conv(x)))
-        return x + y if self.residual else y
-
-
-class Residual(nn.Module):
-    """A stack of stride-1 residual ``DepthWise`` units (the authors keep them in ``.model``)."""
-
-    def __init__(self, channels: int, num_block: int, groups: int) -> None:
-        super().__init__()
-        units = [DepthWise(channels, channels, groups, stride=1, residual=True) for _ in range(num_block)]
-        self.model = nn.Sequential(*units)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.model(x)
-        return out
-
-
-class MobileFaceNetTrunk(nn.Module):
-    """The landmark net without its GDC regressor: 112 x 112 in, the (B, 512, 7, 7) map POSTER uses."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = ConvBlock(3, 64, kernel=3, stride=2, padding=1)
-        self.conv2_dw = ConvBlock(64, 64, kernel=3, stride=1, padding=1, groups=64)
-        self.conv_23 = DepthWise(64, 64, groups=128, stride=2, residual=False)
-        self.conv_3 = Residual(64, num_block=4, groups=128)
-        self.conv_34 = DepthWise(64, 128, groups=256, stride=2, residual=False)
-        self.conv_4 = Residual(128, num_block=6, groups=256)
-        self.conv_45 = DepthWise(128, 128, groups=512, stride=2, residual=False)
-        self.conv_5 = Residual(128, num_block=2, groups=256)
-        self.conv_6_sep = ConvBlock(128, 512)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv2_dw(self.conv1(x))
-        x = self.conv_3(self.conv_23(x))
-        x = self.conv_4(self.conv_34(x))
-        x = self.conv_5(self.conv_45(x))
-        features: torch.Tensor = self.conv_6_sep(x)
-        return features
-
-
-# --- IR-50 (models/ir50.py), three stages ---------------------------------------------------------------
-
-
-class BottleneckIR(nn.Module):
-    """ArcFace's ``bottleneck_IR``: BN-conv-PReLU-conv-BN residual; the shortcut subsamples by a 1x1 max
-    pool when the width is unchanged, else by a strided 1x1 conv + BN."""
-
-    def __init__(self, in_channel: int, depth: int, stride: int) -> None:
-        super().__init__()
-        self.shortcut_layer: nn.Module
-        if in_channel == depth:
-            self.shortcut_layer = nn.MaxPool2d(1, stride)
-        else:
-            self.shortcut_layer = nn.Sequential(
-                nn.Conv2d(in_channel, depth, 1, stride, bias=False), nn.BatchNorm2d(depth)
-            )
-        self.res_layer = nn.Sequential(
-            nn.BatchNorm2d(in_channel),
-            nn.Conv2d(in_channel, depth, 3, 1, 1, bias=False),
-            nn.PReLU(depth),
-            nn.Conv2d(depth, depth, 3, stride, 1, bias=False),
-            nn.BatchNorm2d(depth),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.res_layer(x) + self.shortcut_layer(x)
-        return out
-
-
-def _ir50_units() -> list[BottleneckIR]:
-    """IR-50's first three stages (3, 4 and 14 units; the 512-wide fourth stage is commented out)."""
-    units: list[BottleneckIR] = []
-    for in_channel, depth, count in ((64, 64, 3), (64, 128, 4), (128, 256, 14)):
-        units.append(BottleneckIR(in_channel, depth, 2))
-        units.extend(BottleneckIR(depth, depth, 1) for _ in range(count - 1))
-    return units
+# --- IR-50 (models/ir50.py), three stages in one ``body`` ------------------------------------------------
 
 
 class IR50Trunk(nn.Module):
@@ -236,10 +117,10 @@ class IR50Trunk(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.tokens = IMAGE_TOKENS
-        self.input_layer = nn.Sequential(
-            nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64)
-        )
-        self.body = nn.Sequential(*_ir50_units())
+        self.input_layer = ir50_input_layer()
+        # IR-50's first three stages (3, 4 and 14 units; the 512-wide fourth is commented out), one body.
+        stages = ((64, 64, 3), (64, 128, 4), (128, 256, 14))
+        self.body = nn.Sequential(*(unit for stage in stages for unit in ir50_stage(*stage)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.body(self.input_layer(x))  # (B, 256, 14, 14)
@@ -415,7 +296,7 @@ class PosterOfficial(nn.Module):
         super().__init__()
         self.tokens = IMAGE_TOKENS
         self.landmark_input = LANDMARK_INPUT
-        self.face_landback = MobileFaceNetTrunk()
+        self.face_landback = MobileFaceNet()
         self.face_landback.requires_grad_(False)  # frozen in the authors' training too
         self.ir_back = IR50Trunk()
         self.ir_layer = nn.Linear(1024, EMBED_DIM)
@@ -436,7 +317,7 @@ class PosterOfficial(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         # F.interpolate's default mode is nearest: for 224 -> 112 it keeps the even rows and columns.
         half = F.interpolate(x, size=self.landmark_input)
-        landmarks = self.face_landback(half)  # (B, 512, 7, 7)
+        landmarks = self.face_landback(half)[2]  # conv_6_sep's (B, 512, 7, 7) map
         landmarks = landmarks.reshape(landmarks.shape[0], -1, self.tokens).transpose(1, 2)
         image = self.ir_layer(self.ir_back(half))
         gated: torch.Tensor = self.se_block(self.pyramid_fuse(image, landmarks))

@@ -45,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fermodels.models.face_backbones import MobileFaceNet, ir50_input_layer, ir50_stage
+
 # The authors resize every input to this side before both backbones.
 BACKBONE_SIDE: Final = 112
 # Embedding width of the fusion ViT and its fixed head count (the authors hard-code 8 heads).
@@ -98,132 +100,7 @@ def _check_num_classes(num_classes: int) -> None:
         raise ValueError(f"POSTER++ was released for {NUM_CLASSES} classes, not {num_classes}")
 
 
-# --- MobileFaceNet (landmark stream) ------------------------------------------------------------------
-
-
-class ConvBlock(nn.Module):
-    """Conv (no bias) -> BN -> PReLU; MobileFaceNet's ``Conv_block``."""
-
-    def __init__(
-        self, in_chs: int, out_chs: int, kernel: int, stride: int, padding: int, groups: int = 1
-    ) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_chs, out_chs, kernel, stride, padding, groups=groups, bias=False)
-        self.bn = nn.BatchNorm2d(out_chs)
-        self.prelu = nn.PReLU(out_chs)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.prelu(self.bn(self.conv(x)))
-        return out
-
-
-class LinearBlock(nn.Module):
-    """1 x 1 conv (no bias) -> BN, no activation; MobileFaceNet's ``Linear_block`` (the projection)."""
-
-    def __init__(self, in_chs: int, out_chs: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_chs, out_chs, 1, bias=False)
-        self.bn = nn.BatchNorm2d(out_chs)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.bn(self.conv(x))
-        return out
-
-
-class DepthWise(nn.Module):
-    """Inverted bottleneck: expand (1 x 1) -> depthwise 3 x 3 -> project, optional identity residual."""
-
-    residual: Final[bool]
-
-    def __init__(self, in_chs: int, out_chs: int, hidden: int, stride: int, residual: bool) -> None:
-        super().__init__()
-        self.conv = ConvBlock(in_chs, hidden, 1, 1, 0)
-        self.conv_dw = ConvBlock(hidden, hidden, 3, stride, 1, groups=hidden)
-        self.project = LinearBlock(hidden, out_chs)
-        self.residual = residual
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.project(self.conv_dw(self.conv(x)))
-        if self.residual:
-            out = x + out
-        return out
-
-
-class Residual(nn.Module):
-    """``num_blocks`` residual inverted bottlenecks at constant width (key prefix ``model.<i>``)."""
-
-    def __init__(self, chs: int, num_blocks: int, hidden: int) -> None:
-        super().__init__()
-        self.model = nn.Sequential(*[DepthWise(chs, chs, hidden, 1, True) for _ in range(num_blocks)])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.model(x)
-        return out
-
-
-class MobileFaceNetStages(nn.Module):
-    """MobileFaceNet (112 x 112 input) up to ``conv_6_sep``, returning the three maps POSTER++ queries with.
-
-    The landmark-regression head (``output_layer``) is not built: the authors compute it and discard it.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = ConvBlock(3, 64, 3, 2, 1)
-        self.conv2_dw = ConvBlock(64, 64, 3, 1, 1, groups=64)
-        self.conv_23 = DepthWise(64, 64, 128, 2, False)
-        self.conv_3 = Residual(64, 4, 128)
-        self.conv_34 = DepthWise(64, 128, 256, 2, False)
-        self.conv_4 = Residual(128, 6, 256)
-        self.conv_45 = DepthWise(128, 128, 512, 2, False)
-        self.conv_5 = Residual(128, 2, 256)
-        self.conv_6_sep = ConvBlock(128, 512, 1, 1, 0)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        out3 = self.conv_3(self.conv_23(self.conv2_dw(self.conv1(x))))
-        out4 = self.conv_4(self.conv_34(out3))
-        out6 = self.conv_6_sep(self.conv_5(self.conv_45(out4)))
-        return out3, out4, out6
-
-
-# --- IR-50 (image stream) -----------------------------------------------------------------------------
-
-
-class BottleneckIR(nn.Module):
-    """ArcFace IR unit: BN -> conv3x3 -> PReLU -> conv3x3(stride) -> BN, plus a shortcut.
-
-    The shortcut is a 1 x 1 max-pool with the unit's stride (pure subsampling) when the width is kept,
-    else a strided 1 x 1 conv + BN; the official keys are ``shortcut_layer.*`` and ``res_layer.*``.
-    """
-
-    def __init__(self, in_chs: int, out_chs: int, stride: int) -> None:
-        super().__init__()
-        self.shortcut_layer: nn.Module
-        if in_chs == out_chs:
-            self.shortcut_layer = nn.MaxPool2d(1, stride)
-        else:
-            self.shortcut_layer = nn.Sequential(
-                nn.Conv2d(in_chs, out_chs, 1, stride, bias=False), nn.BatchNorm2d(out_chs)
-            )
-        self.res_layer = nn.Sequential(
-            nn.BatchNorm2d(in_chs),
-            nn.Conv2d(in_chs, out_chs, 3, 1, 1, bias=False),
-            nn.PReLU(out_chs),
-            nn.Conv2d(out_chs, out_chs, 3, stride, 1, bias=False),
-            nn.BatchNorm2d(out_chs),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut: torch.Tensor = self.shortcut_layer(x)
-        residual: torch.Tensor = self.res_layer(x)
-        return residual + shortcut
-
-
-def _ir_body(in_chs: int, out_chs: int, num_units: int) -> nn.Sequential:
-    """One IR-50 stage: a stride-2 unit that changes the width, then ``num_units - 1`` stride-1 units."""
-    units = [BottleneckIR(in_chs, out_chs, 2)]
-    units += [BottleneckIR(out_chs, out_chs, 1) for _ in range(num_units - 1)]
-    return nn.Sequential(*units)
+# --- IR-50 (image stream), three stages as ``body1/2/3`` ---------------------------------------------
 
 
 class IR50Stages(nn.Module):
@@ -231,12 +108,10 @@ class IR50Stages(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.input_layer = nn.Sequential(
-            nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64)
-        )
-        self.body1 = _ir_body(64, 64, 3)
-        self.body2 = _ir_body(64, 128, 4)
-        self.body3 = _ir_body(128, 256, 14)
+        self.input_layer = ir50_input_layer()
+        self.body1 = nn.Sequential(*ir50_stage(64, 64, 3))
+        self.body2 = nn.Sequential(*ir50_stage(64, 128, 4))
+        self.body3 = nn.Sequential(*ir50_stage(128, 256, 14))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x1 = self.body1(self.input_layer(x))
@@ -488,7 +363,7 @@ class PosterV2(nn.Module):
         _check_num_classes(num_classes)
         self.num_classes = num_classes
         self.backbone_side = BACKBONE_SIDE
-        self.face_landback = MobileFaceNetStages()
+        self.face_landback = MobileFaceNet()
         self.ir_back = IR50Stages()
         self.VIT = FusionViT(num_classes)
         d1, d2, d3 = SCALE_DIMS
