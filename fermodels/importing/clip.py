@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -53,6 +53,7 @@ from fermodels.importing.reader import (
     StateDict,
     read_checkpoint_file,
     tensor_mapping,
+    training_state_dict,
 )
 from fermodels.models.clip import (
     ClipZeroShot,
@@ -127,15 +128,7 @@ def read_openclip(path: Path) -> StateDict:
     path = Path(path)
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
-    loaded = read_checkpoint_file(path)
-    if isinstance(loaded, Mapping) and "state_dict" in loaded:
-        loaded = loaded["state_dict"]
-    state = tensor_mapping(loaded)
-    if state is None:
-        raise NotACheckpointError(f"{path.name} holds no state dict (a mapping of names to tensors)")
-    if all(key.startswith("module.") for key in state):
-        state = {key.removeprefix("module."): value for key, value in state.items()}
-    return state
+    return training_state_dict(path, "state_dict", "an OpenCLIP state dict or training checkpoint")
 
 
 def _read_safetensors(path: Path) -> StateDict:

@@ -26,8 +26,7 @@ from fermodels.importing.reader import (
     CheckpointImportError,
     StateDict,
     StateDictMismatchError,
-    read_checkpoint_file,
-    tensor_mapping,
+    training_state_dict,
 )
 from fermodels.models.poster_official import CLASS_NAMES, build_poster, official_to_port
 
@@ -42,18 +41,12 @@ PAPER: Final = "Zheng et al., POSTER, arXiv 2204.04083"
 
 
 def read_poster(path: Path) -> StateDict:
-    """The ``model_state_dict`` of a training checkpoint, or a bare state dict (``module.`` kept)."""
-    loaded = read_checkpoint_file(path)
-    if isinstance(loaded, dict) and "model_state_dict" in loaded:
-        loaded = loaded["model_state_dict"]
-    state = tensor_mapping(loaded)
-    if state is None:
-        raise StateDictMismatchError("no state dict of tensors: not a POSTER checkpoint")
-    return state
+    """The ``model_state_dict`` of a training checkpoint, or a bare state dict."""
+    return training_state_dict(path, "model_state_dict", "a POSTER checkpoint")
 
 
 def _head(state: StateDict) -> torch.Tensor:
-    head = state.get(HEAD_KEY, state.get(f"module.{HEAD_KEY}"))
+    head = state.get(HEAD_KEY)
     if head is None or head.dim() != 2:
         raise StateDictMismatchError(f"no {HEAD_KEY}: not a POSTER checkpoint")
     return head
@@ -61,7 +54,7 @@ def _head(state: StateDict) -> torch.Tensor:
 
 def _variant(state: StateDict, request: ImportRequest) -> str:
     head = _head(state)
-    rafdb_layout = any(key.removeprefix("module.") == RAFDB_ONLY_KEY for key in state)
+    rafdb_layout = RAFDB_ONLY_KEY in state
     found = "rafdb" if rafdb_layout else f"affectnet{int(head.shape[0])}"
     if found not in CLASS_NAMES:
         raise StateDictMismatchError(f"a head of {int(head.shape[0])} classes without RAF-DB's layout")

@@ -25,8 +25,7 @@ from fermodels.importing.reader import (
     CheckpointImportError,
     StateDict,
     StateDictMismatchError,
-    read_checkpoint_file,
-    tensor_mapping,
+    training_state_dict,
 )
 from fermodels.models.poster_v2 import DROPPED_PREFIXES, NUM_CLASSES, build_poster_v2, official_state_dict
 
@@ -42,14 +41,8 @@ PAPER: Final = "Mao et al., POSTER V2, arXiv 2301.12149"
 
 
 def read_poster_v2(path: Path) -> StateDict:
-    """The ``state_dict`` of a training checkpoint, or a bare state dict, as the file holds it."""
-    loaded = read_checkpoint_file(path, allow_inert=RECORDERS)
-    if isinstance(loaded, dict) and "state_dict" in loaded:
-        loaded = loaded["state_dict"]
-    state = tensor_mapping(loaded)
-    if state is None:
-        raise StateDictMismatchError("no state dict of tensors: not a POSTER++ checkpoint")
-    return {key.removeprefix("module."): value for key, value in state.items()}
+    """The ``state_dict`` of a training checkpoint (its recorder objects read inert), or a bare one."""
+    return training_state_dict(path, "state_dict", "a POSTER++ checkpoint", allow_inert=RECORDERS)
 
 
 def build_poster_v2_import(state: StateDict, request: ImportRequest) -> Built:

@@ -353,6 +353,19 @@ def _walk(record: InertRecord, prefix: str, out: StateDict, depth: int) -> None:
         _walk(child, f"{prefix}{name}.", out, depth + 1)
 
 
+def training_state_dict(path: Path, key: str, what: str, *, allow_inert: Iterable[str] = ()) -> StateDict:
+    """The state dict a training script saved under ``key`` (or a bare state dict), with DataParallel's
+    ``module.`` prefix removed: the layout POSTER, POSTER++ and OpenCLIP checkpoints share. ``what`` names
+    the expected format in the error for a file that holds no state dict."""
+    loaded = read_checkpoint_file(path, allow_inert=allow_inert)
+    if isinstance(loaded, Mapping) and key in loaded:
+        loaded = loaded[key]
+    state = tensor_mapping(loaded)
+    if state is None:
+        raise NotACheckpointError(f"{Path(path).name} holds no state dict of tensors: not {what}")
+    return {name.removeprefix("module."): value for name, value in state.items()}
+
+
 def tensor_mapping(value: Any) -> StateDict | None:
     """``value`` itself when it is a non-empty mapping of str -> tensor (a saved state dict), else None."""
     if (
