@@ -13,30 +13,17 @@ from starlette.types import Message
 from service.config import Settings
 from service.http.app import create_app
 from tests.api.conftest import FakeDetector, FakeInference, png_bytes
+from tests.api.test_disconnects import upload_scope
 from tests.api.test_video_api import clip
 
 STEP_TIMEOUT_S = 5.0
 
 
 def scope(body: bytes, content_type: bytes) -> dict[str, object]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/predict",
-        "raw_path": b"/predict",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [
-            (b"host", b"t"),
-            (b"content-type", content_type),
-            (b"content-length", str(len(body)).encode()),
-        ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("t", 80),
-    }
+    """test_disconnects' /predict upload scope, for this body and media type."""
+    length = str(len(body)).encode()
+    headers = [(b"host", b"t"), (b"content-type", content_type), (b"content-length", length)]
+    return {**upload_scope(), "headers": headers}
 
 
 @pytest.mark.parametrize(("body", "content_type"), [(clip(), b"video/mp4"), (png_bytes(), b"image/png")])
