@@ -56,8 +56,12 @@ class ImageOutputs:
     probabilities: FloatArray  # N x C, config.labels order
     embeddings: FloatArray  # N x D, L2-normalised
     text_similarity: FloatArray  # N x P, config.prompts order
-    # N x A, config.affect_outputs order (valence, arousal); N x 0 for a model without them.
+    # N x A, config.affect_outputs order (valence, arousal); N x 0 for a model without them (the default).
     affect: FloatArray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+
+    def __post_init__(self) -> None:
+        if len(self.affect) != len(self.probabilities):  # built without affect: N x 0 rows, like the rest
+            object.__setattr__(self, "affect", np.zeros((len(self.probabilities), 0), dtype=np.float32))
 
     def rows(self, start: int, stop: int) -> ImageOutputs:
         return ImageOutputs(
@@ -75,15 +79,8 @@ class ImageOutputs:
             probabilities=np.concatenate([p.probabilities for p in parts]),
             embeddings=np.concatenate([p.embeddings for p in parts]),
             text_similarity=np.concatenate([p.text_similarity for p in parts]),
-            affect=np.concatenate([_affect_rows(p) for p in parts]),
+            affect=np.concatenate([p.affect for p in parts]),
         )
-
-
-def _affect_rows(outputs: ImageOutputs) -> FloatArray:
-    """N x A even for outputs built without affect (their default is 0 x 0)."""
-    if len(outputs.affect) == len(outputs.probabilities):
-        return outputs.affect
-    return np.zeros((len(outputs.probabilities), 0), dtype=np.float32)
 
 
 @dataclass(frozen=True)

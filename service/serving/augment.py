@@ -40,5 +40,5 @@ def merged(outputs: ImageOutputs, tta: TestTimeAugmentation) -> ImageOutputs:
         probabilities=mean(outputs.probabilities),
         embeddings=(embeddings / np.maximum(norms, 1e-12)).astype(np.float32),
         text_similarity=mean(outputs.text_similarity),
-        affect=mean(outputs.affect) if len(outputs.affect) == len(outputs.probabilities) else outputs.affect,
+        affect=mean(outputs.affect),
     )

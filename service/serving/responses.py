@@ -127,12 +127,7 @@ def face_result(
 
 def affect_of(outputs: ImageOutputs, index: int, config: ModelConfig) -> dict[str, float]:
     """The face's valence / arousal, only for a model that regresses them (none is ever invented)."""
-    if not config.affect_outputs or len(outputs.affect) <= index:
-        return {}
-    return {
-        name: round(float(value), 4)
-        for name, value in zip(config.affect_outputs, outputs.affect[index], strict=True)
-    }
+    return named_affect(outputs.affect[index], config)
 
 
 def face_results(
@@ -378,10 +373,14 @@ def track_affect(
 ) -> dict[str, float]:
     """A person's valence / arousal over the clip: the per-frame values' weighted mean, like their
     expressions (only for a model that regresses them)."""
-    if not config.affect_outputs or len(faces.affect) != len(faces.probabilities):
+    if not config.affect_outputs:
         return {}
-    mean = weighted_mean(faces.affect[rows], weights)
-    return {name: round(float(value), 4) for name, value in zip(config.affect_outputs, mean, strict=True)}
+    return named_affect(weighted_mean(faces.affect[rows], weights), config)
+
+
+def named_affect(values: FloatArray, config: ModelConfig) -> dict[str, float]:
+    """One face's (or track's) affect values by name, for the model's ``affect_outputs`` (none: {})."""
+    return {name: round(float(value), 4) for name, value in zip(config.affect_outputs, values, strict=True)}
 
 
 def _track_timeline(frames: list[FrameFaces], smoothed: FloatArray, config: ModelConfig) -> list[TrackPoint]:
