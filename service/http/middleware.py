@@ -38,7 +38,7 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _content_length(scope)
+        declared = content_length(scope)
         if declared is not None and declared > self.max_bytes:
             await error_response(self._too_large())(scope, receive, send)
             return
@@ -62,7 +62,8 @@ class BodySizeLimit:
         return counting_receive
 
 
-def _content_length(scope: Scope) -> int | None:
+def content_length(scope: Scope) -> int | None:
+    """The request's declared Content-Length, None when absent or not a number."""
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
             try:

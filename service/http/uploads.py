@@ -18,6 +18,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from service.config import Settings
 from service.exceptions import EmptyPayload, InvalidMultipart, RequestTimeout, UnsupportedMediaType
+from service.http.middleware import content_length
 from service.serving.memory import MemoryBudget
 
 # Raw bodies must declare a media type; anything image-like, video-like or opaque binary is sniffed.
@@ -53,7 +54,7 @@ async def upload(request: Request, settings: Settings, memory: MemoryBudget) -> 
     """The request's media bytes within the settings' size and time limits, their memory reserved (by
     the declared length; the most a body may be when it is chunked) before a byte is read, and held for
     as long as the request uses them."""
-    declared = _content_length(request)
+    declared = content_length(request.scope)
     async with memory.hold(settings.body_reservation_bytes(declared)):
         data = await read_upload(request, settings.max_upload_bytes, settings.body_read_timeout_s)
         async with abandoned_when_disconnected(request):
@@ -87,11 +88,6 @@ async def abandoned_when_disconnected(request: Request) -> AsyncIterator[None]:
         raise ClientDisconnect() from None
     finally:
         watcher.cancel()
-
-
-def _content_length(request: Request) -> int | None:
-    value = request.headers.get("content-length")
-    return int(value) if value is not None and value.isdigit() else None
 
 
 async def read_upload(request: Request, max_bytes: int, timeout_s: float) -> bytes:

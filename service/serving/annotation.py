@@ -21,7 +21,7 @@ from service.serving.drawing import (
     shrunk,
     thumbnail,
 )
-from service.serving.predict import PredictService, media_container
+from service.serving.predict import PredictService
 from service.vision.decode import decode_image
 from service.vision.video import ClipReader, SamplingPlan
 
@@ -50,7 +50,7 @@ class Annotator:
         async def draw(answer: PredictResponse | VideoPredictResponse) -> bytes:
             if isinstance(answer, PredictResponse):
                 return await self._image(data, answer, fmt)
-            return await self._clip(data, media_container(data, options.media) or "", answer, fmt)
+            return await self._clip(data, answer.video.container, answer, fmt)  # as the analysis sniffed it
 
         return await self._serving.answer(
             data, query, draw, finish_bytes=self._settings.annotate_reservation_bytes
