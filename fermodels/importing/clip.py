@@ -237,17 +237,22 @@ def build_openclip(state: StateDict, request: ImportRequest) -> Built:
     return Built(face, face_config, text_encoder=built_text)
 
 
+# What both CLIP formats serve: CLIP's own statistics on the aligned crop (its window is the config's).
+CLIP_DEFAULTS: Final[dict[str, object]] = {
+    "mean": CLIP_MEAN,
+    "std": CLIP_STD,
+    "crop_mode": "aligned",
+    "channel_order": "rgb",
+    "max_batch_size": 16,
+}
+
 OPENCLIP: Final = ImportFormat(
     name="openclip",
     read=read_openclip,
     build=build_openclip,
     defaults={
-        "mean": CLIP_MEAN,
-        "std": CLIP_STD,
-        "crop_mode": "aligned",
-        "channel_order": "rgb",
+        **CLIP_DEFAULTS,
         "license": "see the checkpoint's publisher (OpenAI CLIP: MIT; LAION OpenCLIP: MIT)",
-        "max_batch_size": 16,
     },
     provenance=OPENCLIP_PROVENANCE,
     description="OpenCLIP / OpenAI CLIP state dicts and training checkpoints (--arch names the tower)",
@@ -374,14 +379,7 @@ HF_CLIP: Final = ImportFormat(
     name="hf-clip",
     read=read_hf_clip,
     build=build_hf_clip,
-    defaults={
-        "mean": CLIP_MEAN,
-        "std": CLIP_STD,
-        "crop_mode": "aligned",
-        "channel_order": "rgb",
-        "license": "see the checkpoint's publisher",
-        "max_batch_size": 16,
-    },
+    defaults={**CLIP_DEFAULTS, "license": "see the checkpoint's publisher"},
     provenance=HF_PROVENANCE,
     description="a transformers CLIPModel save_pretrained folder (config.json, weights, tokenizer.json)",
 )
