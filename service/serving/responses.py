@@ -38,7 +38,7 @@ from service.schemas import (
     VideoPredictResponse,
 )
 from service.serving.similarity import TextScores
-from service.serving.temporal import segments, smooth, weighted_mean
+from service.serving.temporal import segments, smooth, weighted_average, weighted_mean
 from service.vision.clip_analysis import ClipAnalysis, FrameFaces
 
 # Pixels to 1/100 px and scores to 6 decimals: more digits are noise and only bloat the JSON.
@@ -371,11 +371,11 @@ def track_results(
 def track_affect(
     faces: ImageOutputs, rows: list[int], weights: npt.NDArray[np.float64], config: ModelConfig
 ) -> dict[str, float]:
-    """A person's valence / arousal over the clip: the per-frame values' weighted mean, like their
-    expressions (only for a model that regresses them)."""
+    """A person's valence / arousal over the clip: the per-frame values' average with the expressions'
+    weights, not renormalised (they are not a distribution); only for a model that regresses them."""
     if not config.affect_outputs:
         return {}
-    return named_affect(weighted_mean(faces.affect[rows], weights), config)
+    return named_affect(weighted_average(faces.affect[rows], weights), config)
 
 
 def named_affect(values: FloatArray, config: ModelConfig) -> dict[str, float]:

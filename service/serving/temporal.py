@@ -25,10 +25,17 @@ class Segment:
 
 
 def weighted_mean(probabilities: FloatArray, weights: Float64Array) -> FloatArray:
-    """``[T, C]`` per-frame distributions and ``[T]`` weights (detection scores) → one ``[C]``."""
-    w = _floored(weights)
-    mean = (probabilities.astype(np.float64) * w[:, None]).sum(axis=0) / w.sum()
+    """``[T, C]`` per-frame distributions and ``[T]`` weights (detection scores) → a ``[C]`` distribution."""
+    mean = weighted_average(probabilities, weights)
     result: FloatArray = (mean / mean.sum()).astype(np.float32)
+    return result
+
+
+def weighted_average(values: FloatArray, weights: Float64Array) -> FloatArray:
+    """``[T, K]`` per-frame values and ``[T]`` weights → their weighted average ``[K]``, as it is (for
+    quantities that are not distributions, such as valence and arousal)."""
+    w = _floored(weights)
+    result: FloatArray = ((values.astype(np.float64) * w[:, None]).sum(axis=0) / w.sum()).astype(np.float32)
     return result
 
 
