@@ -14,10 +14,14 @@ openclip: a plain state dict (``torch.save(model.state_dict())``, ``open_clip_py
 ``open_clip_model.safetensors`` from the hub) or an OpenCLIP training checkpoint (``{"epoch", "name",
 "state_dict", "optimizer", ...}``, keys maybe ``module.``-prefixed), read by the restricted reader; the file
 does not say its architecture, so ``--arch`` names it and ``open_clip.create_model(arch, pretrained=None)``
-builds it. Only architectures with OpenAI's BPE tokenizer (``open_clip.tokenize``) and a plain text
-tower are accepted. Its ``tokenizer.json`` is built from open_clip's bundled BPE vocabulary; the one step the
-tokenizers library cannot express (ftfy / HTML cleaning) is ``TextEncoderConfig.clean = "openclip"``,
-applied by the gateway before the tokenizer.
+builds it. OpenAI's own release (``ViT-B-32.pt``, a ``torch.jit.save`` archive in float16) is read for
+its weights only: the pickled module tree through the restricted reader (``torchscript_state_dict``), never
+its compiled code; the three shape records OpenAI's archives carry (``input_resolution``,
+``context_length``, ``vocab_size``) are dropped as ``open_clip.build_model_from_openai_state_dict`` drops
+them, and float16 weights load into the float32 tower. Only architectures with OpenAI's BPE tokenizer
+(``open_clip.tokenize``) and a plain text tower are accepted. Its ``tokenizer.json`` is built from
+open_clip's bundled BPE vocabulary; the one step the tokenizers library cannot express (ftfy / HTML
+cleaning) is ``TextEncoderConfig.clean = "openclip"``, applied by the gateway before the tokenizer.
 
 hf-clip: a ``save_pretrained`` folder of ``transformers.CLIPModel``: ``config.json``, ``model.safetensors``
 (or ``pytorch_model.bin``, through the restricted reader), ``tokenizer.json`` (the fast tokenizer's file,
@@ -51,8 +55,10 @@ from fermodels.importing.reader import (
     CorruptCheckpointError,
     NotACheckpointError,
     StateDict,
+    is_torchscript_archive,
     read_checkpoint_file,
     tensor_mapping,
+    torchscript_state_dict,
     training_state_dict,
 )
 from fermodels.models.clip import (
@@ -123,11 +129,19 @@ def _face_config(
 # ----------------------------------------------------------------------------- openclip
 
 
+# Not weights: the shapes OpenAI's TorchScript archives record as tensors (open_clip drops them too).
+OPENAI_SHAPE_RECORDS: Final = ("input_resolution", "context_length", "vocab_size")
+
+
 def read_openclip(path: Path) -> StateDict:
-    """The weights of a state dict / OpenCLIP training checkpoint (``.safetensors`` read by safetensors)."""
+    """The weights of a state dict / OpenCLIP training checkpoint (``.safetensors`` read by safetensors) or
+    of OpenAI's TorchScript release."""
     path = Path(path)
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
+    if is_torchscript_archive(path):
+        state = torchscript_state_dict(path)
+        return {key: value for key, value in state.items() if key not in OPENAI_SHAPE_RECORDS}
     return training_state_dict(path, "state_dict", "an OpenCLIP state dict or training checkpoint")
 
 
@@ -161,6 +175,13 @@ def _openclip_model(arch: str | None) -> Any:
     if not isinstance(tokenizer, open_clip.tokenizer.SimpleTokenizer) or tokenizer.reduction_fn is not None:
         raise CheckpointImportError(f"{arch} does not use open_clip's BPE tokenizer; it cannot be imported")
     return model.eval(), tokenizer
+
+
+def without_derived_buffers(model: torch.nn.Module, state: StateDict) -> StateDict:
+    """``state`` less the model's non-persistent buffers (the causal attention mask): a traced archive
+    stores them, a state dict does not, and the tower computes them itself."""
+    derived = {name for name, _ in model.named_buffers()} - set(model.state_dict())
+    return {key: value for key, value in state.items() if key not in derived}
 
 
 def openclip_tokenizer_json(tokenizer: Any) -> bytes:
@@ -198,7 +219,7 @@ def openclip_tokenizer_json(tokenizer: Any) -> bytes:
 def build_openclip(state: StateDict, request: ImportRequest) -> Built:
     model, tokenizer = _openclip_model(request.arch)
     arch = request.arch
-    load_strict(model, state, f"open_clip {arch}")
+    load_strict(model, without_derived_buffers(model, state), f"open_clip {arch}")
     labels = clip_labels(request)
     prompts = prompts_for(labels)
     with torch.no_grad():

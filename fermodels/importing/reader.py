@@ -15,6 +15,10 @@ and rebuilds:
   the same, and ``module_state_dict`` walks the records (``_parameters``, ``_buffers``, ``_modules``) into
   the flat state dict ``nn.Module.state_dict()`` would give.
 
+A TorchScript archive (``torch.jit.save``: OpenAI's CLIP release) is read the same way: its ``__torch__.*``
+module objects become records and ``torchscript_state_dict`` collects their tensor attributes; the
+archive's compiled ``code/`` is never opened.
+
 Any other global (``os.system``, ``builtins.eval``, an unknown ``__main__`` class) is refused before it is
 called, with ``UnsafeCheckpointError`` naming it. Every failure is a ``CheckpointImportError`` with a one-line
 message; the legacy pre-1.6 (non-zip) torch format is recognised and refused.
@@ -351,6 +355,48 @@ def _walk(record: InertRecord, prefix: str, out: StateDict, depth: int) -> None:
         if not is_module_record(child):
             raise CorruptCheckpointError(f"submodule {prefix}{name} is not a pickled module")
         _walk(child, f"{prefix}{name}.", out, depth + 1)
+
+
+# A TorchScript archive (``torch.jit.save``) pickles its module tree under these names; its ``code/`` folder,
+# the compiled program, is never read.
+SCRIPT_PREFIX: Final = "__torch__."
+
+
+def is_torchscript_archive(path: Path) -> bool:
+    """A zip with ``<root>/code/`` or ``<root>/constants.pkl``: ``torch.jit.save``'s layout."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(name.split("/")[1:2] == ["code"] or name.endswith("/constants.pkl") for name in names)
+
+
+def torchscript_state_dict(path: Path) -> StateDict:
+    """The tensors of a TorchScript archive's module tree, keyed as ``ScriptModule.state_dict()`` keys them.
+
+    A scripted or traced module pickles each submodule as a ``__torch__.<qualname>`` object whose state is
+    its attribute dictionary (parameters, buffers, submodules and plain values side by side). Those objects
+    become inert records; every tensor attribute is kept under its dotted path. Tensor attributes that are
+    not weights of the eager architecture (a traced non-persistent buffer) are the caller's to drop."""
+    root = read_checkpoint_file(path, allow_inert=(SCRIPT_PREFIX,))
+    if not (isinstance(root, InertRecord) and root.global_name.startswith(SCRIPT_PREFIX)):
+        raise NotACheckpointError(f"{Path(path).name} is a zip archive but holds no TorchScript module")
+    out: StateDict = {}
+    _walk_script(root, "", out, 0)
+    if not out:
+        raise NotACheckpointError(f"{Path(path).name} is a TorchScript module without weights")
+    return out
+
+
+def _walk_script(record: InertRecord, prefix: str, out: StateDict, depth: int) -> None:
+    if depth > _MAX_DEPTH:
+        raise CorruptCheckpointError("the scripted module tree is deeper than any real network")
+    for name, value in record.attributes.items():
+        if isinstance(value, torch.Tensor):
+            out[f"{prefix}{name}"] = value
+        elif isinstance(value, InertRecord) and value.global_name.startswith(SCRIPT_PREFIX):
+            _walk_script(value, f"{prefix}{name}.", out, depth + 1)
 
 
 def training_state_dict(path: Path, key: str, what: str, *, allow_inert: Iterable[str] = ()) -> StateDict:

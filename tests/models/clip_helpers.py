@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,31 @@ def save_openclip_training_checkpoint(model: Any, path: Path) -> Path:
     optimizer = {"state": {}, "param_groups": [{"lr": 5e-4, "weight_decay": 0.2, "params": [0, 1, 2]}]}
     torch.save({"epoch": 32, "name": "seeded-run", "state_dict": state, "optimizer": optimizer}, path)
     return path
+
+
+def save_openai_archive(model: Any, path: Path) -> Any:
+    """A stand-in for OpenAI's release (``ViT-B-32.pt``): the tower traced, ``torch.jit.save``-d in float16,
+    with the three shape records OpenAI's archives carry as tensors (``open_clip``'s
+    ``build_model_from_openai_state_dict`` drops ``input_resolution``, ``context_length``, ``vocab_size``).
+    Returns the eager model with its weights rounded to float16 and back, what the archive holds."""
+    shapes = {"input_resolution": 224, "context_length": 77, "vocab_size": 49408}
+    archived = copy.deepcopy(model).half().float()
+    carrier = copy.deepcopy(archived)
+    for name, value in shapes.items():
+        if hasattr(carrier, name):
+            delattr(carrier, name)
+        carrier.register_buffer(name, torch.tensor(value))
+    size = int(model.visual.image_size[0])
+    example = {
+        "encode_image": (torch.ones(1, 3, size, size),),
+        "encode_text": (torch.zeros(1, 77, dtype=torch.int),),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace_module(carrier, example, check_trace=False)  # type: ignore[no-untyped-call]
+        traced.half()
+        traced.save(str(path))
+    return archived
 
 
 def save_hf_clip(folder: Path, *, image_size: int = 64) -> Any:

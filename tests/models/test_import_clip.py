@@ -35,6 +35,7 @@ from service.serving.prompting import clean_prompt, load_tokenizer
 from tests.models.clip_helpers import (
     open_clip,
     save_hf_clip,
+    save_openai_archive,
     save_openclip_training_checkpoint,
     seeded_openclip,
     tokenizer_prompts,
@@ -281,6 +282,27 @@ def test_a_mismatching_state_dict_lists_the_keys(tmp_path: Path) -> None:
     )  # fmt: skip
     assert code == 2
     assert "missing keys: ln_final.weight" in err and "unexpected keys: extra.weight" in err
+
+
+def test_openais_torchscript_release_is_read_for_its_weights_only(tmp_path: Path) -> None:
+    """OpenAI's ``ViT-B-32.pt`` is a float16 ``torch.jit.save`` archive: its module tree is read by the
+    restricted reader (no compiled code runs) and served equal to the eager tower with those weights."""
+    archived = save_openai_archive(seeded_openclip("ViT-S-32-alt"), tmp_path / "ViT-S-32.pt")
+    code, err = run_import(
+        "--format", "openclip", "--arch", "ViT-S-32-alt", "--checkpoint", str(tmp_path / "ViT-S-32.pt"),
+        "--name", "o", "--repository", str(tmp_path / "repo"),
+    )  # fmt: skip
+    assert code == 0, err
+    served = load_scripted(tmp_path / "repo" / "o" / "1" / MODEL_FILENAME)
+    text = load_scripted(tmp_path / "repo" / "o_text" / "1" / MODEL_FILENAME)
+    x = crops(2, 224)
+    ids, mask = gateway_tokens(tmp_path / "repo" / "o_text", TEXT_PROMPTS)
+    with torch.no_grad():
+        got_image, got_text = served(x)[1], text(ids, mask)
+        want_image = archived.encode_image(clip_normalise(x), normalize=True)
+        want_text = archived.encode_text(open_clip.tokenize(list(TEXT_PROMPTS)), normalize=True)
+    assert float((got_image - want_image).abs().max()) <= ATOL
+    assert float((got_text - want_text).abs().max()) <= ATOL
 
 
 def test_an_openclip_safetensors_file_imports(tmp_path: Path) -> None:
