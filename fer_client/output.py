@@ -126,6 +126,8 @@ def _text_method(entry: ModelState) -> str:
         return entry.text_encoder.encoder if entry.text_encoder else "encoder"
     if entry.info is None or entry.info.task != "image":
         return "no"
+    if entry.info.clip:  # true CLIP cosines; the text tower that embeds caller prompts
+        return f"clip ({entry.info.caller_prompt_encoder or entry.info.text_encoder})"
     return entry.info.text_similarity_method
 
 

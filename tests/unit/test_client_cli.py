@@ -9,9 +9,11 @@ from pathlib import Path
 
 from fer_client.cli import media_files, render, warnings_of
 from fer_client.errors import FerError
-from fer_client.output import Outcome, rows, table
-from service.schemas import PredictResponse, VideoPredictResponse
+from fer_client.output import Outcome, models_table, rows, table
+from service.schemas import ModelsResponse, PredictResponse, VideoPredictResponse
 from tests.unit.test_client import EXAMPLE, video_example
+
+DATA = Path(__file__).parent / "data"
 
 IMAGE = PredictResponse.model_validate_json(EXAMPLE)
 CLIP = VideoPredictResponse.model_validate_json(video_example())
@@ -65,3 +67,12 @@ def test_csv_and_json() -> None:
 
 def test_warnings_are_reported_once() -> None:
     assert warnings_of([Outcome("a", IMAGE), Outcome("b", IMAGE)]) == IMAGE.warnings
+
+
+def test_the_models_table_names_the_text_tower_that_scores_a_clip_models_prompts() -> None:
+    # /v1/models of `make run` with a seeded OpenCLIP ViT-B-32 imported as clip_vitb32 (the default).
+    listing = ModelsResponse.model_validate_json((DATA / "models_with_clip.json").read_text())
+    lines = {line.split()[0]: line for line in models_table(listing).splitlines()[1:]}
+    assert "clip (clip_vitb32_text)" in lines["clip_vitb32"]
+    assert "conse" in lines["mini_xception_fer2013"]
+    assert "OpenCLIP ViT-B-32-quickgelu text tower" in lines["clip_vitb32_text"]

@@ -11,6 +11,7 @@ import {
   errorMessage,
   faceCaption,
   imageModels,
+  modelOption,
   lineStyle,
   needsKey,
   nextPoint,
@@ -134,9 +135,26 @@ test("the model picker lists ready image models, trained first", () => {
     ],
   };
   assert.deepEqual(imageModels(listing), [
-    { name: "mini", trained: true, isDefault: true },
-    { name: "fer_former", trained: false, isDefault: false },
+    { name: "mini", trained: true, isDefault: true, clipEncoder: "" },
+    { name: "fer_former", trained: false, isDefault: false, clipEncoder: "" },
   ]);
+});
+
+test("the model picker says which models are CLIP and which text tower scores their prompts", () => {
+  const listing = {
+    default_model: "clip_b32",
+    models: [
+      {
+        name: "clip_b32",
+        state: "READY",
+        info: { task: "image", trained: true, clip: true, caller_prompt_encoder: "clip_b32_text" },
+      },
+      { name: "mini", state: "READY", info: { task: "image", trained: true, clip: false } },
+    ],
+  };
+  const [clip, mini] = imageModels(listing);
+  assert.equal(modelOption(clip), "clip_b32 (trained, default, CLIP: prompts scored by clip_b32_text)");
+  assert.equal(modelOption(mini), "mini (trained)");
 });
 
 test("an API key typed into the page becomes a bearer header; a blank one sends nothing", () => {

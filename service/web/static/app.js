@@ -8,6 +8,7 @@ import {
   errorMessage,
   faceCaption,
   imageModels,
+  modelOption,
   lineStyle,
   modelLine,
   needsKey,
@@ -456,10 +457,9 @@ async function loadModels() {
     const response = await fetch("/v1/models", { headers: authHeaders($("key-input").value) });
     if (!response.ok) return;
     const select = $("model-select");
-    const options = imageModels(await response.json()).map((model) => {
-      const text = `${model.name} (${model.trained ? "trained" : "untrained"}${model.isDefault ? ", default" : ""})`;
-      return element("option", { value: model.name }, text);
-    });
+    const options = imageModels(await response.json()).map((model) =>
+      element("option", { value: model.name }, modelOption(model)),
+    );
     select.replaceChildren(select.options[0], ...options); // keep "Server default", refresh the rest
   } catch {
     // The page still works with the server's default model.

@@ -162,8 +162,21 @@ export function modelLine(model) {
 export function imageModels(listing) {
   return (listing.models || [])
     .filter((entry) => entry.info && entry.info.task === "image" && entry.state === "READY")
-    .map((entry) => ({ name: entry.name, trained: entry.info.trained, isDefault: entry.name === listing.default_model }))
+    .map((entry) => ({
+      name: entry.name,
+      trained: entry.info.trained,
+      isDefault: entry.name === listing.default_model,
+      clipEncoder: entry.info.clip ? entry.info.caller_prompt_encoder || entry.info.text_encoder || "" : "",
+    }))
     .sort((a, b) => Number(b.trained) - Number(a.trained) || a.name.localeCompare(b.name));
+}
+
+/** The model picker's line: trained or not, the default, and for CLIP which text tower scores the prompts. */
+export function modelOption(model) {
+  const notes = [model.trained ? "trained" : "untrained"];
+  if (model.isDefault) notes.push("default");
+  if (model.clipEncoder) notes.push(`CLIP: prompts scored by ${model.clipEncoder}`);
+  return `${model.name} (${notes.join(", ")})`;
 }
 
 /** Request headers for an API key typed into the page; none when it is blank. */
