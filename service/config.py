@@ -58,7 +58,21 @@ class Settings(BaseSettings):
         180.0, gt=0, description="How long the embedded Triton may take to become ready."
     )
     triton_watch_interval_s: float = Field(
-        1.0, gt=0, description="How often `python -m service` checks that its embedded Triton still runs."
+        1.0,
+        gt=0,
+        description="How often the gateway checks that Triton still runs (embedded) and answers (either).",
+    )
+    triton_probe_timeout_s: float = Field(
+        2.0,
+        gt=0,
+        description="Hard timeout of one health probe of Triton (one every FER_TRITON_WATCH_INTERVAL_S).",
+    )
+    triton_hang_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description="Triton counts as hung once no health probe has been answered for this long: the "
+        "embedded one is killed and restarted, an external one makes /healthz answer 503 until it answers "
+        "again. 0: not watched.",
     )
     triton_restart_backoff_s: float = Field(
         1.0,
@@ -98,6 +112,12 @@ class Settings(BaseSettings):
         ge=0,
         description="What the gateway holds at rest (models, detector nets, thread pools, allocator heaps), "
         "set aside from the limit; measured in docs/robustness.md.",
+    )
+    memory_bodies_bytes: int = Field(
+        128 * MiB,
+        ge=0,
+        description="The part of the memory budget that request bodies being read may hold; the rest is for "
+        "the work on them. Capped so that bodies waiting for their work cannot take the memory it needs.",
     )
     memory_wait_s: float = Field(
         5.0,
@@ -322,6 +342,11 @@ class Settings(BaseSettings):
         """Per-request memory the gateway may hold at once (reserved before it is allocated)."""
         return self.memory_limit_bytes - self.memory_reserve_bytes
 
+    @property
+    def memory_work_bytes(self) -> int:
+        """The budget less the bodies' share: decoding, analysis and pictures."""
+        return self.memory_budget_bytes - self.memory_bodies_bytes
+
     def body_reservation_bytes(self, declared: int | None) -> int:
         """A body being read, and the one copy multipart parsing makes of it."""
         return 2 * min(declared if declared is not None else self.max_upload_bytes, self.max_upload_bytes)
@@ -343,16 +368,20 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _largest_request_fits_the_budget(self) -> Settings:
         largest = (
-            self.body_reservation_bytes(None)
-            + max(self.image_reservation_bytes(self.max_image_pixels), self.clip_reservation_bytes)
+            max(self.image_reservation_bytes(self.max_image_pixels), self.clip_reservation_bytes)
             + self.annotate_reservation_bytes
         )
-        if largest > self.memory_budget_bytes:
+        if largest > self.memory_work_bytes:
             raise ValueError(
-                f"the memory budget (FER_MEMORY_LIMIT_BYTES - FER_MEMORY_RESERVE_BYTES = "
-                f"{self.memory_budget_bytes // MiB} MiB) cannot hold the largest request the limits "
-                f"allow ({largest // MiB} MiB): raise the limit, or lower FER_MAX_IMAGE_PIXELS or "
-                "FER_MAX_UPLOAD_BYTES"
+                f"the memory budget's work share (FER_MEMORY_LIMIT_BYTES - FER_MEMORY_RESERVE_BYTES - "
+                f"FER_MEMORY_BODIES_BYTES = {self.memory_work_bytes // MiB} MiB) cannot hold the largest "
+                f"request the limits allow ({largest // MiB} MiB): raise the limit, or lower "
+                "FER_MAX_IMAGE_PIXELS"
+            )
+        if self.body_reservation_bytes(None) > self.memory_bodies_bytes:
+            raise ValueError(
+                f"FER_MEMORY_BODIES_BYTES ({self.memory_bodies_bytes // MiB} MiB) cannot hold the largest "
+                f"body (twice FER_MAX_UPLOAD_BYTES: {self.body_reservation_bytes(None) // MiB} MiB)"
             )
         return self
 

@@ -67,7 +67,10 @@ class Metrics:
         )
         self.in_flight = Gauge("fer_in_flight_requests", "Prediction requests being processed.", registry=r)
         self.memory_reserved = Gauge(
-            "fer_memory_reserved_bytes", "Per-request memory reserved against the budget now.", registry=r
+            "fer_memory_reserved_bytes",
+            "Per-request memory reserved against the budget now, by pool (bodies being read, work on them).",
+            ["pool"],
+            registry=r,
         )
         self.memory_budget = Gauge(
             "fer_memory_budget_bytes",

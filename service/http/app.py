@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 
 import torch
 from fastapi import FastAPI
@@ -22,13 +22,14 @@ from service.http.routes import annotate, health, models, predict, web
 from service.http.state import Resources
 from service.inference.base import InferenceBackend
 from service.inference.triton import TritonBackend
+from service.launcher.liveness import LivenessPolicy, LivenessWatch
 from service.launcher.supervisor import Restartable, RestartPolicy, TritonSupervisor
 from service.metrics import Metrics
 from service.serving.admission import AdmissionControl
 from service.serving.annotation import Annotator
 from service.serving.clip import VideoPipeline
 from service.serving.image import ImagePipeline
-from service.serving.memory import MemoryBudget
+from service.serving.memory import GatewayMemory, MemoryBudget, RestingGrowth, resident_bytes
 from service.serving.predict import PredictService
 from service.serving.prompting import ClassPrompts, PromptEncoder, TextScorer
 
@@ -60,14 +61,28 @@ def triton_backend(settings: Settings, metrics: Metrics) -> InferenceBackend:
     )
 
 
-def memory_budget(settings: Settings, metrics: Metrics) -> MemoryBudget:
+def memory_budget(settings: Settings, metrics: Metrics) -> GatewayMemory:
+    """The two pools; the work pool shrinks by what the resting memory has grown over the reserve."""
     metrics.memory_budget.set(settings.memory_budget_bytes)
+    growth = RestingGrowth(settings.memory_reserve_bytes, resident_bytes)
+    memory = GatewayMemory(
+        bodies=memory_pool(settings, metrics, "bodies", settings.memory_bodies_bytes, None),
+        work=memory_pool(settings, metrics, "work", settings.memory_work_bytes, growth),
+    )
+    growth.memory = memory
+    return memory
+
+
+def memory_pool(
+    settings: Settings, metrics: Metrics, name: str, total: int, shortfall: RestingGrowth | None
+) -> MemoryBudget:
     return MemoryBudget(
-        settings.memory_budget_bytes,
+        total,
         wait_s=settings.memory_wait_s,
         retry_after_s=settings.triton_retry_after_s,
-        reserved=metrics.memory_reserved,
+        reserved=metrics.memory_reserved.labels(name),
         rejected=metrics.rejected,
+        shortfall=shortfall,
     )
 
 
@@ -110,7 +125,7 @@ def open_resources(
         video_admission=video_admission,
         pipeline=pipeline,
         video_pipeline=video_pipeline,
-        memory=memory,
+        memory=memory.work,
     )
     return Resources(
         settings=settings,
@@ -133,23 +148,38 @@ async def close_resources(resources: Resources) -> None:
     resources.detector.close()  # after the pools: no worker is left waiting on a detection
 
 
+WATCH_STOP_TIMEOUT_S = 5.0
+
+
 @asynccontextmanager
 async def supervising(resources: Resources, triton: Restartable | None) -> AsyncIterator[None]:
-    """Run the embedded Triton's supervisor for as long as the app serves."""
-    if triton is None:
-        yield
-        return
-    settings, metrics = resources.settings, resources.metrics
-    resources.supervisor = TritonSupervisor(
-        triton, RestartPolicy.from_settings(settings), metrics.triton_restarts
-    )
-    task = asyncio.create_task(resources.supervisor.run(), name="triton-supervisor")
+    """Watch that Triton answers and, for the embedded one, keep it running, for as long as the app serves."""
+    settings = resources.settings
+    if settings.triton_hang_timeout_s > 0:
+        resources.liveness = LivenessWatch(
+            resources.inference.server_ready, LivenessPolicy.from_settings(settings)
+        )
+    if triton is not None:
+        resources.supervisor = TritonSupervisor(
+            triton,
+            RestartPolicy.from_settings(settings),
+            resources.metrics.triton_restarts,
+            liveness=resources.liveness,
+        )
+    watchers = [resources.liveness, resources.supervisor]
+    tasks = [asyncio.create_task(w.run(), name=type(w).__name__) for w in watchers if w is not None]
     try:
         yield
     finally:
+        await cancelled(tasks)
+
+
+async def cancelled(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the watchers and wait for them, bounded: a shutdown never waits on a frozen Triton."""
+    for task in tasks:
         task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
+    if tasks:
+        await asyncio.wait(tasks, timeout=WATCH_STOP_TIMEOUT_S)
 
 
 def create_app(

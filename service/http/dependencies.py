@@ -11,7 +11,7 @@ from service.http.state import Resources
 from service.inference.base import InferenceBackend
 from service.metrics import Metrics
 from service.serving.annotation import Annotator
-from service.serving.memory import MemoryBudget
+from service.serving.memory import GatewayMemory
 from service.serving.predict import PredictService
 from service.serving.prompting import TextScorer
 
@@ -40,7 +40,7 @@ def get_annotator(resources: ResourcesDep) -> Annotator:
     return resources.annotator
 
 
-def get_memory(resources: ResourcesDep) -> MemoryBudget:
+def get_memory(resources: ResourcesDep) -> GatewayMemory:
     return resources.memory
 
 
@@ -58,5 +58,5 @@ InferenceDep = Annotated[InferenceBackend, Depends(get_inference)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ServingDep = Annotated[PredictService, Depends(get_serving)]
 AnnotatorDep = Annotated[Annotator, Depends(get_annotator)]
-MemoryDep = Annotated[MemoryBudget, Depends(get_memory)]
+MemoryDep = Annotated[GatewayMemory, Depends(get_memory)]
 TextDep = Annotated[TextScorer, Depends(get_text)]

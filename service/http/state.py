@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from service.config import Settings
 from service.detection.base import FaceDetector
 from service.inference.base import InferenceBackend
+from service.launcher.liveness import LivenessWatch
 from service.launcher.supervisor import TritonSupervisor
 from service.metrics import Metrics
 from service.serving.annotation import Annotator
-from service.serving.memory import MemoryBudget
+from service.serving.memory import GatewayMemory
 from service.serving.predict import PredictService
 from service.serving.prompting import TextScorer
 
@@ -24,8 +25,9 @@ class Resources:
     detector: FaceDetector
     executor: ThreadPoolExecutor
     video_executor: ThreadPoolExecutor
-    memory: MemoryBudget
+    memory: GatewayMemory
     serving: PredictService
     annotator: Annotator
     text: TextScorer
     supervisor: TritonSupervisor | None = None  # only when the gateway runs its own Triton
+    liveness: LivenessWatch | None = None  # unless FER_TRITON_HANG_TIMEOUT_S is 0

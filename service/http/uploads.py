@@ -19,7 +19,7 @@ from starlette.requests import ClientDisconnect, Request
 from service.config import Settings
 from service.exceptions import EmptyPayload, InvalidMultipart, RequestTimeout, UnsupportedMediaType
 from service.http.middleware import content_length
-from service.serving.memory import MemoryBudget
+from service.serving.memory import GatewayMemory
 
 # Raw bodies must declare a media type; anything image-like, video-like or opaque binary is sniffed.
 _RAW_TYPES = ("image/", "video/", "application/octet-stream")
@@ -50,12 +50,12 @@ UPLOAD_REQUEST_BODY: dict[str, Any] = {
 
 
 @asynccontextmanager
-async def upload(request: Request, settings: Settings, memory: MemoryBudget) -> AsyncIterator[bytes]:
+async def upload(request: Request, settings: Settings, memory: GatewayMemory) -> AsyncIterator[bytes]:
     """The request's media bytes within the settings' size and time limits, their memory reserved (by
     the declared length; the most a body may be when it is chunked) before a byte is read, and held for
     as long as the request uses them."""
     declared = content_length(request.scope)
-    async with memory.hold(settings.body_reservation_bytes(declared)):
+    async with memory.bodies.hold(settings.body_reservation_bytes(declared)):
         data = await read_upload(request, settings.max_upload_bytes, settings.body_read_timeout_s)
         async with abandoned_when_disconnected(request):
             yield data

@@ -1,4 +1,5 @@
-"""Keep the embedded Triton of `python -m service` running: restart it with backoff when it exits.
+"""Keep the embedded Triton of `python -m service` running: restart it with backoff when it exits, and kill
+and restart it when it stops answering (``LivenessWatch``: a frozen process never exits).
 
 A gateway whose Triton is gone answers 503 to every prediction; without this it would do so forever while
 looking alive. When restarts keep failing, ``healthy`` turns False and /healthz says so, so whatever runs
@@ -15,6 +16,7 @@ from typing import Protocol
 from prometheus_client import Counter
 
 from service.config import Settings
+from service.launcher.liveness import LivenessWatch
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +27,9 @@ class Restartable(Protocol):
     def is_running(self) -> bool: ...
 
     def start(self) -> object: ...
+
+    def kill(self) -> None:
+        """End the server at once (a frozen one answers no polite signal) and reap it."""
 
 
 @dataclass(frozen=True)
@@ -47,8 +52,15 @@ class RestartPolicy:
 class TritonSupervisor:
     """Watches one server; ``run()`` is the lifespan's background task."""
 
-    def __init__(self, server: Restartable, policy: RestartPolicy, restarts: Counter) -> None:
+    def __init__(
+        self,
+        server: Restartable,
+        policy: RestartPolicy,
+        restarts: Counter,
+        liveness: LivenessWatch | None = None,
+    ) -> None:
         self._server, self._policy, self._restarts = server, policy, restarts
+        self._liveness = liveness
         self._failures = 0  # consecutive failed restarts
 
     @property
@@ -58,9 +70,19 @@ class TritonSupervisor:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self._policy.watch_interval_s)
-            if not self._server.is_running():
-                logger.error("the embedded Triton exited; restarting it")
-                await self._restart_until_up()
+            await self.watch_once()
+
+    async def watch_once(self) -> None:
+        if not self._server.is_running():
+            logger.error("the embedded Triton exited; restarting it")
+            await self._restart_until_up()
+        elif self._liveness is not None and self._liveness.hung:
+            logger.error(
+                "the embedded Triton has not answered for %.0f s; killing and restarting it",
+                self._liveness.silent_s,
+            )
+            await asyncio.to_thread(self._server.kill)
+            await self._restart_until_up()
 
     async def _restart_until_up(self) -> None:
         delay = self._policy.backoff_s
@@ -80,6 +102,8 @@ class TritonSupervisor:
             logger.error("restarting the embedded Triton failed (%d in a row): %s", self._failures, exc)
             return False
         self._failures = 0
+        if self._liveness is not None:
+            self._liveness.restarted()
         self._restarts.labels("ok").inc()
         logger.warning("the embedded Triton was restarted and is ready")
         return True

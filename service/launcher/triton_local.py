@@ -216,6 +216,17 @@ class LocalTriton:
         )
         return self.endpoints
 
+    def kill(self) -> None:
+        """SIGKILL the server's session now (a frozen server, SIGSTOP included, answers no SIGTERM) and reap
+        it; ``start()`` then begins a fresh one."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        logger.warning("killing tritonserver pid %d", process.pid)
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # its own session: takes the stubs along
+        process.wait()
+
     def stop(self, timeout_s: float = 20.0) -> None:
         """SIGTERM (Triton drains in-flight work, unloads models, frees shm), then SIGKILL the session."""
         process, self._process = self._process, None

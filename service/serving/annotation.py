@@ -14,15 +14,15 @@ from service.serving.clip import video_limits
 from service.serving.drawing import (
     OutputFormat,
     SheetTile,
-    annotated_image,
     contact_sheet,
+    drawn,
     encode,
     evenly_spaced,
     shrunk,
     thumbnail,
 )
 from service.serving.predict import PredictService
-from service.vision.decode import decode_image
+from service.vision.decode import decode_preview
 from service.vision.video import ClipReader, SamplingPlan
 
 T = TypeVar("T")
@@ -80,11 +80,10 @@ async def _offload(executor: ThreadPoolExecutor, function: Callable[..., T], *ar
 def render_image(
     data: bytes, faces: Sequence[FaceResult], settings: Settings, trained: bool, fmt: OutputFormat
 ) -> bytes:
-    # Decoded again (cheap next to detection) with the pipeline's own decoder, so EXIF rotation matches.
-    image = decode_image(data, max_pixels=settings.max_image_pixels)
-    return encode(
-        annotated_image(image.rgb, faces, trained=trained, max_side=settings.annotate_max_side), fmt
-    )
+    # Decoded again (cheap next to detection), upright as the pipeline saw it, and already shrunk to the
+    # picture's size: no full-size copy (a JPEG decodes at a reduced scale).
+    preview = decode_preview(data, max_pixels=settings.max_image_pixels, max_side=settings.annotate_max_side)
+    return encode(drawn(preview.image, preview.scale, faces, trained=trained), fmt)
 
 
 def render_clip(

@@ -79,6 +79,11 @@ def annotated_image(
 ) -> Image.Image:
     """The photo with its faces drawn, shrunk first when its longest side exceeds ``max_side``."""
     image, scale = fitted(rgb, max_side, max_side)
+    return drawn(image, scale, faces, trained=trained)
+
+
+def drawn(image: Image.Image, scale: float, faces: Sequence[FaceResult], *, trained: bool) -> Image.Image:
+    """``image`` (the photo at ``scale`` of its full pixels, where the faces' coordinates are) drawn on."""
     draw_faces(image, faces, scale=scale, font=font_for(image.width, image.height))
     if not trained:
         draw_banner(image, UNTRAINED_BANNER, font_for(image.width, image.height))

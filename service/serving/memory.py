@@ -8,14 +8,25 @@ counts requests; this counts bytes, so a few near-limit photos cannot do what ma
 A reservation that does not fit waits, first come first served, for at most ``wait_s``; then the request is
 refused with 429 and ``Retry-After`` before it has allocated anything. The budget is what the pod's limit
 leaves once the gateway's resting memory (models, nets, pools) is set aside (Settings).
+
+Two pools share it (``GatewayMemory``): bodies being read, and the work done on them. A request holds its
+body while it waits for its work's share, so with one pool bodies could take all of it and every request
+would wait for memory that only requests waiting themselves hold (each then refused after ``wait_s``). With
+the bodies' share capped, the work's share is only ever held by requests that wait for nothing.
+
+The resting memory is measured as well as configured: the process's resident memory less what is
+reserved is what it holds at rest now (allocator heaps and detector caches grow with traffic); when that is
+over the configured reserve, the work pool shrinks by the difference, so the limit holds either way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge
 
@@ -26,13 +37,22 @@ class MemoryBudget:
     """Bytes reserved against ``total``; event-loop only (no lock needed)."""
 
     def __init__(
-        self, total: int, *, wait_s: float, retry_after_s: int, reserved: Gauge, rejected: Counter
+        self,
+        total: int,
+        *,
+        wait_s: float,
+        retry_after_s: int,
+        reserved: Gauge,
+        rejected: Counter,
+        shortfall: Callable[[], int] | None = None,
     ) -> None:
+        """``shortfall``: bytes of ``total`` that are not there now (memory held outside the budget)."""
         self.total = total
         self._wait_s, self._retry_after_s = wait_s, retry_after_s
         self._used = 0
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._reserved, self._rejected = reserved, rejected
+        self._shortfall = shortfall
 
     @property
     def used(self) -> int:
@@ -49,7 +69,7 @@ class MemoryBudget:
             self._release(amount)
 
     async def _acquire(self, amount: int) -> None:
-        if not self._waiters and self._used + amount <= self.total:
+        if not self._waiters and self._fits(amount):
             self._take(amount)
             return
         granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -69,6 +89,13 @@ class MemoryBudget:
         finally:
             self._grant()  # a waiter that gave up at the head must not hold up those behind it
 
+    def _fits(self, amount: int) -> bool:
+        if self._used + amount > self.total:
+            return False
+        # Measured only when the static budget would allow it (a /proc read: a few microseconds).
+        missing = self._shortfall() if self._shortfall is not None else 0
+        return self._used + amount <= self.total - missing
+
     def _take(self, amount: int) -> None:
         self._used += amount
         self._reserved.set(self._used)
@@ -84,8 +111,44 @@ class MemoryBudget:
             if granted.done():  # timed out or cancelled
                 self._waiters.popleft()
                 continue
-            if self._used + amount > self.total:
+            if not self._fits(amount):
                 return
             self._waiters.popleft()
             self._take(amount)
             granted.set_result(None)
+
+
+@dataclass(frozen=True)
+class GatewayMemory:
+    """The budget's two pools: bodies being read, and the work on them (decode, analysis, pictures)."""
+
+    bodies: MemoryBudget
+    work: MemoryBudget
+
+    @property
+    def used(self) -> int:
+        return self.bodies.used + self.work.used
+
+
+@dataclass
+class RestingGrowth:
+    """How far the gateway's memory at rest is over the configured reserve now: resident memory, less the
+    reservations in use (an upper bound of what they have allocated), less ``reserve``. The work pool's
+    ``shortfall``."""
+
+    reserve: int
+    resident: Callable[[], int]
+    memory: GatewayMemory | None = None
+
+    def __call__(self) -> int:
+        held = self.memory.used if self.memory is not None else 0
+        return max(0, self.resident() - held - self.reserve)
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now (Linux /proc; 0 where there is none: nothing is measured)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0

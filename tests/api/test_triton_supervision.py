@@ -96,3 +96,38 @@ async def test_healthz_fails_when_triton_cannot_come_back() -> None:
 
 
 FAILED_RESTARTS = 'fer_triton_restarts_total{outcome="failed"}'
+
+
+@dataclass
+class FreezableInference(FakeInference):
+    """A fake Triton whose health endpoint can stop answering (a SIGSTOPped server)."""
+
+    frozen: bool = False
+
+    async def server_ready(self) -> bool:
+        if self.frozen:
+            await asyncio.Event().wait()  # never answers: the probe's own timeout must end it
+        return self.ready
+
+
+async def test_healthz_fails_while_an_external_triton_does_not_answer() -> None:
+    fake = FreezableInference()
+    settings = Settings(  # type: ignore[call-arg]
+        triton_url="fake:0",
+        default_model="fake_fer",
+        triton_watch_interval_s=0.01,
+        triton_probe_timeout_s=0.01,
+        triton_hang_timeout_s=0.2,
+    )
+    app = create_app(settings, inference=lambda _s, _m: fake, detector=lambda _s: FakeDetector())
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            alive = await client.get("/healthz")
+            assert alive.json() == {"status": "ok", "checks": {"triton_answers": True}}
+            fake.frozen = True
+            hung = await poll(client, "/healthz", 503)
+            assert hung.json() == {"status": "unavailable", "checks": {"triton_answers": False}}
+            fake.frozen = False
+            await poll(client, "/healthz", 200)
+    # leaving the lifespan while a probe may be in flight returned: the shutdown did not wait on it

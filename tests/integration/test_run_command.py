@@ -123,3 +123,40 @@ def test_sigterm_with_a_stalled_client_exits_within_the_grace(triton: LocalTrito
             assert process.wait(timeout=grace_s + 20) == 0
             took = time.monotonic() - began
     assert took < grace_s + 5, f"exited {took:.1f} s after SIGTERM (grace {grace_s} s)"
+
+
+def test_run_kills_and_restarts_a_frozen_triton(model_repository: Path, tmp_path: Path) -> None:
+    """Issue 26, point 13: a SIGSTOPped Triton never exits; silent for FER_TRITON_HANG_TIMEOUT_S, it is
+    killed and a new one started."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "FER_PORT": str(port),
+        "FER_MODEL_REPOSITORY": str(model_repository),
+        "FER_TRITON_HANG_TIMEOUT_S": "5",
+        "FER_TRITON_PROBE_TIMEOUT_S": "1",
+    }
+    log = (tmp_path / "service.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env, stdout=log, stderr=log)
+    frozen: int | None = None
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_ready(url, process, within_s=180)
+        (frozen,) = children(process.pid, tritonservers())
+        os.kill(frozen, signal.SIGSTOP)
+        deadline = time.monotonic() + 60
+        while frozen in tritonservers() and time.monotonic() < deadline:  # killed and reaped
+            time.sleep(0.2)
+        assert frozen not in tritonservers(), "the frozen Triton was not killed"
+        wait_until_ready(url, process, within_s=180)
+        (second,) = children(process.pid, tritonservers())
+        assert second != frozen
+        assert httpx.get(f"{url}/healthz").status_code == 200
+        assert 'fer_triton_restarts_total{outcome="ok"} 1.0' in httpx.get(f"{url}/metrics").text
+    finally:
+        if frozen is not None and frozen in tritonservers():
+            os.kill(frozen, signal.SIGCONT)
+            os.kill(frozen, signal.SIGKILL)
+        if process.poll() is None:
+            process.kill()
+        log.close()

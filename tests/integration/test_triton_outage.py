@@ -117,3 +117,33 @@ def test_triton_frozen_is_504_within_the_timeout(own_triton: LocalTriton, media:
     finally:
         os.kill(own_triton.pid, signal.SIGCONT)  # never leave a stopped server for the fixture to stop
         gateway.stop()
+
+
+def test_a_frozen_external_triton_fails_healthz_and_recovers(own_triton: LocalTriton) -> None:
+    """Issue 26, point 13: nothing here can restart an external Triton, so liveness says it is hung."""
+    hang_s = 3.0
+    gateway = start_gateway(
+        gateway_settings(own_triton, triton_hang_timeout_s=hang_s, triton_probe_timeout_s=1.0)
+    )
+    assert own_triton.pid is not None
+    try:
+        with httpx.Client(base_url=gateway.url, timeout=10) as client:
+            assert client.get("/healthz").json() == {"status": "ok", "checks": {"triton_answers": True}}
+            os.kill(own_triton.pid, signal.SIGSTOP)
+            began = time.monotonic()
+            assert _eventually(client, "/healthz", 503, within_s=hang_s + 15)
+            assert time.monotonic() - began >= hang_s  # not before the configured time
+            os.kill(own_triton.pid, signal.SIGCONT)
+            assert _eventually(client, "/healthz", 200, within_s=30)
+    finally:
+        os.kill(own_triton.pid, signal.SIGCONT)
+        gateway.stop()
+
+
+def _eventually(client: httpx.Client, path: str, status: int, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if client.get(path).status_code == status:
+            return True
+        time.sleep(0.2)
+    return False

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from service.exceptions import EmptyPayload, ImageTooLarge, InvalidImage, UnsupportedMediaType
-from service.vision.decode import decode_image, sniff_image_format
+from service.vision.decode import decode_image, decode_preview, sniff_image_format
 
 LIMIT = 40_000_000
 
@@ -95,3 +95,32 @@ def test_configured_pixel_limit() -> None:
 )
 def test_sniff(head: bytes, expected: str | None) -> None:
     assert sniff_image_format(head) == expected
+
+
+@pytest.mark.parametrize("orientation", [1, 2, 3, 4, 5, 6, 7, 8])
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_a_preview_is_the_decoded_photo_shrunk(orientation: int, fmt: str) -> None:
+    """/annotate draws on the preview with the pipeline's coordinates: same orientation, same content."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    photo = gradient(640, 480)
+    photo.paste((255, 0, 0), (0, 0, 160, 120))  # a red corner shows where the top left went
+    data = encode(photo, fmt, exif=exif, **({"quality": 95} if fmt == "JPEG" else {}))
+    full = decode_image(data, max_pixels=LIMIT).rgb
+    preview = decode_preview(data, max_pixels=LIMIT, max_side=200)
+    assert preview.image.mode == "RGB" and max(preview.image.size) == 200
+    assert preview.scale == pytest.approx(200 / 640)
+    expected = Image.fromarray(full).resize(preview.image.size, Image.Resampling.BILINEAR)
+    difference = np.abs(np.asarray(preview.image, np.int16) - np.asarray(expected, np.int16))
+    assert difference.mean() < 6
+
+
+def test_a_preview_never_enlarges_and_keeps_the_limits() -> None:
+    preview = decode_preview(encode(gradient(64, 48), "PNG"), max_pixels=LIMIT, max_side=2048)
+    assert preview.image.size == (64, 48) and preview.scale == 1.0
+    with pytest.raises(ImageTooLarge):
+        decode_preview(encode(gradient(64, 48), "PNG"), max_pixels=1000, max_side=2048)
+    with pytest.raises(InvalidImage):
+        decode_preview(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, max_pixels=LIMIT, max_side=2048)
+    with pytest.raises(UnsupportedMediaType):
+        decode_preview(b"hello", max_pixels=LIMIT, max_side=2048)

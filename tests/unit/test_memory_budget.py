@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from service.exceptions import Overloaded
-from service.serving.memory import MemoryBudget
+from service.serving.memory import GatewayMemory, MemoryBudget, RestingGrowth
 
 GATE_TIMEOUT_S = 5.0
 
@@ -192,3 +192,42 @@ async def test_a_waiter_behind_one_that_gave_up_is_granted_at_once_when_it_fits(
     gate.set()
     await asyncio.wait_for(asyncio.gather(held, second), GATE_TIMEOUT_S)
     assert memory.used == 0
+
+
+def pool(total: int, shortfall: RestingGrowth | None = None, wait_s: float = 5.0) -> MemoryBudget:
+    registry = CollectorRegistry()
+    return MemoryBudget(
+        total,
+        wait_s=wait_s,
+        retry_after_s=2,
+        reserved=Gauge("reserved", "r", registry=registry),
+        rejected=Counter("rejected", "r", ["reason"], registry=registry),
+        shortfall=shortfall,
+    )
+
+
+async def test_bodies_waiting_for_their_work_cannot_take_the_works_memory() -> None:
+    """Bodies fill their own pool; a body's work is still granted at once (with one pool it waited for
+    memory held only by bodies that waited too, until every request was refused)."""
+    memory = GatewayMemory(bodies=pool(40), work=pool(100))
+    async with memory.bodies.hold(20), memory.bodies.hold(20), memory.work.hold(100):
+        assert memory.used == 140
+    assert memory.used == 0
+
+
+async def test_the_work_pool_shrinks_by_the_resting_memorys_growth_over_the_reserve() -> None:
+    resident = [1000]
+    growth = RestingGrowth(reserve=1000, resident=lambda: resident[0])
+    memory = GatewayMemory(bodies=pool(40), work=pool(100, growth, wait_s=0.05))
+    growth.memory = memory
+    async with memory.work.hold(100):  # at rest as configured: the whole pool
+        pass
+    resident[0] = 1030  # the rest grew by 30 (heaps, caches): 70 left
+    with pytest.raises(Overloaded):
+        async with memory.work.hold(80):
+            pass
+    async with memory.work.hold(70):
+        resident[0] = 1030 + 70  # what the request allocated is not counted as growth
+        async with memory.bodies.hold(10):
+            resident[0] += 10
+            assert growth() == 30

@@ -8,6 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.exceptions import ServiceError
 from service.http.dependencies import InferenceDep, MetricsDep, ResourcesDep
+from service.http.state import Resources
 from service.inference.base import InferenceBackend
 from service.schemas import HealthResponse
 
@@ -17,16 +18,30 @@ router = APIRouter(tags=["health"])
 @router.get(
     "/healthz",
     response_model=HealthResponse,
-    responses={503: {"model": HealthResponse, "description": "The embedded Triton cannot be restarted"}},
-    summary="The process is alive (and, with an embedded Triton, can keep it running)",
+    responses={
+        503: {
+            "model": HealthResponse,
+            "description": "The embedded Triton cannot be restarted, or an external one is frozen",
+        }
+    },
+    summary="The process is alive (and can keep its embedded Triton running; an external one answers)",
 )
 async def healthz(resources: ResourcesDep) -> JSONResponse:
-    # Triton being down for a while is readiness (/readyz); a Triton that cannot come back is liveness.
-    if resources.supervisor is None:
-        return JSONResponse(HealthResponse(status="ok").model_dump())
-    alive = resources.supervisor.healthy
-    body = HealthResponse(status="ok" if alive else "unavailable", checks={"embedded_triton": alive})
+    checks = liveness_checks(resources)
+    alive = all(checks.values())
+    body = HealthResponse(status="ok" if alive else "unavailable", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if alive else 503)
+
+
+def liveness_checks(resources: Resources) -> dict[str, bool]:
+    """Triton being down for a while is readiness (/readyz); a Triton that cannot come back is liveness:
+    an embedded one that restarts keep failing, an external one that is frozen (nothing here can restart
+    it: restarting the gateway's pod along with it is what is left)."""
+    if resources.supervisor is not None:
+        return {"embedded_triton": resources.supervisor.healthy}
+    if resources.liveness is not None:
+        return {"triton_answers": not resources.liveness.hung}
+    return {}
 
 
 @router.get(

@@ -1,0 +1,57 @@
+"""Issue 26 against the real gateway process with its DEFAULT settings: the audit's concurrent mix stays under
+the 2 GiB ceiling, and made-up methods cannot inflate /metrics."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from devstack.stack import gateway_process
+from load_tests.memory_mix import CEILING_MIB, noise_jpeg, run_mix, warm_up
+from service.launcher.triton_local import LocalTriton
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_concurrent_mix_stays_under_the_ceiling(triton: LocalTriton, media: Path, tmp_path: Path) -> None:
+    """8 /annotate + 8 /predict of a 6300x6300 noise JPEG + 8 /annotate clients that never read."""
+    data = noise_jpeg(media)
+    with gateway_process(triton.endpoints.grpc_url, tmp_path / "gateway.log", FER_LOG_LEVEL="warning") as (
+        url,
+        process,
+    ):
+        warm_up(url, media)
+        result = run_mix(url, process.pid, data, clients=8, hold_s=40.0)
+    print("\n".join(result.lines()))
+    assert result.peak_mib <= CEILING_MIB
+    answered = sum(count for key, count in result.statuses.items() if key.endswith((" 200", " 429")))
+    assert answered == 16, result.statuses  # every reading client got its picture or a 429, nothing else
+    assert result.statuses["/predict 200"] + result.statuses["/annotate 200"] >= 1
+
+
+def test_made_up_methods_leave_metrics_within_a_few_kb(triton: LocalTriton, tmp_path: Path) -> None:
+    with gateway_process(triton.endpoints.grpc_url, tmp_path / "gateway.log", FER_LOG_LEVEL="warning") as (
+        url,
+        _,
+    ):
+        address = urlsplit(url)
+        send_junk_method(address.hostname or "", address.port or 0, 0, 100)  # the collapsed series exists
+        before = len(httpx.get(f"{url}/metrics", timeout=30).content)
+        send_junk_method(address.hostname or "", address.port or 0, 1, 1000)
+        after = len(httpx.get(f"{url}/metrics", timeout=30).content)
+    print(f"/metrics: {before} B before, {after} B after 1,000 made-up 2 KB methods")
+    assert after - before < 4096
+
+
+def send_junk_method(host: str, port: int, first: int, count: int) -> None:
+    for index in range(first, first + count):
+        with socket.create_connection((host, port), timeout=15) as sock:
+            sock.sendall(
+                b"Z%05d" % index + b"A" * 2000 + b" /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            while sock.recv(65536):
+                pass
