@@ -150,6 +150,17 @@ class Settings(BaseSettings):
         description="Still images processed at once (clips have their own FER_VIDEO_MAX_IN_FLIGHT); the next "
         "image gets 429 instead of queueing.",
     )
+    json_max_images: int = Field(
+        16,
+        ge=1,
+        description="Most images in one JSON batch (POST /v1/predict); more get 422 too_many_images.",
+    )
+    json_max_decoded_bytes: int = Field(
+        12 * MiB,
+        gt=0,
+        description="Most image bytes (after base64 decoding, all images together) in one JSON batch; more "
+        "get 413 batch_too_large. The body itself is bounded by FER_MAX_UPLOAD_BYTES (base64 adds a third).",
+    )
     max_faces: int = Field(64, ge=1, description="Faces analysed per image (highest detection scores first).")
 
     detector_thresholds: tuple[float, float, float] = Field(
@@ -326,6 +337,12 @@ class Settings(BaseSettings):
         """A body being read, and the one copy multipart parsing makes of it."""
         return 2 * min(declared if declared is not None else self.max_upload_bytes, self.max_upload_bytes)
 
+    def json_body_reservation_bytes(self, declared: int | None) -> int:
+        """A JSON batch being read: the body, its parsed strings, their validated copies and the decoded
+        images (three quarters of the body at most)."""
+        body = min(declared if declared is not None else self.max_upload_bytes, self.max_upload_bytes)
+        return 3 * body + min(self.json_max_decoded_bytes, body)
+
     def image_reservation_bytes(self, pixels: int) -> int:
         return min(pixels, self.max_image_pixels) * self.image_bytes_per_pixel
 
@@ -342,10 +359,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _largest_request_fits_the_budget(self) -> Settings:
-        largest = (
+        largest = max(
             self.body_reservation_bytes(None)
             + max(self.image_reservation_bytes(self.max_image_pixels), self.clip_reservation_bytes)
-            + self.annotate_reservation_bytes
+            + self.annotate_reservation_bytes,
+            # A JSON batch: its body, then its images a wave of at most max_image_pixels at a time.
+            self.json_body_reservation_bytes(None) + self.image_reservation_bytes(self.max_image_pixels),
         )
         if largest > self.memory_budget_bytes:
             raise ValueError(

@@ -26,6 +26,10 @@ EXPECTED_ERRORS: tuple[tuple[str, int, str, dict[str, str]], ...] = (
     ("ModelTaskMismatch", 422, "model_task_mismatch", {}),
     ("TooManyPrompts", 422, "too_many_prompts", {}),
     ("InvalidPrompt", 422, "invalid_prompt", {}),
+    ("InvalidJson", 400, "invalid_json", {}),
+    ("InvalidBase64", 422, "invalid_base64", {}),
+    ("TooManyImages", 422, "too_many_images", {}),
+    ("BatchTooLarge", 413, "batch_too_large", {}),
     ("Overloaded", 429, "overloaded", {}),
     ("InferenceFailed", 502, "inference_failed", {}),
     ("InferenceUnavailable", 503, "inference_unavailable", {}),
@@ -35,12 +39,12 @@ EXPECTED_ERRORS: tuple[tuple[str, int, str, dict[str, str]], ...] = (
 # What /predict and /annotate document (every error) and /v1/models (its three), by status: the codes in
 # each status's description, written out.
 EVERY_ERROR_BY_STATUS: dict[str, set[str]] = {
-    "400": {"empty_payload", "invalid_multipart", "malformed_request"},
+    "400": {"empty_payload", "invalid_multipart", "malformed_request", "invalid_json"},
     "401": {"unauthorized"},
     "403": {"forbidden"},
     "404": {"model_not_found"},
     "408": {"request_timeout"},
-    "413": {"payload_too_large"},
+    "413": {"payload_too_large", "batch_too_large"},
     "415": {"unsupported_media_type"},
     "422": {
         "invalid_image",
@@ -51,6 +55,8 @@ EVERY_ERROR_BY_STATUS: dict[str, set[str]] = {
         "model_task_mismatch",
         "too_many_prompts",
         "invalid_prompt",
+        "invalid_base64",
+        "too_many_images",
     },
     "429": {"overloaded"},
     "502": {"inference_failed"},
