@@ -459,3 +459,11 @@ class BatchPredictResponse(_Schema):
         default_factory=dict,
         description="The whole batch: read (body read and parsed) and total, in milliseconds.",
     )
+
+
+class BatchLimits(_Schema):
+    """What one JSON batch may carry (GET /v1/limits): clients split their images by it."""
+
+    max_images: int = Field(description="FER_JSON_MAX_IMAGES.", examples=[16])
+    max_decoded_bytes: int = Field(description="FER_JSON_MAX_DECODED_BYTES.", examples=[12582912])
+    max_body_bytes: int = Field(description="FER_MAX_UPLOAD_BYTES: the whole JSON body.", examples=[20971520])

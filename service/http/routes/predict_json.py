@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from service.http.dependencies import MemoryDep, ServingDep, SettingsDep
 from service.http.errors import openapi_error_responses
 from service.http.json_batch import batch_response, json_batch
-from service.schemas import BatchPredictRequest, BatchPredictResponse
+from service.schemas import BatchLimits, BatchPredictRequest, BatchPredictResponse
 
 router = APIRouter(tags=["predict"])
 
@@ -76,3 +76,17 @@ async def predict_json(
     async with json_batch(request, settings, memory) as batch:
         outcomes = await serving.predict_batch(batch.items, batch.options)
         return batch_response(batch, outcomes)
+
+
+@router.get(
+    "/v1/limits",
+    response_model=BatchLimits,
+    summary="What one JSON batch may carry",
+    description="Clients (fer-client) split a folder of photos into batches by these limits.",
+)
+async def limits(settings: SettingsDep) -> BatchLimits:
+    return BatchLimits(
+        max_images=settings.json_max_images,
+        max_decoded_bytes=settings.json_max_decoded_bytes,
+        max_body_bytes=settings.max_upload_bytes,
+    )
