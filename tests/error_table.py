@@ -39,7 +39,31 @@ EXPECTED_ERRORS: tuple[tuple[str, int, str, dict[str, str]], ...] = (
 # What /predict and /annotate document (every error) and /v1/models (its three), by status: the codes in
 # each status's description, written out.
 EVERY_ERROR_BY_STATUS: dict[str, set[str]] = {
-    "400": {"empty_payload", "invalid_multipart", "malformed_request", "invalid_json"},
+    "400": {"empty_payload", "invalid_multipart", "malformed_request"},
+    "401": {"unauthorized"},
+    "403": {"forbidden"},
+    "404": {"model_not_found"},
+    "408": {"request_timeout"},
+    "413": {"payload_too_large"},
+    "415": {"unsupported_media_type"},
+    "422": {
+        "invalid_image",
+        "image_too_large",
+        "invalid_video",
+        "video_too_long",
+        "video_too_large",
+        "model_task_mismatch",
+        "too_many_prompts",
+        "invalid_prompt",
+    },
+    "429": {"overloaded"},
+    "502": {"inference_failed"},
+    "503": {"inference_unavailable"},
+    "504": {"inference_timeout"},
+}
+# What POST /v1/predict documents: the JSON batch's own errors, none that only an uploaded file can get.
+JSON_BATCH_ERRORS_BY_STATUS: dict[str, set[str]] = {
+    "400": {"empty_payload", "malformed_request", "invalid_json"},
     "401": {"unauthorized"},
     "403": {"forbidden"},
     "404": {"model_not_found"},
@@ -49,9 +73,6 @@ EVERY_ERROR_BY_STATUS: dict[str, set[str]] = {
     "422": {
         "invalid_image",
         "image_too_large",
-        "invalid_video",
-        "video_too_long",
-        "video_too_large",
         "model_task_mismatch",
         "too_many_prompts",
         "invalid_prompt",

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from service.http.dependencies import MemoryDep, ServingDep, SettingsDep
-from service.http.errors import openapi_error_responses
+from service.http.errors import JSON_BATCH_ERRORS, openapi_error_responses
 from service.http.json_batch import batch_response, json_batch
 from service.schemas import BatchLimits, BatchPredictRequest, BatchPredictResponse
 
@@ -60,7 +60,7 @@ JSON_BATCH_REQUEST_BODY: dict[str, Any] = {
 @router.post(
     "/v1/predict",
     response_model=BatchPredictResponse,
-    responses=openapi_error_responses(),
+    responses=openapi_error_responses(*JSON_BATCH_ERRORS),
     openapi_extra=JSON_BATCH_REQUEST_BODY,
     summary="Several still images as base64 in one JSON body, one result per image",
     description='For programs: `{"images": [{"data": "<base64>", "id": "a.jpg"}, ...], '
