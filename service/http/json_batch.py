@@ -17,7 +17,7 @@ import binascii
 import json
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -55,8 +55,10 @@ from service.serving.memory import MemoryBudget
 MAX_DEPTH = 8
 # JSON values a request may hold per image it may carry (its id, data, object) and for its options.
 VALUES_PER_IMAGE, VALUES_FOR_OPTIONS = 8, 256
-# A string (escapes included), or one structural character; everything else is skipped by the scan.
-_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},]')
+# Quotes, escapes and structural characters: all the scan looks at (a base64 string holds none of them).
+_MARKS = re.compile(r'["\\\[\]{},]')
+# Marks a request may hold beyond two per value: escapes in its ids and prompts.
+MARKS_FOR_ESCAPES = 8192
 _URL_SCHEMES = ("http://", "https://", "ftp://", "file:", "//")
 
 
@@ -134,13 +136,10 @@ def parse_json(raw: bytes, max_images: int) -> Any:
 
 def check_shape(text: str, max_images: int) -> None:
     """Refuse nesting deeper than MAX_DEPTH and more values than a batch of ``max_images`` needs, in one
-    pass that stops at the first excess (strings are skipped whole, however long)."""
+    linear pass that stops at the first excess (a string is crossed by one C-level search, however long)."""
     depth = objects = values = 0
     max_values = VALUES_FOR_OPTIONS + VALUES_PER_IMAGE * max_images
-    for match in _TOKENS.finditer(text):
-        char = text[match.start()]
-        if char == '"':
-            continue
+    for char in structure(text, 4 * max_values + MARKS_FOR_ESCAPES):
         if char in "]}":
             depth -= 1
             continue
@@ -154,6 +153,25 @@ def check_shape(text: str, max_images: int) -> None:
             raise too_many_images(objects - 2, max_images, at_least=True)
         if values > max_values:
             raise InvalidJson(f"the body holds more than {max_values} JSON values")
+
+
+def structure(text: str, max_marks: int) -> Iterator[str]:
+    """The structural characters of ``text`` outside its strings, in order; at most ``max_marks`` quotes,
+    escapes and structural characters are looked at (a flood of escaped quotes is refused, not walked)."""
+    in_string, skip = False, 0
+    for count, match in enumerate(_MARKS.finditer(text)):
+        if count >= max_marks:
+            raise InvalidJson("the body holds more quotes, escapes and separators than a batch needs")
+        position = match.start()
+        char = text[position]
+        if position < skip:  # the character after a backslash
+            continue
+        if char == "\\":
+            skip = position + 2
+        elif char == '"':
+            in_string = not in_string
+        elif not in_string:
+            yield char
 
 
 def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -173,6 +173,7 @@ async def test_a_body_over_the_upload_limit_is_413() -> None:
         (b'{"a":' * 50_000 + b"1" + b"}" * 50_000, 400, "invalid_json"),
         (b'{"images": [{"data": "aGk="}], "prompts": [' + b'"a",' * 200_000 + b'"a"]}', 400, "invalid_json"),
         (b'{"images": [{"data": "aGk="}], "options": {"fps": 1' + b"0" * 5000 + b"}}", 400, "invalid_json"),
+        (b'{"images": ["' + b'\\"' * 2_000_000, 400, "invalid_json"),  # unterminated, escaped quotes
         (b"[]", 422, "invalid_request"),
         (b'"images"', 422, "invalid_request"),
         (b"null", 422, "invalid_request"),
