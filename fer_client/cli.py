@@ -1,6 +1,9 @@
 """`python -m fer_client predict|models|health`: the service from a shell, over many files at once.
 
     python -m fer_client predict photos/ clip.mp4 --table --annotate out/ --concurrency 4
+
+Still images go to the service in JSON batches (POST /v1/predict, split by GET /v1/limits): one round trip
+for many photos; clips and GIFs go one request per file (POST /predict).
     python -m fer_client models
     python -m fer_client health
 
@@ -17,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from fer_client.client import AsyncFerClient, FerClient
+from fer_client.client import AsyncFerClient, FerClient, Result, plan
 from fer_client.config import ClientSettings
 from fer_client.errors import FerError
 from fer_client.output import Outcome, csv_text, json_text, models_table, rows, table
@@ -44,6 +47,10 @@ MEDIA_SUFFIXES = frozenset(
 )
 
 
+# Sent in JSON batches when there are several: still formats only (a GIF may be a clip).
+STILL_SUFFIXES = frozenset([".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"])
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="fer-client", description="Client of the FER service.")
     root.add_argument("--url", help="gateway base URL (default: FER_CLIENT_URL or http://127.0.0.1:8080)")
@@ -60,6 +67,11 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", help="image model (default: the server's)")
     predict.add_argument("--fps", type=float, help="clip frames analysed per second")
     predict.add_argument("--concurrency", type=int, default=2, help="requests in flight (default 2)")
+    predict.add_argument(
+        "--one-by-one",
+        action="store_true",
+        help="one multipart request per file (default: still images go in JSON batches, POST /v1/predict)",
+    )
     commands.add_parser("models", help="the served models and whether their weights are trained")
     commands.add_parser("health", help="readiness of the gateway, Triton and every model")
     return root
@@ -83,35 +95,96 @@ def settings_from(args: argparse.Namespace) -> ClientSettings:
     return ClientSettings.model_validate({**base.model_dump(), **chosen}) if chosen else base
 
 
+class Progress:
+    """One line per finished file on the log: ``[done/total] path: summary``."""
+
+    def __init__(self, total: int, log: TextIO) -> None:
+        self.total, self.done, self.log = total, 0, log
+
+    def report(self, outcome: Outcome) -> Outcome:
+        self.done += 1
+        print(f"[{self.done}/{self.total}] {outcome.path}: {summary(outcome)}", file=self.log, flush=True)
+        return outcome
+
+
+def batchable(files: Sequence[Path], args: argparse.Namespace) -> list[int]:
+    """The files sent in JSON batches: still images (by suffix; the server still sniffs the bytes), when
+    there are two or more of them and --one-by-one was not given."""
+    stills = [i for i, path in enumerate(files) if path.suffix.lower() in STILL_SUFFIXES and path.is_file()]
+    return [] if args.one_by_one or len(stills) < 2 else stills
+
+
 async def predict_all(
     files: Sequence[Path], options: PredictOptions, args: argparse.Namespace, log: TextIO
 ) -> list[Outcome]:
-    limit = asyncio.Semaphore(max(1, args.concurrency))
-    done = 0
+    """Still images in JSON batches split by the server's limits (fewer round trips), everything else
+    (clips, GIFs, a photo too large for a batch) one request per file; ``--concurrency`` requests at once."""
+    limit, progress = asyncio.Semaphore(max(1, args.concurrency)), Progress(len(files), log)
+    outcomes: dict[int, Outcome] = {}
 
-    async def one(client: AsyncFerClient, path: Path) -> Outcome:
-        nonlocal done
+    async def one(client: AsyncFerClient, index: int) -> None:
         async with limit:
-            outcome = await analyse(client, path, options, args.annotate)
-        done += 1
-        print(f"[{done}/{len(files)}] {path}: {summary(outcome)}", file=log, flush=True)
-        return outcome
+            outcomes[index] = progress.report(await analyse(client, files[index], options, args.annotate))
+
+    async def batch(client: AsyncFerClient, chunk: list[int]) -> None:
+        async with limit:
+            found = await analyse_batch(client, [files[i] for i in chunk], options, args.annotate)
+        for index, outcome in zip(chunk, found, strict=True):
+            outcomes[index] = progress.report(outcome)
 
     async with AsyncFerClient(settings=settings_from(args)) as client:
-        return list(await asyncio.gather(*(one(client, path) for path in files)))
+        stills = batchable(files, args)
+        limits = await client.limits() if stills else None
+        chunks = (
+            [[stills[i] for i in c] for c in plan([files[i] for i in stills], limits)[0]] if limits else []
+        )
+        singles = sorted({*range(len(files))} - {i for chunk in chunks for i in chunk})
+        await asyncio.gather(*(batch(client, c) for c in chunks), *(one(client, i) for i in singles))
+    return [outcomes[index] for index in range(len(files))]
 
 
-async def analyse(client: AsyncFerClient, path: Path, options: PredictOptions, out: Path | None) -> Outcome:
+async def analyse_batch(
+    client: AsyncFerClient, paths: Sequence[Path], options: PredictOptions, out: Path | None
+) -> list[Outcome]:
+    """One JSON batch; each image's outcome (a batch refused as a whole: its error for each image)."""
     try:
-        result = await client.predict(path, options)
+        found = await client.predict_batch(paths, options)
+    except FerError as error:
+        return [Outcome(str(path), error=error) for path in paths]
+    except OSError as error:
+        return [Outcome(str(path), error=FerError(0, "io_error", str(error))) for path in paths]
+    outcomes = []
+    for path, item in zip(paths, found, strict=True):
+        if isinstance(item, FerError):
+            outcomes.append(Outcome(str(path), error=item))
+        else:
+            outcomes.append(await annotated(client, path, options, out, item))
+    return outcomes
+
+
+async def annotated(
+    client: AsyncFerClient, path: Path, options: PredictOptions, out: Path | None, result: Result
+) -> Outcome:
+    """The file's outcome, its annotated picture written first when asked for (one /annotate request)."""
+    try:
         if out is not None:
             picture = await client.annotate(path, options)
             (out / f"{path.stem}.annotated.jpg").write_bytes(picture)
     except FerError as error:
         return Outcome(str(path), error=error)
-    except OSError as error:  # unreadable file, or OUTDIR not writable
+    except OSError as error:
         return Outcome(str(path), error=FerError(0, "io_error", str(error)))
     return Outcome(str(path), result=result)
+
+
+async def analyse(client: AsyncFerClient, path: Path, options: PredictOptions, out: Path | None) -> Outcome:
+    try:
+        result = await client.predict(path, options)
+    except FerError as error:
+        return Outcome(str(path), error=error)
+    except OSError as error:  # unreadable file
+        return Outcome(str(path), error=FerError(0, "io_error", str(error)))
+    return await annotated(client, path, options, out, result)
 
 
 def summary(outcome: Outcome) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -12,12 +12,43 @@ from typing import Any, Self
 import httpx
 
 from fer_client.config import ClientSettings
-from fer_client.errors import FerTimeout, FerUnreachable
-from fer_client.protocol import PredictOptions, RetryState, Upload, checked, headers, prediction, timeout
-from service.schemas import HealthResponse, ModelsResponse, PredictResponse, VideoPredictResponse
+from fer_client.errors import FerError, FerTimeout, FerUnreachable
+from fer_client.protocol import (
+    DEFAULT_LIMITS,
+    PredictOptions,
+    RetryState,
+    Upload,
+    batch_body,
+    batch_chunks,
+    batch_results,
+    checked,
+    headers,
+    prediction,
+    timeout,
+)
+from service.schemas import BatchLimits, HealthResponse, ModelsResponse, PredictResponse, VideoPredictResponse
 
 Source = bytes | Path | str
 Result = PredictResponse | VideoPredictResponse
+ImageResult = PredictResponse | FerError  # one image of a batch: its answer, or its own error
+
+
+def size_of(source: Source) -> int:
+    return len(source) if isinstance(source, bytes) else Path(source).stat().st_size
+
+
+def limits_of(response: httpx.Response) -> BatchLimits:
+    """The server's batch limits; a server that predates GET /v1/limits has the defaults."""
+    if response.status_code == 404:
+        return DEFAULT_LIMITS
+    return BatchLimits.model_validate_json(checked(response).content)
+
+
+def plan(sources: Sequence[Source], limits: BatchLimits) -> tuple[list[list[int]], list[int]]:
+    """The batches to send, and the images too large for any (each sent alone to POST /predict)."""
+    chunks = batch_chunks([size_of(source) for source in sources], limits)
+    batched = {index for chunk in chunks for index in chunk}
+    return chunks, [index for index in range(len(sources)) if index not in batched]
 
 
 def _settings(base_url: str | None, api_key: str | None, settings: ClientSettings | None) -> ClientSettings:
@@ -54,6 +85,38 @@ class FerClient:
     def predict(self, source: Source, options: PredictOptions | None = None) -> Result:
         upload, params = Upload.of(source), (options or PredictOptions()).params()
         return prediction(self._send("POST", "/predict", params=params, files=upload.files()))
+
+    def limits(self) -> BatchLimits:
+        """What one JSON batch may carry (GET /v1/limits)."""
+        return limits_of(self._send("GET", "/v1/limits"))
+
+    def predict_batch(
+        self, sources: Sequence[Source], options: PredictOptions | None = None
+    ) -> list[ImageResult]:
+        """One POST /v1/predict for these still images: each one's answer or its own error, in order.
+        Mind the server's limits (``limits``), or let ``predict_many`` split the images."""
+        body = batch_body([Upload.of(source) for source in sources], options or PredictOptions())
+        return batch_results(self._send("POST", "/v1/predict", json=body))
+
+    def predict_many(
+        self, sources: Sequence[Source], options: PredictOptions | None = None
+    ) -> list[ImageResult]:
+        """Still images in as few JSON batches as the server's limits allow (one too large for a batch goes
+        alone to POST /predict); a batch refused as a whole gives its error to each of its images."""
+        chunks, alone = plan(sources, self.limits())
+        results: dict[int, ImageResult] = {}
+        for chunk in chunks:
+            try:
+                found = self.predict_batch([sources[i] for i in chunk], options)
+            except FerError as error:
+                found = [error] * len(chunk)
+            results.update(zip(chunk, found, strict=True))
+        for index in alone:
+            try:
+                results[index] = _image(self.predict(sources[index], options))
+            except FerError as error:
+                results[index] = error
+        return [results[index] for index in range(len(sources))]
 
     def annotate(self, source: Source, options: PredictOptions | None = None, *, png: bool = False) -> bytes:
         upload, params = Upload.of(source), (options or PredictOptions()).params()
@@ -115,6 +178,41 @@ class AsyncFerClient:
         upload, params = Upload.of(source), (options or PredictOptions()).params()
         return prediction(await self._send("POST", "/predict", params=params, files=upload.files()))
 
+    async def limits(self) -> BatchLimits:
+        return limits_of(await self._send("GET", "/v1/limits"))
+
+    async def predict_batch(
+        self, sources: Sequence[Source], options: PredictOptions | None = None
+    ) -> list[ImageResult]:
+        body = batch_body([Upload.of(source) for source in sources], options or PredictOptions())
+        return batch_results(await self._send("POST", "/v1/predict", json=body))
+
+    async def predict_many(
+        self, sources: Sequence[Source], options: PredictOptions | None = None, *, concurrency: int = 2
+    ) -> list[ImageResult]:
+        """FerClient.predict_many, with up to ``concurrency`` requests in flight."""
+        chunks, alone = plan(sources, await self.limits())
+        gate = asyncio.Semaphore(max(1, concurrency))
+
+        async def batch(chunk: list[int]) -> list[ImageResult]:
+            async with gate:
+                try:
+                    return await self.predict_batch([sources[i] for i in chunk], options)
+                except FerError as error:
+                    return [error] * len(chunk)
+
+        async def single(index: int) -> list[ImageResult]:
+            async with gate:
+                try:
+                    return [_image(await self.predict(sources[index], options))]
+                except FerError as error:
+                    return [error]
+
+        found = await asyncio.gather(*(batch(c) for c in chunks), *(single(i) for i in alone))
+        order = [*(i for chunk in chunks for i in chunk), *alone]
+        results = dict(zip(order, (item for part in found for item in part), strict=True))
+        return [results[index] for index in range(len(sources))]
+
     async def annotate(
         self, source: Source, options: PredictOptions | None = None, *, png: bool = False
     ) -> bytes:
@@ -152,6 +250,12 @@ class AsyncFerClient:
 
     async def __aexit__(self, *_: type[BaseException] | BaseException | TracebackType | None) -> None:
         await self.close()
+
+
+def _image(result: Result) -> ImageResult:
+    if isinstance(result, PredictResponse):
+        return result
+    return FerError(0, "not_a_still", "the file is a clip, not a still image: use predict()")
 
 
 def _guarded(call: Callable[[], httpx.Response]) -> httpx.Response:

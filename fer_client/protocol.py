@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import mimetypes
 import time
@@ -15,7 +16,13 @@ from pydantic import Field, TypeAdapter
 
 from fer_client.config import ClientSettings
 from fer_client.errors import FerError
-from service.schemas import PredictResponse, VideoPredictResponse
+from service.schemas import (
+    BatchItemResult,
+    BatchLimits,
+    BatchPredictResponse,
+    PredictResponse,
+    VideoPredictResponse,
+)
 
 # The answer's `media` says which model it is: an image's or a clip's.
 Prediction = Annotated[PredictResponse | VideoPredictResponse, Field(discriminator="media")]
@@ -119,3 +126,60 @@ def checked(response: httpx.Response) -> httpx.Response:
 
 def prediction(response: httpx.Response) -> PredictResponse | VideoPredictResponse:
     return PREDICTION.validate_json(checked(response).content)
+
+
+# What the batch body adds around the base64 of its images (keys, quotes, ids, options): a generous bound.
+BATCH_OVERHEAD_BYTES = 64 * 1024
+PER_IMAGE_OVERHEAD_BYTES = 1024
+# Used when the server predates GET /v1/limits: the server's defaults.
+DEFAULT_LIMITS = BatchLimits(
+    max_images=16, max_decoded_bytes=12 * 1024 * 1024, max_body_bytes=20 * 1024 * 1024
+)
+
+
+def batch_chunks(sizes: Sequence[int], limits: BatchLimits) -> list[list[int]]:
+    """Indices of consecutive images grouped into batches the server accepts: at most max_images, their
+    bytes within max_decoded_bytes and their base64 within the body limit. An image too large for any
+    batch is left out (it goes to POST /predict on its own)."""
+    body_room = limits.max_body_bytes - BATCH_OVERHEAD_BYTES
+    chunks: list[list[int]] = []
+    count = decoded = body = 0
+    for index, size in enumerate(sizes):
+        encoded = 4 * ((size + 2) // 3) + PER_IMAGE_OVERHEAD_BYTES
+        if size > limits.max_decoded_bytes or encoded > body_room:
+            continue
+        if (
+            not chunks
+            or count == limits.max_images
+            or decoded + size > limits.max_decoded_bytes
+            or (body + encoded > body_room)
+        ):
+            chunks.append([])
+            count = decoded = body = 0
+        chunks[-1].append(index)
+        count, decoded, body = count + 1, decoded + size, body + encoded
+    return chunks
+
+
+def batch_body(uploads: Sequence[Upload], options: PredictOptions) -> dict[str, object]:
+    """The JSON body of POST /v1/predict for these images (options that apply to stills only)."""
+    images = [{"id": u.filename, "data": base64.b64encode(u.data).decode("ascii")} for u in uploads]
+    body: dict[str, object] = {"images": images}
+    if options.model is not None:
+        body["model"] = options.model
+    if options.prompts:
+        body["prompts"] = list(options.prompts)
+    return body
+
+
+def batch_results(response: httpx.Response) -> list[PredictResponse | FerError]:
+    """Each image's answer, or its own error as a FerError (the request itself succeeded)."""
+    answer = BatchPredictResponse.model_validate_json(checked(response).content)
+    return [_item(result) for result in answer.results]
+
+
+def _item(result: BatchItemResult) -> PredictResponse | FerError:
+    if result.response is not None:
+        return result.response
+    error = result.error
+    return FerError(result.status, error.code if error else "http_error", error.message if error else "")

@@ -170,6 +170,17 @@ class Settings(BaseSettings):
         description="Still images processed at once (clips have their own FER_VIDEO_MAX_IN_FLIGHT); the next "
         "image gets 429 instead of queueing.",
     )
+    json_max_images: int = Field(
+        16,
+        ge=1,
+        description="Most images in one JSON batch (POST /v1/predict); more get 422 too_many_images.",
+    )
+    json_max_decoded_bytes: int = Field(
+        12 * MiB,
+        gt=0,
+        description="Most image bytes (after base64 decoding, all images together) in one JSON batch; more "
+        "get 413 batch_too_large. The body itself is bounded by FER_MAX_UPLOAD_BYTES (base64 adds a third).",
+    )
     max_faces: int = Field(64, ge=1, description="Faces analysed per image (highest detection scores first).")
 
     detector_thresholds: tuple[float, float, float] = Field(
@@ -351,6 +362,12 @@ class Settings(BaseSettings):
         """A body being read, and the one copy multipart parsing makes of it."""
         return 2 * min(declared if declared is not None else self.max_upload_bytes, self.max_upload_bytes)
 
+    def json_body_reservation_bytes(self, declared: int | None) -> int:
+        """A JSON batch being read: the body, its parsed strings, their validated copies and the decoded
+        images (three quarters of the body at most)."""
+        body = min(declared if declared is not None else self.max_upload_bytes, self.max_upload_bytes)
+        return 3 * body + min(self.json_max_decoded_bytes, body)
+
     def image_reservation_bytes(self, pixels: int) -> int:
         return min(pixels, self.max_image_pixels) * self.image_bytes_per_pixel
 
@@ -378,10 +395,14 @@ class Settings(BaseSettings):
                 f"request the limits allow ({largest // MiB} MiB): raise the limit, or lower "
                 "FER_MAX_IMAGE_PIXELS"
             )
-        if self.body_reservation_bytes(None) > self.memory_bodies_bytes:
+        # A JSON batch's body pool share covers its parsed and decoded copies; its images then take the
+        # work pool a wave (at most FER_MAX_IMAGE_PIXELS) at a time, which `largest` already covers.
+        body = max(self.body_reservation_bytes(None), self.json_body_reservation_bytes(None))
+        if body > self.memory_bodies_bytes:
             raise ValueError(
                 f"FER_MEMORY_BODIES_BYTES ({self.memory_bodies_bytes // MiB} MiB) cannot hold the largest "
-                f"body (twice FER_MAX_UPLOAD_BYTES: {self.body_reservation_bytes(None) // MiB} MiB)"
+                f"body being read ({body // MiB} MiB: twice FER_MAX_UPLOAD_BYTES, or a JSON batch's three "
+                "copies plus its decoded images)"
             )
         return self
 

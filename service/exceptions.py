@@ -92,6 +92,29 @@ class InvalidPrompt(ServiceError):
     code = "invalid_prompt"
 
 
+class InvalidJson(ServiceError):
+    """A JSON body that is not one well-formed JSON document: bad syntax, not UTF-8, a key given twice,
+    nesting deeper than the API's own, or NaN/Infinity."""
+
+    code = "invalid_json"
+
+
+class InvalidBase64(ServiceError):
+    """One image of a JSON batch whose ``data`` is not standard base64 (its own result carries it)."""
+
+    code = "invalid_base64"
+
+
+class TooManyImages(ServiceError):
+    code = "too_many_images"
+
+
+class BatchTooLarge(ServiceError):
+    """The images of a JSON batch decode to more bytes than FER_JSON_MAX_DECODED_BYTES."""
+
+    code = "batch_too_large"
+
+
 class Overloaded(ServiceError):
     code = "overloaded"
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
@@ -373,3 +373,97 @@ class ModelsResponse(_Schema):
 class HealthResponse(_Schema):
     status: Literal["ok", "unavailable"]
     checks: dict[str, bool] = Field(default_factory=dict)
+
+
+class BatchImage(BaseModel):
+    """One image of a JSON batch: its file's bytes as base64, never a URL."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data: str = Field(
+        description="The image file (JPEG, PNG, WebP, BMP, TIFF, GIF: first frame) in standard base64 "
+        "(RFC 4648 §4: A-Z a-z 0-9 + /, padded with =, no line breaks); a `data:image/...;base64,` prefix "
+        "is accepted. URLs are not fetched.",
+        examples=["/9j/4AAQSkZJRgABAQEASABIAAD..."],
+    )
+    id: str | None = Field(
+        None, max_length=256, description="Your name for the image, echoed in its result.", examples=["a.jpg"]
+    )
+
+
+class BatchPredictRequest(BaseModel):
+    """POST /v1/predict: several still images in one JSON body; options as /predict's query parameters."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+    images: list[BatchImage] = Field(
+        min_length=1,
+        description="The images, answered in this order (at most FER_JSON_MAX_IMAGES, together at most "
+        "FER_JSON_MAX_DECODED_BYTES once decoded).",
+    )
+    model: str | None = Field(
+        None,
+        description="Image model for every image (as /predict's `model`); or give it in `options`.",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        examples=["mini_xception_fer2013"],
+    )
+    prompts: list[str] = Field(
+        [],
+        description="Your own texts to score every face against (as /predict's `prompts`).",
+        examples=[["a person smiling broadly"]],
+    )
+    options: PredictQuery = Field(
+        default_factory=PredictQuery,
+        description="/predict's query options, same names and limits; every image is analysed as a still "
+        "(`media` may be auto or image; the clip options do not apply).",
+    )
+
+    @model_validator(mode="after")
+    def _options_given_once(self) -> BatchPredictRequest:
+        if self.model is not None and self.options.model is not None:
+            raise ValueError("give `model` once: at the top level or in `options`, not both")
+        if self.prompts and self.options.prompts:
+            raise ValueError("give `prompts` once: at the top level or in `options`, not both")
+        if self.options.media == "video":
+            raise ValueError("a JSON batch takes still images; send a clip to POST /predict")
+        return self
+
+    def query(self) -> PredictQuery:
+        """The options every image is analysed with: /predict's query, each image a still."""
+        return self.options.model_copy(
+            update={
+                "model": self.model or self.options.model,
+                "prompts": self.prompts or self.options.prompts,
+                "media": "image",
+            }
+        )
+
+
+class BatchItemResult(_Schema):
+    """One image's answer: ``response`` when it was analysed, else ``error`` (the rest still are)."""
+
+    index: int = Field(description="Position of the image in the request's `images`.", examples=[0])
+    id: str | None = Field(None, description="The image's `id` from the request.", examples=["a.jpg"])
+    status: int = Field(
+        description="The HTTP status this image alone would have got from POST /predict.", examples=[200]
+    )
+    response: PredictResponse | None = Field(None, description="The answer, as POST /predict gives it.")
+    error: ErrorDetail | None = Field(None, description="Why this image was not analysed.")
+
+
+class BatchPredictResponse(_Schema):
+    """The answer to a JSON batch: one result per image, in the request's order."""
+
+    results: list[BatchItemResult]
+    timings_ms: dict[str, float] = Field(
+        default_factory=dict,
+        description="The whole batch: read (body read and parsed) and total, in milliseconds.",
+    )
+
+
+class BatchLimits(_Schema):
+    """What one JSON batch may carry (GET /v1/limits): clients split their images by it."""
+
+    max_images: int = Field(description="FER_JSON_MAX_IMAGES.", examples=[16])
+    max_decoded_bytes: int = Field(description="FER_JSON_MAX_DECODED_BYTES.", examples=[12582912])
+    max_body_bytes: int = Field(description="FER_MAX_UPLOAD_BYTES: the whole JSON body.", examples=[20971520])

@@ -8,7 +8,9 @@ so the mutants are what a broken or malicious client would really send.
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import random
 import struct
 import zipfile
@@ -43,10 +45,11 @@ def request(
     query: str = "",
     headers: tuple[tuple[str, str], ...] = (),
     content_length: int | None = None,
+    path: str = "/predict",
 ) -> bytes:
-    """A POST /predict with an honest Content-Length unless ``content_length`` lies."""
+    """A POST ``path`` with an honest Content-Length unless ``content_length`` lies."""
     length = len(body) if content_length is None else content_length
-    lines = [f"POST /predict{'?' + query if query else ''} HTTP/1.1", "Host: gateway"]
+    lines = [f"POST {path}{'?' + query if query else ''} HTTP/1.1", "Host: gateway"]
     lines += [f"Content-Type: {content_type}", f"Content-Length: {length}", "Connection: close"]
     lines += [f"{name}: {value}" for name, value in headers]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
@@ -309,4 +312,90 @@ def corpus(media: Path) -> list[Probe]:
     found += [Probe(f"framing: {name}", raw) for name, raw in framing(files["JPEG"]).items()]
     found += list(query_probes(files["JPEG"], files["clip mp4-h264"]))
     found.append(Probe("random bytes", upload(np.random.default_rng(0).bytes(4096))))
+    return found
+
+
+def json_batch(body: bytes, content_type: str = "application/json", **kwargs: object) -> bytes:
+    """A POST /v1/predict carrying ``body``."""
+    return request(body, content_type, path="/v1/predict", **kwargs)  # type: ignore[arg-type]
+
+
+def images_body(*images: bytes, **extra: object) -> bytes:
+    entries = [
+        {"id": f"image-{i}", "data": base64.b64encode(data).decode("ascii")} for i, data in enumerate(images)
+    ]
+    return json.dumps({"images": entries, **extra}).encode()
+
+
+def hostile_json(jpeg: bytes) -> dict[str, bytes]:
+    """Bodies a broken or malicious program would send to the JSON API."""
+    one = base64.b64encode(jpeg).decode("ascii")
+    return {
+        "bad base64": b'{"images": [{"data": "not base64 at all!"}]}',
+        "URL-safe base64": json.dumps(
+            {"images": [{"data": one.replace("+", "-").replace("/", "_")}]}
+        ).encode(),
+        "base64 with line breaks": json.dumps(
+            {"images": [{"data": "\n".join([one[:76], one[76:]])}]}
+        ).encode(),
+        "a URL instead of data": b'{"images": [{"data": "http://169.254.169.254/latest/meta-data/"}]}',
+        "a url field": b'{"images": [{"url": "http://127.0.0.1:8001/v2"}]}',
+        "100000 images": json.dumps({"images": [{"data": ""}] * 100_000}).encode(),
+        "17 images": images_body(*[jpeg] * 17),
+        "zero images": b'{"images": []}',
+        "nesting 100000 deep": b"[" * 100_000 + b"]" * 100_000,
+        "objects 10000 deep": b'{"a":' * 10_000 + b"0" + b"}" * 10_000,
+        "duplicate keys": b'{"images": [{"data": "aGk=", "data": "aGk="}]}',
+        "duplicate top-level images": b'{"images": [], "images": [{"data": "aGk="}]}',
+        "NaN": b'{"images": [{"data": "aGk="}], "options": {"fps": NaN}}',
+        "a 100000-digit number": b'{"images": [{"data": "aGk="}], "options": {"fps": 1'
+        + b"0" * 100_000
+        + b"}}",
+        "500000 prompts": b'{"images": [{"data": "aGk="}], "prompts": [' + b'"a",' * 500_000 + b'"a"]}',
+        "1 MB id": json.dumps({"images": [{"data": one, "id": "i" * 1_000_000}]}).encode(),
+        "1 MB prompt": json.dumps({"images": [{"data": one}], "prompts": ["p" * 1_000_000]}).encode(),
+        "19 MB of base64 A": json.dumps({"images": [{"data": "A" * 19_000_000}]}).encode(),
+        "top-level array": b'[{"data": "aGk="}]',
+        "top-level string": b'"images"',
+        "data as a number": b'{"images": [{"data": 12345}]}',
+        "options as a list": b'{"images": [{"data": "aGk="}], "options": []}',
+        "media=video": json.dumps({"images": [{"data": one}], "options": {"media": "video"}}).encode(),
+        "model traversal": json.dumps({"images": [{"data": one}], "model": "../../etc/passwd"}).encode(),
+        "not UTF-8": b'{"images": [{"data": "\xff\xfe"}]}',
+        "UTF-16": json.dumps({"images": [{"data": one}]}).encode("utf-16"),
+        "BOM then JSON": b"\xef\xbb\xbf" + images_body(jpeg),
+        "truncated JSON": images_body(jpeg)[:-10],
+        "empty body": b"",
+        "JSON then junk": images_body(jpeg) + b"<html>",
+    }
+
+
+def json_probes(media: Path) -> list[Probe]:
+    """The JSON API's corpus: valid batches, every still mutant and hostile header inside a batch beside a
+    good image, hostile JSON, wrong content types and lying framing."""
+    files = stills(media)
+    jpeg = files["JPEG"]
+    found = [Probe("json: every still format", json_batch(images_body(*files.values())))]
+    for seed, (fmt, data) in enumerate(files.items()):
+        bad = [mutant for _, mutant in mutants(data, seed)]
+        found.append(
+            Probe(f"json: {fmt} mutants beside a good image", json_batch(images_body(jpeg, *bad[:11])))
+        )
+    found.append(
+        Probe("json: huge headers", json_batch(images_body(*list(huge_headers(jpeg).values())[:16])))
+    )
+    found.append(Probe("json: polyglots", json_batch(images_body(*polyglots(jpeg, files["PNG"]).values()))))
+    found += [Probe(f"json: {name}", json_batch(body)) for name, body in hostile_json(jpeg).items()]
+    good = images_body(jpeg)
+    for content_type in (
+        "text/plain",
+        "image/jpeg",
+        "application/x-www-form-urlencoded",
+        "application/json; charset=utf-16",
+    ):
+        found.append(Probe(f"json: Content-Type {content_type}", json_batch(good, content_type)))
+    found.append(
+        Probe("json: Content-Length over the body", json_batch(good, content_length=len(good) + 100))
+    )
+    found.append(Probe("json: Content-Length 10^18", json_batch(good, content_length=10**18)))
     return found

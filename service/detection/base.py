@@ -3,6 +3,7 @@ serving layer depends on (the cascade in mtcnn.py and the merging in batched.py 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -45,6 +46,10 @@ class FaceDetector(Protocol):
 
     def detect_batch(self, frames: npt.NDArray[np.uint8]) -> list[Detections]:
         """Faces in each of B equally sized frames (B x H x W x 3), in one batched pass."""
+        ...
+
+    def detect_images(self, images: Sequence[npt.NDArray[np.uint8]]) -> list[Detections]:
+        """Faces in each of several images of any sizes, in one batched pass (a JSON batch's photos)."""
         ...
 
     def close(self) -> None:

@@ -99,6 +99,9 @@ class BatchedDetector:
     def detect_batch(self, frames: npt.NDArray[np.uint8]) -> list[Detections]:
         return self._submit(list(frames))
 
+    def detect_images(self, images: Sequence[RGB]) -> list[Detections]:
+        return self._submit(list(images)) if images else []
+
     def close(self) -> None:
         self._queue.put(None)  # each worker puts it back for the next one on its way out
         for thread in self._threads:

@@ -18,7 +18,7 @@ from service.http.auth import ApiKeyAuth
 from service.http.errors import install_error_handlers
 from service.http.logs import RequestId
 from service.http.middleware import BodySizeLimit, HttpMetrics, UnambiguousFraming
-from service.http.routes import annotate, health, models, predict, web
+from service.http.routes import annotate, health, models, predict, predict_json, web
 from service.http.state import Resources
 from service.inference.base import InferenceBackend
 from service.inference.triton import TritonBackend
@@ -27,6 +27,7 @@ from service.launcher.supervisor import Restartable, RestartPolicy, TritonSuperv
 from service.metrics import Metrics
 from service.serving.admission import AdmissionControl
 from service.serving.annotation import Annotator
+from service.serving.batch import ImageBatchPipeline
 from service.serving.clip import VideoPipeline
 from service.serving.image import ImagePipeline
 from service.serving.memory import GatewayMemory, MemoryBudget, RestingGrowth, resident_bytes
@@ -118,12 +119,22 @@ def open_resources(
         settings.video_max_in_flight, rejected=metrics.rejected, in_flight=metrics.in_flight, kind="video"
     )
     memory = memory_budget(settings, metrics)
+    batch = ImageBatchPipeline(
+        settings=settings,
+        detector=face_detector,
+        inference=backend,
+        executor=executor,
+        metrics=metrics,
+        text=text,
+        memory=memory.work,
+    )
     serving = PredictService(
         settings=settings,
         inference=backend,
         image_admission=admission,
         video_admission=video_admission,
         pipeline=pipeline,
+        batch_pipeline=batch,
         video_pipeline=video_pipeline,
         memory=memory.work,
     )
@@ -214,7 +225,8 @@ def create_app(
     )
     app.state.metrics = metrics
     install_error_handlers(app)
-    for router in (predict.router, annotate.router, health.router, models.router, web.router):
+    routers = (predict.router, predict_json.router, annotate.router, health.router, models.router, web.router)
+    for router in routers:
         app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(UnambiguousFraming)  # before the size limit trusts Content-Length

@@ -14,13 +14,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from service.exceptions import (
+    BatchTooLarge,
     EmptyPayload,
     Forbidden,
     ImageTooLarge,
     InferenceFailed,
     InferenceTimeout,
     InferenceUnavailable,
+    InvalidBase64,
     InvalidImage,
+    InvalidJson,
     InvalidMultipart,
     InvalidPrompt,
     InvalidVideo,
@@ -31,6 +34,7 @@ from service.exceptions import (
     PayloadTooLarge,
     RequestTimeout,
     ServiceError,
+    TooManyImages,
     TooManyPrompts,
     Unauthorized,
     UnsupportedMediaType,
@@ -70,12 +74,22 @@ HTTP_ERRORS: Final[dict[type[ServiceError], HttpError]] = {
     ModelTaskMismatch: HttpError(422),
     TooManyPrompts: HttpError(422),
     InvalidPrompt: HttpError(422),
+    InvalidJson: HttpError(400),
+    InvalidBase64: HttpError(422),
+    TooManyImages: HttpError(422),
+    BatchTooLarge: HttpError(413),
     Overloaded: HttpError(429),
     InferenceUnavailable: HttpError(503),
     InferenceTimeout: HttpError(504),
     InferenceFailed: HttpError(502),
 }
 _UNMAPPED: Final = HttpError(500)
+
+# Errors only the JSON batch (POST /v1/predict) answers with, and those only an uploaded file can get.
+JSON_BATCH_ONLY: Final = (InvalidJson, InvalidBase64, TooManyImages, BatchTooLarge)
+UPLOAD_ONLY: Final = (InvalidMultipart, InvalidVideo, VideoTooLong, VideoTooLarge)
+UPLOAD_ERRORS: Final = tuple(error for error in HTTP_ERRORS if error not in JSON_BATCH_ONLY)
+JSON_BATCH_ERRORS: Final = tuple(error for error in HTTP_ERRORS if error not in UPLOAD_ONLY)
 
 
 def http_error(error: ServiceError) -> HttpError:
@@ -143,9 +157,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def openapi_error_responses(*errors: type[ServiceError]) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses=`` for a route, built from the same table the handlers use."""
+    """OpenAPI ``responses=`` for a route, built from the same table the handlers use (default: every
+    error an upload can get)."""
     responses: dict[int | str, dict[str, Any]] = {}
-    for error in errors or tuple(HTTP_ERRORS):
+    for error in errors or UPLOAD_ERRORS:
         entry = responses.setdefault(HTTP_ERRORS[error].status, {"model": ErrorResponse, "description": ""})
         entry["description"] = ", ".join(filter(None, [entry["description"], error.code]))
     return responses

@@ -8,7 +8,7 @@ answer (/annotate draws it) happens inside that slot, so admission bounds it too
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -18,6 +18,7 @@ from service.exceptions import InvalidVideo, ModelTaskMismatch, UnsupportedMedia
 from service.inference.base import InferenceBackend
 from service.schemas import PredictQuery, PredictResponse, VideoPredictResponse
 from service.serving.admission import AdmissionControl
+from service.serving.batch import ImageBatchPipeline, Item, Outcome
 from service.serving.clip import ClipRequest, VideoPipeline
 from service.serving.image import ImagePipeline
 from service.serving.memory import MemoryBudget
@@ -36,6 +37,7 @@ class PredictService:
     image_admission: AdmissionControl
     video_admission: AdmissionControl
     pipeline: ImagePipeline
+    batch_pipeline: ImageBatchPipeline
     video_pipeline: VideoPipeline
     memory: MemoryBudget
 
@@ -67,6 +69,14 @@ class PredictService:
             await ensure_image_model(self.inference, options.model)
             response = await self.video_pipeline.predict(data, container, clip, options.model, prompts)
             return await finish(with_decoded_frames(response))
+
+    async def predict_batch(self, items: Sequence[Item], options: PredictQuery) -> list[Outcome]:
+        """Several still images under one image slot: each image's answer, or its own error, in order.
+        Their memory is reserved wave by wave inside the pipeline (service/serving/batch.py)."""
+        prompts = validate_prompts(options.prompts, self.settings)
+        async with self.image_admission.slot():
+            await ensure_image_model(self.inference, options.model)
+            return await self.batch_pipeline.predict_many(items, options.model, prompts)
 
 
 async def _unchanged(answer: Answer) -> Answer:

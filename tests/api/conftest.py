@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -140,8 +140,15 @@ class FakeInference:
 class FakeDetector:
     """One face per 100 px of image width, laid out left to right."""
 
+    def __init__(self) -> None:
+        self.image_calls: list[int] = []  # images per detect_images call
+
     def detect_batch(self, frames: np.ndarray) -> list[Detections]:
         return [self.detect(frame) for frame in frames]
+
+    def detect_images(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        self.image_calls.append(len(images))
+        return [self.detect(image) for image in images]
 
     def close(self) -> None:
         pass

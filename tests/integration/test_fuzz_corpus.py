@@ -17,7 +17,7 @@ import pytest
 
 from devstack.stack import Gateway, gateway_settings, start_gateway
 from service.launcher.triton_local import LocalTriton
-from tests.corpus import Probe, corpus
+from tests.corpus import Probe, corpus, json_probes
 
 pytestmark = pytest.mark.integration
 
@@ -123,3 +123,34 @@ def test_hostile_corpus_gets_only_json_4xx_or_200(
     assert not bad, "\n".join(
         f"{o.probe}: status {o.status}, json {o.json_body}, {o.seconds:.1f} s" for o in bad
     )
+
+
+# What the JSON API's corpus must answer for some of its probes (the rest: any JSON 200 or 4xx).
+JSON_EXPECTED = {
+    "json: every still format": 200,
+    "json: JPEG mutants beside a good image": 200,
+    "json: bad base64": 200,
+    "json: 100000 images": 422,
+    "json: 17 images": 422,
+    "json: nesting 100000 deep": 400,
+    "json: duplicate keys": 400,
+    "json: 500000 prompts": 400,
+    "json: 19 MB of base64 A": 413,
+    "json: 1 MB id": 422,
+    "json: Content-Type text/plain": 415,
+    "json: Content-Length over the body": 408,
+}
+
+
+def test_hostile_json_corpus_gets_only_json_4xx_or_200(
+    fuzz_gateway: Gateway, media: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outcomes = [probe(fuzz_gateway, item) for item in json_probes(media)]
+    with capsys.disabled():
+        print("\njson " + figure(outcomes))
+    bad = [o for o in outcomes if o.status is None or o.status >= 500 or not o.json_body]
+    assert not bad, "\n".join(
+        f"{o.probe}: status {o.status}, json {o.json_body}, {o.seconds:.1f} s" for o in bad
+    )
+    statuses = {o.probe: o.status for o in outcomes}
+    assert {name: statuses[name] for name in JSON_EXPECTED} == JSON_EXPECTED
