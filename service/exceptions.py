@@ -46,6 +46,12 @@ class RequestTimeout(ServiceError):
     code = "request_timeout"
 
 
+class SlowReader(ServiceError):
+    """A live stream's client stopped reading its answers (FER_STREAM_SEND_QUEUE of them waited)."""
+
+    code = "slow_reader"
+
+
 class PayloadTooLarge(ServiceError):
     code = "payload_too_large"
 
@@ -90,6 +96,13 @@ class InvalidPrompt(ServiceError):
     """A caller prompt that is empty, only whitespace, or longer than FER_TEXT_MAX_PROMPT_CHARS."""
 
     code = "invalid_prompt"
+
+
+class InvalidRequest(ServiceError):
+    """A live stream's message that is not what the protocol takes (not JSON, an unknown type, bad base64,
+    an option out of range); the same code the HTTP routes answer a query's validation error with."""
+
+    code = "invalid_request"
 
 
 class Overloaded(ServiceError):

@@ -10,6 +10,7 @@ from service.detection.base import FaceDetector
 from service.inference.base import InferenceBackend
 from service.launcher.supervisor import TritonSupervisor
 from service.metrics import Metrics
+from service.serving.admission import AdmissionControl
 from service.serving.annotation import Annotator
 from service.serving.memory import MemoryBudget
 from service.serving.predict import PredictService
@@ -28,4 +29,5 @@ class Resources:
     serving: PredictService
     annotator: Annotator
     text: TextScorer
+    streams: AdmissionControl  # open live streams (GET /v1/stream), FER_STREAM_MAX_OPEN
     supervisor: TritonSupervisor | None = None  # only when the gateway runs its own Triton
