@@ -44,8 +44,9 @@ class Level:
         per_stream = statistics.mean(s.answered / s.seconds for s in self.stats)
         sent, dropped = sum(s.sent for s in self.stats), sum(s.dropped for s in self.stats)
         closed = sum(s.close_code is not None for s in self.stats)
+        total = per_stream * self.streams
         return (
-            f"| {self.streams} | {sent // self.streams} | {per_stream:.2f} | {per_stream * self.streams:.2f} | "
+            f"| {self.streams} | {sent // self.streams} | {per_stream:.2f} | {total:.2f} | "
             f"{100.0 * dropped / sent:.0f} % | {self.percentile(0.5):.0f} | {self.percentile(0.95):.0f} | "
             f"{closed} |"
         )
