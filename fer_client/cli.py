@@ -1,11 +1,12 @@
-"""`python -m fer_client predict|models|health`: the service from a shell, over many files at once.
+"""`python -m fer_client predict|stream|models|health`: the service from a shell, over many files at once.
 
     python -m fer_client predict photos/ clip.mp4 --table --annotate out/ --concurrency 4
+    python -m fer_client stream Megamind.avi --fps 10
+    python -m fer_client models
+    python -m fer_client health
 
 Still images go to the service in JSON batches (POST /v1/predict, split by GET /v1/limits): one round trip
 for many photos; clips and GIFs go one request per file (POST /predict).
-    python -m fer_client models
-    python -m fer_client health
 
 Results go to stdout (table, CSV or JSON), progress and the service's warnings to stderr. Exit status: 0
 when every file was analysed, 1 when any failed, 2 for bad arguments.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -25,6 +27,7 @@ from fer_client.config import ClientSettings
 from fer_client.errors import FerError
 from fer_client.output import Outcome, csv_text, json_text, models_table, rows, table
 from fer_client.protocol import PredictOptions
+from fer_client.stream import Answer, PeopleTable, Player, video_frames
 
 # What a folder contributes: the suffixes the service reads (it still sniffs the bytes, not the name).
 MEDIA_SUFFIXES = frozenset(
@@ -72,6 +75,13 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="one multipart request per file (default: still images go in JSON batches, POST /v1/predict)",
     )
+    stream = commands.add_parser("stream", help="play a video file or camera as a live stream")
+    stream.add_argument("source", help="a video file, or a V4L2 camera such as /dev/video0")
+    stream.add_argument("--fps", type=float, default=10.0, help="frames sent per second (default 10)")
+    stream.add_argument("--model", help="image model (default: the server's)")
+    stream.add_argument("--prompt", action="append", default=[], help="custom text prompt (repeatable)")
+    stream.add_argument("--max-side", type=int, default=0, help="shrink frames to this longest side")
+    stream.add_argument("--json", action="store_true", help="print every answer as a JSON line")
     commands.add_parser("models", help="the served models and whether their weights are trained")
     commands.add_parser("health", help="readiness of the gateway, Triton and every model")
     return root
@@ -228,6 +238,36 @@ def run_predict(args: argparse.Namespace, out: TextIO, log: TextIO) -> int:
     return 1 if any(outcome.error for outcome in outcomes) else 0
 
 
+def run_stream(args: argparse.Namespace, out: TextIO, log: TextIO) -> int:
+    settings = settings_from(args)
+    table = PeopleTable()
+
+    def show(answer: Answer, latency: float | None) -> None:
+        line = json.dumps(answer) if args.json else table.update(answer, latency)
+        if line is not None:
+            print(line, file=out, flush=True)
+
+    options = {"model": args.model, "prompts": args.prompt or None, "fps": args.fps}
+    player = Player(
+        settings.url,
+        api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+        options={name: value for name, value in options.items() if value is not None},
+        on_answer=show,
+    )
+    stats = asyncio.run(player.play(video_frames(args.source, args.fps, args.max_side)))
+    latencies = sorted(stats.latencies_s)
+    p50 = f"{latencies[len(latencies) // 2] * 1000:.0f} ms" if latencies else "-"
+    print(
+        f"{stats.sent} frames sent, {stats.answered} answered, {stats.dropped} dropped, {stats.errors} "
+        f"errors in {stats.seconds:.1f} s; median latency {p50}",
+        file=log,
+    )
+    if stats.close_code is not None:
+        print(f"fer-client: the stream was closed: {stats.close_code} {stats.close_reason}", file=log)
+        return 1
+    return 0
+
+
 def run_models(args: argparse.Namespace, out: TextIO) -> int:
     with FerClient(settings=settings_from(args)) as client:
         print(models_table(client.models()), file=out)
@@ -248,6 +288,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, log: TextI
     try:
         if args.command == "predict":
             return run_predict(args, out, log)
+        if args.command == "stream":
+            return run_stream(args, out, log)
         if args.command == "models":
             return run_models(args, out)
         return run_health(args, out)

@@ -334,6 +334,48 @@ class Settings(BaseSettings):
         description="Shortest expression segment of a track; a shorter run joins its longer neighbour.",
     )
 
+    stream_max_open: int = Field(
+        16,
+        ge=1,
+        description="Live streams (GET /v1/stream) open at once over the whole gateway; one more is closed "
+        "at once with code 4429 (overloaded).",
+    )
+    stream_default_fps: float = Field(
+        10.0, gt=0, le=60, description="Frames a live stream analyses per second when it asks for no `fps`."
+    )
+    stream_max_fps: float = Field(
+        30.0,
+        gt=0,
+        le=60,
+        description="Most frames one live stream may have analysed per second (its `fps` is capped to it); "
+        "frames that come sooner are dropped and counted.",
+    )
+    stream_max_frame_bytes: int = Field(
+        2 * MiB,
+        ge=64 * 1024,
+        description="Largest encoded frame of a live stream (a bigger one gets an error message, the stream "
+        "goes on); a WebSocket message larger than its base64 form is refused by the server (close 1009).",
+    )
+    stream_idle_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A live stream that sends nothing (no frame, no message) for this long is closed with "
+        "code 4408 (request_timeout); so is one whose opening message does not come in time.",
+    )
+    stream_send_queue: int = Field(
+        8,
+        ge=1,
+        description="Answers a live stream may have waiting to be sent while its client does not read; one "
+        "more closes it with code 4408 (slow_reader), so a slow reader holds bounded memory.",
+    )
+    stream_history_s: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="How far back a live stream keeps each person's expressions for smoothing and the "
+        "current segment (a person unseen for FER_TRACK_REID_WINDOW_S is forgotten).",
+    )
+
     annotate_max_frames: int = Field(
         24, ge=1, description="Most analysed frames on a clip's /annotate contact sheet (evenly spaced)."
     )
@@ -376,6 +418,17 @@ class Settings(BaseSettings):
         """A clip's analysis: frames are decoded one at a time and detected in chunks of video_detect_batch,
         so a chunk of the largest frames bounds it."""
         return self.video_detect_batch * self.video_max_pixels * self.image_bytes_per_pixel
+
+    @property
+    def stream_message_bytes(self) -> int:
+        """The largest WebSocket message a stream may send: a frame as base64 inside its JSON envelope."""
+        return (self.stream_max_frame_bytes + 2) // 3 * 4 + 4096
+
+    @property
+    def stream_reservation_bytes(self) -> int:
+        """What an open stream holds between frames: the message being received, the newest frame waiting
+        for analysis (decoded from base64: at most the message) and its queue of answers (small JSON)."""
+        return 2 * self.stream_message_bytes + self.stream_send_queue * 64 * 1024
 
     @property
     def annotate_reservation_bytes(self) -> int:

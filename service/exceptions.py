@@ -46,6 +46,12 @@ class RequestTimeout(ServiceError):
     code = "request_timeout"
 
 
+class SlowReader(ServiceError):
+    """A live stream's client stopped reading its answers (FER_STREAM_SEND_QUEUE of them waited)."""
+
+    code = "slow_reader"
+
+
 class PayloadTooLarge(ServiceError):
     code = "payload_too_large"
 
@@ -113,6 +119,13 @@ class BatchTooLarge(ServiceError):
     """The images of a JSON batch decode to more bytes than FER_JSON_MAX_DECODED_BYTES."""
 
     code = "batch_too_large"
+
+
+class InvalidRequest(ServiceError):
+    """A live stream's message that is not what the protocol takes (not JSON, an unknown type, bad base64,
+    an option out of range); the same code the HTTP routes answer a query's validation error with."""
+
+    code = "invalid_request"
 
 
 class Overloaded(ServiceError):

@@ -36,6 +36,7 @@ LATENCY_BUCKETS = (
     30.0,
 )
 COUNT_BUCKETS = (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+STREAM_FRAME_KINDS = ("received", "analysed", "dropped", "failed")
 
 
 class Metrics:
@@ -143,6 +144,23 @@ class Metrics:
             buckets=(0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0),
             registry=r,
         )
+
+        self.streams_open = Gauge("fer_streams_open", "Live streams (GET /v1/stream) open now.", registry=r)
+        self.stream_frames = Counter(
+            "fer_stream_frames",
+            "Live-stream frames by kind: received, analysed, dropped (a newer one came while it waited), "
+            "failed (answered with an error message).",
+            ["kind"],
+            registry=r,
+        )
+        self.stream_answer_seconds = Histogram(
+            "fer_stream_answer_seconds",
+            "Live stream: from a frame's arrival to its answer written to the socket.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        for kind in STREAM_FRAME_KINDS:  # every series exists from the start, at 0
+            self.stream_frames.labels(kind)
 
     def observe_expressions(self, labels: list[str]) -> None:
         """Count each face's top expression label; called where face results are built.

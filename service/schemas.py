@@ -467,3 +467,78 @@ class BatchLimits(_Schema):
     max_images: int = Field(description="FER_JSON_MAX_IMAGES.", examples=[16])
     max_decoded_bytes: int = Field(description="FER_JSON_MAX_DECODED_BYTES.", examples=[12582912])
     max_body_bytes: int = Field(description="FER_MAX_UPLOAD_BYTES: the whole JSON body.", examples=[20971520])
+
+
+# ----------------------------------------------------------------------------- live stream (GET /v1/stream)
+
+
+class StreamOptions(BaseModel):
+    """A live stream's options: its opening JSON message (``{"type": "start", ...}``) or query string."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str | None = Field(
+        None,
+        description="Image model to use (a name from GET /v1/models); default from settings.",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+    )
+    prompts: list[str] = Field([], description="Your own texts to score every face against.")
+    fps: float | None = Field(
+        None,
+        gt=0,
+        le=60,
+        description="Most frames analysed per second (capped by FER_STREAM_MAX_FPS; default "
+        "FER_STREAM_DEFAULT_FPS); frames that come sooner are dropped and counted.",
+    )
+    smoothing_s: float | None = Field(
+        None, ge=0, le=10, description="Smoothing window of each person's expression (FER_TRACK_SMOOTHING_S)."
+    )
+
+
+class StreamLimits(_Schema):
+    max_frame_bytes: int
+    idle_timeout_s: float
+    send_queue: int = Field(description="Answers that may wait unread before the stream is closed.")
+
+
+class StreamReady(_Schema):
+    """Sent when the stream is open, and again after an opening message changed its options."""
+
+    type: Literal["ready"] = "ready"
+    model: str
+    prompts: list[str]
+    fps: float
+    smoothing_s: float
+    limits: StreamLimits
+
+
+class StreamFace(TrackedFace):
+    smoothed_expression: LabelScore = Field(description="Top label of smoothed_expressions.")
+    smoothed_expressions: list[LabelScore] = Field(
+        description="This person's distribution smoothed over their recent frames as a clip's track "
+        "timeline is (the window's past half: the future has not come yet)."
+    )
+    segment: ExpressionSegment = Field(description="This person's current segment, up to this frame.")
+
+
+class StreamResult(_Schema):
+    type: Literal["result"] = "result"
+    frame: int = Field(description="The frame's number in the stream: 0 for the first frame received.")
+    id: str | None = Field(None, description="The frame's `id`, when its JSON message gave one.")
+    timestamp_s: float = Field(description="The frame's time: its JSON `timestamp`, else when it arrived.")
+    image: ImageInfo
+    faces: list[StreamFace]
+    dropped: int = Field(description="Frames dropped since the previous answer (they came during analysis).")
+    dropped_total: int
+    timings_ms: dict[str, float]
+
+
+class StreamError(_Schema):
+    """A frame or message the stream could not use; the stream goes on."""
+
+    type: Literal["error"] = "error"
+    frame: int | None = Field(description="The frame's number, when the message was a frame.")
+    id: str | None = None
+    error: ErrorDetail
+    dropped: int = 0
+    dropped_total: int = 0

@@ -18,7 +18,7 @@ from service.http.auth import ApiKeyAuth
 from service.http.errors import install_error_handlers
 from service.http.logs import RequestId
 from service.http.middleware import BodySizeLimit, HttpMetrics, UnambiguousFraming
-from service.http.routes import annotate, health, models, predict, predict_json, web
+from service.http.routes import annotate, health, models, predict, predict_json, stream, web
 from service.http.state import Resources
 from service.inference.base import InferenceBackend
 from service.inference.triton import TritonBackend
@@ -149,6 +149,9 @@ def open_resources(
         serving=serving,
         annotator=Annotator(serving, settings, image_executor=executor, clip_executor=video_executor),
         text=text,
+        streams=AdmissionControl(
+            settings.stream_max_open, rejected=metrics.rejected, in_flight=metrics.streams_open, kind="stream"
+        ),
     )
 
 
@@ -225,7 +228,15 @@ def create_app(
     )
     app.state.metrics = metrics
     install_error_handlers(app)
-    routers = (predict.router, predict_json.router, annotate.router, health.router, models.router, web.router)
+    routers = (
+        predict.router,
+        predict_json.router,
+        annotate.router,
+        health.router,
+        models.router,
+        stream.router,
+        web.router,
+    )
     for router in routers:
         app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)

@@ -3,7 +3,10 @@
 A key comes as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``. Probes and /metrics stay open: the
 kubelet and Prometheus carry no key, and neither endpoint reveals anything a client sent. The demo page
 (``/`` and its ``/static/`` files) stays open too: a browser cannot send a header to load it, and the page
-itself only sends the key the user types to /predict. Keys are never logged: nothing here logs a header.
+itself only sends the key the user types to /predict. WebSocket connections (GET /v1/stream) pass through
+here: the stream checks the same keys itself (service/http/streaming.py), from a header or its first
+message, since a browser cannot set a header on a WebSocket.
+Keys are never logged: nothing here logs a header.
 """
 
 from __future__ import annotations
@@ -37,12 +40,17 @@ class ApiKeyAuth:
     def _refusal(self, scope: Scope) -> ServiceError | None:
         if scope["path"] in EXEMPT_PATHS or scope["path"].startswith(EXEMPT_PREFIXES):
             return None
-        key = presented_key(scope)
-        if key is None:
-            return Unauthorized("an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'")
-        if not key_accepted(key, self.key_sha256):
-            return Forbidden("the API key is not accepted")
-        return None
+        return key_refusal(presented_key(scope), self.key_sha256)
+
+
+def key_refusal(key: str | None, key_sha256: tuple[str, ...]) -> ServiceError | None:
+    """Why a presented key (None: no key) is refused, or None when it is accepted; the HTTP middleware and
+    the live stream (which takes the key from a header or its first message) decide alike."""
+    if key is None:
+        return Unauthorized("an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'")
+    if not key_accepted(key, key_sha256):
+        return Forbidden("the API key is not accepted")
+    return None
 
 
 def presented_key(scope: Scope) -> str | None:

@@ -26,6 +26,7 @@ from service.exceptions import (
     InvalidJson,
     InvalidMultipart,
     InvalidPrompt,
+    InvalidRequest,
     InvalidVideo,
     MalformedRequest,
     ModelNotFound,
@@ -34,6 +35,7 @@ from service.exceptions import (
     PayloadTooLarge,
     RequestTimeout,
     ServiceError,
+    SlowReader,
     TooManyImages,
     TooManyPrompts,
     Unauthorized,
@@ -63,6 +65,7 @@ HTTP_ERRORS: Final[dict[type[ServiceError], HttpError]] = {
     Forbidden: HttpError(403),
     # The rest of the body may still arrive: the connection cannot carry another request (RFC 9110 §15.5.9).
     RequestTimeout: HttpError(408, (("Connection", "close"),)),
+    SlowReader: HttpError(408),  # a live stream's close code 4408 (close_code below); no HTTP answer has it
     PayloadTooLarge: HttpError(413),
     UnsupportedMediaType: HttpError(415),
     InvalidImage: HttpError(422),
@@ -78,6 +81,7 @@ HTTP_ERRORS: Final[dict[type[ServiceError], HttpError]] = {
     InvalidBase64: HttpError(422),
     TooManyImages: HttpError(422),
     BatchTooLarge: HttpError(413),
+    InvalidRequest: HttpError(422),
     Overloaded: HttpError(429),
     InferenceUnavailable: HttpError(503),
     InferenceTimeout: HttpError(504),
@@ -104,6 +108,15 @@ CLIENT_CLOSED_REQUEST = 499
 
 def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
+
+
+# A WebSocket (GET /v1/stream) is closed with 4000 + the error's HTTP status (4401, 4429, ...), its
+# reason the error's code: one table for both, and the 4000-4999 range is the application's (RFC 6455).
+WEBSOCKET_CLOSE_BASE = 4000
+
+
+def close_code(error: ServiceError) -> int:
+    return WEBSOCKET_CLOSE_BASE + http_error(error).status
 
 
 def error_response(error: ServiceError) -> JSONResponse:

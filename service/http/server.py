@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+from contextlib import suppress
 from typing import Any
 
 import h11
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from service.config import Settings
 from service.exceptions import MalformedRequest, Overloaded, RequestTimeout
@@ -98,6 +101,12 @@ class BoundedH11Protocol(JsonErrorsH11Protocol):
         if not self._awaiting_head():
             self._cancel_head_timer()
 
+    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        # The connection stops being HTTP here: a head timer left armed would write a 408 into the
+        # WebSocket head_timeout_s later (and the write timer is the WebSocket protocol's from now on).
+        self._cancel_timers()
+        super().handle_websocket_upgrade(event)
+
     def _awaiting_head(self) -> bool:
         return self.cycle is None or self.cycle.response_complete
 
@@ -140,6 +149,55 @@ class BoundedH11Protocol(JsonErrorsH11Protocol):
             self._write_timer = None
 
 
+class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol (the sans-I/O one, on the ``websockets`` package) with the HTTP side's
+    write bound: once the socket's buffer passes its high-water mark, a client has ``write_timeout_s`` to
+    drain it, else the connection is aborted. Without it a client that stops reading parks the stream's
+    sender (and its close frame) for ever. The kernel's send buffer is fixed at ``send_buffer_bytes``
+    instead of auto-tuned to megabytes: a live stream's answers are small, and its backlog should show up
+    where the stream can see it (its bounded queue), not pile up in the kernel.
+    """
+
+    write_timeout_s = 30.0
+    send_buffer_bytes = 128 * 1024
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._write_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer_bytes)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(self.write_timeout_s, self._write_timed_out)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._cancel_write_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_write_timer()
+        super().connection_lost(exc)
+
+    def _cancel_write_timer(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _write_timed_out(self) -> None:
+        self._write_timer = None
+        self.logger.warning(
+            "a stream's client read nothing for %g s: connection dropped", self.write_timeout_s
+        )
+        self.transport.abort()
+
+
 def bounded_protocol(settings: Settings) -> type[BoundedH11Protocol]:
     """The connection protocol with this deployment's limits."""
     limits = {
@@ -151,6 +209,11 @@ def bounded_protocol(settings: Settings) -> type[BoundedH11Protocol]:
     return type("GatewayH11Protocol", (BoundedH11Protocol,), limits)
 
 
+def bounded_websocket_protocol(settings: Settings) -> type[BoundedWebSocketProtocol]:
+    limits = {"write_timeout_s": settings.write_timeout_s}
+    return type("GatewayWebSocketProtocol", (BoundedWebSocketProtocol,), limits)
+
+
 def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
     return uvicorn.Config(
         app,
@@ -160,6 +223,11 @@ def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
         log_config=None,  # uvicorn's lines go through the root handler: same format, with the request id
         http=bounded_protocol(settings),
         h11_max_incomplete_event_size=settings.max_request_head_bytes,
+        # WebSockets (GET /v1/stream) named, not "auto": a frame in its base64 JSON is the largest message;
+        # no per-message deflate (JPEG does not compress, and inflating costs CPU and memory per message).
+        ws=bounded_websocket_protocol(settings),
+        ws_max_size=settings.stream_message_bytes,
+        ws_per_message_deflate=False,
         # Without a bound, one client that never finishes its request keeps SIGTERM from ever completing.
         timeout_graceful_shutdown=settings.graceful_shutdown_timeout_s,
     )

@@ -11,6 +11,7 @@ from service.inference.base import InferenceBackend
 from service.launcher.liveness import LivenessWatch
 from service.launcher.supervisor import TritonSupervisor
 from service.metrics import Metrics
+from service.serving.admission import AdmissionControl
 from service.serving.annotation import Annotator
 from service.serving.memory import GatewayMemory
 from service.serving.predict import PredictService
@@ -29,5 +30,6 @@ class Resources:
     serving: PredictService
     annotator: Annotator
     text: TextScorer
+    streams: AdmissionControl  # open live streams (GET /v1/stream), FER_STREAM_MAX_OPEN
     supervisor: TritonSupervisor | None = None  # only when the gateway runs its own Triton
     liveness: LivenessWatch | None = None  # unless FER_TRITON_HANG_TIMEOUT_S is 0

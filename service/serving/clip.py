@@ -66,6 +66,16 @@ def sampling_plan(query: PredictQuery, settings: Settings) -> SamplingPlan:
     )
 
 
+def tracker_config(settings: Settings) -> TrackerConfig:
+    """How people are followed across frames: clips and live streams alike."""
+    return TrackerConfig(max_gap_s=settings.track_max_gap_s, reid_window_s=settings.track_reid_window_s)
+
+
+def track_smoothing(settings: Settings) -> TrackSmoothing:
+    """How a person's expressions are smoothed and cut into segments: clips and live streams alike."""
+    return TrackSmoothing(settings.track_smoothing_s, settings.track_min_segment_s)
+
+
 class VideoPipeline(PipelineBase):
     """Turns one uploaded clip into a timeline, per-person tracks and a summary."""
 
@@ -76,13 +86,11 @@ class VideoPipeline(PipelineBase):
 
     @cached_property
     def _tracker(self) -> TrackerConfig:
-        return TrackerConfig(
-            max_gap_s=self._settings.track_max_gap_s, reid_window_s=self._settings.track_reid_window_s
-        )
+        return tracker_config(self._settings)
 
     @cached_property
     def _smoothing(self) -> TrackSmoothing:
-        return TrackSmoothing(self._settings.track_smoothing_s, self._settings.track_min_segment_s)
+        return track_smoothing(self._settings)
 
     async def predict(
         self,

@@ -99,12 +99,20 @@ class ImagePipeline(PipelineBase):
     async def predict(
         self, data: bytes, model_name: str | None, prompts: tuple[str, ...] = ()
     ) -> PredictResponse:
+        response, _ = await self.predict_with_crops(data, model_name, prompts)
+        return response
+
+    async def predict_with_crops(
+        self, data: bytes, model_name: str | None, prompts: tuple[str, ...] = ()
+    ) -> tuple[PredictResponse, FloatArray]:
+        """The answer and its faces' aligned crops, N x 3 x S x S in the answer's face order (a live
+        stream's tracker matches re-entries by their appearance, as a clip's does)."""
         async with self._caller_prompts(prompts, model_name) as caller:
             return await self._predict(data, model_name, caller)
 
     async def _predict(
         self, data: bytes, model_name: str | None, caller: asyncio.Task[PromptSet]
-    ) -> PredictResponse:
+    ) -> tuple[PredictResponse, FloatArray]:
         timings: dict[str, float] = {}
         start = time.perf_counter()
         with self._metrics.time_stage("decode", timings):
@@ -122,7 +130,7 @@ class ImagePipeline(PipelineBase):
             results = face_results(cropped.faces, outputs, text, model.config)
             self._metrics.observe_expressions([face.expression.label for face in results])
         timings["total"] = round((time.perf_counter() - start) * 1000.0, 3)
-        return PredictResponse(
+        response = PredictResponse(
             image=ImageInfo(width=image.width, height=image.height, format=image.format),
             model=model_info(
                 model,
@@ -133,6 +141,7 @@ class ImagePipeline(PipelineBase):
             timings_ms=timings,
             warnings=model_warnings(model.config),
         )
+        return response, cropped.crops[0]
 
     def _crop(self, image: DecodedImage, found: Detections, model: ServedModel) -> CroppedFaces:
         cropped = FaceCropper(self._selection, CropGeometry.of(model.config))(image.rgb, found)

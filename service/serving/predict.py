@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from fermodels.config import DETECTOR_STAGE_NAMES, TEXT_ENCODER
+from service.arrays import FloatArray
 from service.config import Settings
 from service.exceptions import InvalidVideo, ModelTaskMismatch, UnsupportedMediaType
 from service.inference.base import InferenceBackend
@@ -77,6 +78,15 @@ class PredictService:
         async with self.image_admission.slot():
             await ensure_image_model(self.inference, options.model)
             return await self.batch_pipeline.predict_many(items, options.model, prompts)
+
+    async def predict_frame(
+        self, data: bytes, model: str | None, prompts: tuple[str, ...]
+    ) -> tuple[PredictResponse, FloatArray]:
+        """One live-stream frame (its options were checked when the stream opened): an image's memory and
+        slot, and the faces' aligned crops with the answer (for the stream's tracker)."""
+        cost = self.settings.image_reservation_bytes(image_pixels(data))
+        async with self.memory.hold(cost), self.image_admission.slot():
+            return await self.pipeline.predict_with_crops(data, model, prompts)
 
 
 async def _unchanged(answer: Answer) -> Answer:

@@ -66,6 +66,15 @@ class FaceTracker:
     def __init__(self, config: TrackerConfig | None = None) -> None:
         self.config = config or TrackerConfig()
         self.tracks: list[Track] = []
+        self._issued = 0  # ids are never reused, even once their tracks are forgotten
+
+    def forget(self, now_s: float) -> list[int]:
+        """Drop the tracks unseen for longer than the re-identification window (none of them could match
+        again): a live stream then holds only its recent people, however long it runs. Their ids."""
+        keep = self.config.reid_window_s
+        gone = [t.track_id for t in self.tracks if now_s - t.last_seen_s > keep]
+        self.tracks = [t for t in self.tracks if now_s - t.last_seen_s <= keep]
+        return gone
 
     def update(
         self,
@@ -134,7 +143,8 @@ class FaceTracker:
     def _new_track(
         self, box: Float64Array, points: Float64Array, appearance: Float64Array, now: float
     ) -> Track:
-        track = Track(len(self.tracks) + 1, box, points, appearance, now)
+        self._issued += 1
+        track = Track(self._issued, box, points, appearance, now)
         self.tracks.append(track)
         return track
 
