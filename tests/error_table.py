@@ -27,6 +27,10 @@ EXPECTED_ERRORS: tuple[tuple[str, int, str, dict[str, str]], ...] = (
     ("TooManyPrompts", 422, "too_many_prompts", {}),
     ("InvalidPrompt", 422, "invalid_prompt", {}),
     ("Overloaded", 429, "overloaded", {}),
+    ("TruncatedUpload", 400, "truncated_upload", {}),
+    ("JobNotFound", 404, "job_not_found", {}),
+    ("JobNotFinished", 409, "job_not_finished", {}),
+    ("JobQueueFull", 429, "job_queue_full", {}),
     ("InferenceFailed", 502, "inference_failed", {}),
     ("InferenceUnavailable", 503, "inference_unavailable", {}),
     ("InferenceTimeout", 504, "inference_timeout", {}),
@@ -35,11 +39,12 @@ EXPECTED_ERRORS: tuple[tuple[str, int, str, dict[str, str]], ...] = (
 # What /predict and /annotate document (every error) and /v1/models (its three), by status: the codes in
 # each status's description, written out.
 EVERY_ERROR_BY_STATUS: dict[str, set[str]] = {
-    "400": {"empty_payload", "invalid_multipart", "malformed_request"},
+    "400": {"empty_payload", "invalid_multipart", "malformed_request", "truncated_upload"},
     "401": {"unauthorized"},
     "403": {"forbidden"},
-    "404": {"model_not_found"},
+    "404": {"model_not_found", "job_not_found"},
     "408": {"request_timeout"},
+    "409": {"job_not_finished"},
     "413": {"payload_too_large"},
     "415": {"unsupported_media_type"},
     "422": {
@@ -52,7 +57,7 @@ EVERY_ERROR_BY_STATUS: dict[str, set[str]] = {
         "too_many_prompts",
         "invalid_prompt",
     },
-    "429": {"overloaded"},
+    "429": {"overloaded", "job_queue_full"},
     "502": {"inference_failed"},
     "503": {"inference_unavailable"},
     "504": {"inference_timeout"},

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from service.config import Settings
 from service.detection.base import FaceDetector
 from service.inference.base import InferenceBackend
+from service.jobs.runner import JobRunner
 from service.launcher.supervisor import TritonSupervisor
 from service.metrics import Metrics
 from service.serving.annotation import Annotator
@@ -28,4 +29,5 @@ class Resources:
     serving: PredictService
     annotator: Annotator
     text: TextScorer
+    jobs: JobRunner
     supervisor: TritonSupervisor | None = None  # only when the gateway runs its own Triton
