@@ -1,8 +1,9 @@
-"""`python -m fer_client predict|models|health`: the service from a shell, over many files at once.
+"""`python -m fer_client predict|models|health|jobs`: the service from a shell, over many files at once.
 
     python -m fer_client predict photos/ clip.mp4 --table --annotate out/ --concurrency 4
     python -m fer_client models
     python -m fer_client health
+    python -m fer_client jobs submit interview.mp4 --wait --csv --out interview.csv
 
 Results go to stdout (table, CSV or JSON), progress and the service's warnings to stderr. Exit status: 0
 when every file was analysed, 1 when any failed, 2 for bad arguments.
@@ -20,6 +21,7 @@ from typing import TextIO
 from fer_client.client import AsyncFerClient, FerClient
 from fer_client.config import ClientSettings
 from fer_client.errors import FerError
+from fer_client.jobs_cli import add_jobs_parser, run_jobs
 from fer_client.output import Outcome, csv_text, json_text, models_table, rows, table
 from fer_client.protocol import PredictOptions
 
@@ -62,6 +64,7 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--concurrency", type=int, default=2, help="requests in flight (default 2)")
     commands.add_parser("models", help="the served models and whether their weights are trained")
     commands.add_parser("health", help="readiness of the gateway, Triton and every model")
+    add_jobs_parser(commands)
     return root
 
 
@@ -177,6 +180,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, log: TextI
             return run_predict(args, out, log)
         if args.command == "models":
             return run_models(args, out)
+        if args.command == "jobs":
+            with FerClient(settings=settings_from(args)) as client:
+                return run_jobs(client, args, out, log)
         return run_health(args, out)
     except FerError as error:  # models/health: the service is down or refused
         print(f"fer-client: {error.code}: {error.message}", file=log)
