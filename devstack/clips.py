@@ -162,7 +162,7 @@ def real_cycle(media: Path, fps: float, size: tuple[int, int] = (720, 528)) -> l
                     break
                 if time + 1e-6 >= next_at:
                     next_at += 1.0 / fps
-                    image = frame.to_image().convert("RGB").resize(size)
+                    image = Image.fromarray(frame.to_ndarray(format="rgb24")).resize(size)
                     frames.append(np.asarray(image))
     return frames
 
