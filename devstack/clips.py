@@ -147,3 +147,36 @@ def changing_expression(media: Path, count: int = 40) -> list[Frame]:
     smiling = face_patch(media / "faces" / "obama.jpg", (320, 20, 660, 490))
     frowning = face_patch(media / "faces" / "obama2.jpg", (140, 150, 520, 700))
     return scene(640, 420, count, lambda i: [(smiling if i < count // 2 else frowning, 150, 40)])
+
+
+def real_cycle(media: Path, fps: float, size: tuple[int, int] = (720, 528)) -> list[Frame]:
+    """The real clips of the test media (Megamind.avi, then vtest.avi's first 10 s, resized to one frame
+    size) sampled at ``fps``: one cycle of a long synthesised video."""
+    frames: list[Frame] = []
+    for name, seconds in (("Megamind.avi", 60.0), ("vtest.avi", 10.0)):
+        with av.open(str(media / name)) as source:
+            next_at = 0.0
+            for frame in source.decode(video=0):
+                time = float(frame.pts * frame.time_base) if frame.pts is not None else 0.0
+                if time > seconds:
+                    break
+                if time + 1e-6 >= next_at:
+                    next_at += 1.0 / fps
+                    image = Image.fromarray(frame.to_ndarray(format="rgb24")).resize(size)
+                    frames.append(np.asarray(image))
+    return frames
+
+
+def long_video(media: Path, seconds: float, path: Path, fps: int = 4) -> Path:
+    """An AVI (MPEG-4 part 2) of ``seconds`` made by looping the real clips, encoded frame by frame to
+    ``path`` (never whole in memory): the long footage jobs are tested and benchmarked on."""
+    cycle = real_cycle(media, fps)
+    with av.open(str(path), mode="w", format="avi") as output:
+        stream = output.add_stream("mpeg4", rate=fps)
+        stream.height, stream.width = cycle[0].shape[:2]
+        stream.pix_fmt, stream.codec_tag = "yuv420p", "XVID"
+        for index in range(round(seconds * fps)):
+            frame = av.VideoFrame.from_ndarray(cycle[index % len(cycle)], format="rgb24")
+            output.mux(stream.encode(frame))
+        output.mux(stream.encode())
+    return path

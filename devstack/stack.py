@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -117,6 +118,8 @@ def memory_mib(pid: int, field: str = "VmHWM") -> float:
 
 
 def gateway_settings(triton: LocalTriton, **overrides: object) -> Settings:
+    # Each test gateway keeps its jobs apart (a fresh folder unless the test names one).
+    overrides.setdefault("jobs_dir", Path(tempfile.mkdtemp(prefix="fer-jobs-")))
     return Settings(triton_url=triton.endpoints.grpc_url, **overrides)  # type: ignore[arg-type]
 
 

@@ -1,9 +1,10 @@
-"""`python -m fer_client predict|stream|models|health`: the service from a shell, over many files at once.
+"""`python -m fer_client predict|stream|jobs|models|health`: the service from a shell, for many files.
 
     python -m fer_client predict photos/ clip.mp4 --table --annotate out/ --concurrency 4
     python -m fer_client stream Megamind.avi --fps 10
     python -m fer_client models
     python -m fer_client health
+    python -m fer_client jobs submit interview.mp4 --wait --csv --out interview.csv
 
 Still images go to the service in JSON batches (POST /v1/predict, split by GET /v1/limits): one round trip
 for many photos; clips and GIFs go one request per file (POST /predict).
@@ -25,6 +26,7 @@ from typing import TextIO
 from fer_client.client import AsyncFerClient, FerClient, Result, plan
 from fer_client.config import ClientSettings
 from fer_client.errors import FerError
+from fer_client.jobs_cli import add_jobs_parser, run_jobs
 from fer_client.output import Outcome, csv_text, json_text, models_table, rows, table
 from fer_client.protocol import PredictOptions
 from fer_client.stream import Answer, PeopleTable, Player, video_frames
@@ -84,6 +86,7 @@ def parser() -> argparse.ArgumentParser:
     stream.add_argument("--json", action="store_true", help="print every answer as a JSON line")
     commands.add_parser("models", help="the served models and whether their weights are trained")
     commands.add_parser("health", help="readiness of the gateway, Triton and every model")
+    add_jobs_parser(commands)
     return root
 
 
@@ -292,6 +295,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout, log: TextI
             return run_stream(args, out, log)
         if args.command == "models":
             return run_models(args, out)
+        if args.command == "jobs":
+            with FerClient(settings=settings_from(args)) as client:
+                return run_jobs(client, args, out, log)
         return run_health(args, out)
     except FerError as error:  # models/health: the service is down or refused
         print(f"fer-client: {error.code}: {error.message}", file=log)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -26,7 +27,15 @@ from fer_client.protocol import (
     prediction,
     timeout,
 )
-from service.schemas import BatchLimits, HealthResponse, ModelsResponse, PredictResponse, VideoPredictResponse
+from service.schemas import (
+    BatchLimits,
+    HealthResponse,
+    JobList,
+    JobStatus,
+    ModelsResponse,
+    PredictResponse,
+    VideoPredictResponse,
+)
 
 Source = bytes | Path | str
 Result = PredictResponse | VideoPredictResponse
@@ -133,6 +142,48 @@ class FerClient:
         return HealthResponse.model_validate_json(
             response.content if response.status_code == 503 else checked(response).content
         )
+
+    def submit_job(self, path: Path, options: PredictOptions | None = None) -> JobStatus:
+        """A long video as a job: streamed from disk as the raw body (never read whole)."""
+        params = httpx.QueryParams(tuple((options or PredictOptions()).params()))
+        with path.open("rb") as body:
+            response = _guarded(
+                lambda: self._http.post(
+                    "/v1/jobs", params=params, content=body, headers={"Content-Type": "video/*"}
+                )
+            )
+        return JobStatus.model_validate_json(checked(response).content)
+
+    def job(self, job_id: str) -> JobStatus:
+        return JobStatus.model_validate_json(checked(self._send("GET", f"/v1/jobs/{job_id}")).content)
+
+    def jobs(self) -> JobList:
+        return JobList.model_validate_json(checked(self._send("GET", "/v1/jobs")).content)
+
+    def cancel_job(self, job_id: str) -> JobStatus:
+        return JobStatus.model_validate_json(checked(self._send("DELETE", f"/v1/jobs/{job_id}")).content)
+
+    def job_result(self, job_id: str, *, csv: bool = False) -> bytes:
+        """The whole result: the CSV table, or the clip response JSON with its every timeline page."""
+        url = f"/v1/jobs/{job_id}/result"
+        if csv:
+            return checked(self._send("GET", url, params={"format": "csv"})).content
+        body = checked(self._send("GET", url, params={"limit": 10000})).json()
+        while len(body.get("timeline") or []) < body.get("timeline_frames", 0):
+            page = {"offset": len(body["timeline"]), "limit": 10000}
+            body["timeline"] += checked(self._send("GET", url, params=page)).json()["timeline"]
+        return json.dumps(body).encode()
+
+    def wait_job(
+        self, job_id: str, on_status: Callable[[JobStatus], None] = lambda _: None, poll_s: float = 1.0
+    ) -> JobStatus:
+        """Poll until the job ends, telling ``on_status`` each status seen."""
+        while True:
+            status = self.job(job_id)
+            on_status(status)
+            if status.state in ("succeeded", "failed", "cancelled"):
+                return status
+            self._sleep(poll_s)
 
     def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         retry = RetryState(self.settings)

@@ -390,6 +390,52 @@ class Settings(BaseSettings):
         320, ge=64, le=1920, description="Width in pixels of one frame on a clip's /annotate contact sheet."
     )
 
+    jobs_dir: Path = Field(
+        Path(".cache/jobs"),
+        description="Where long-video jobs keep their state (jobs.sqlite3), spooled uploads and results; a "
+        "volume that survives restarts (shared by the replicas in Redis mode).",
+    )
+    jobs_max_upload_bytes: int = Field(
+        2048 * MiB, gt=0, description="Largest video accepted by POST /v1/jobs; larger gets 413."
+    )
+    jobs_upload_timeout_s: float = Field(
+        3600.0, gt=0, description="Longest a job's upload may take to arrive; slower gets 408."
+    )
+    jobs_max_duration_s: float = Field(
+        7200.0, gt=0, description="Longest video a job accepts (seconds); longer gets 422 video_too_long."
+    )
+    jobs_max_decoded_frames: int = Field(
+        7200 * 60, gt=0, description="Most frames decoded from one job's video (bounds CPU on high rates)."
+    )
+    jobs_max_frames: int = Field(
+        7200 * 5, ge=1, description="Most frames analysed per job; a job may ask for fewer, never more."
+    )
+    jobs_window_frames: int = Field(
+        64,
+        ge=1,
+        description="Sampled frames a job analyses and infers at a time before their crops are dropped: "
+        "bounds a job's memory whatever the video's length.",
+    )
+    jobs_workers: int = Field(1, ge=1, description="Jobs a gateway process analyses at once.")
+    jobs_max_queued: int = Field(
+        100, ge=1, description="Jobs waiting at most; one more gets 429 (each holds its upload on disk)."
+    )
+    jobs_max_attempts: int = Field(
+        3,
+        ge=1,
+        description="Times a job is started; one interrupted more often (the gateway died while running it) "
+        "fails with job_interrupted instead of being queued again.",
+    )
+    jobs_retention_s: float = Field(
+        86400.0, gt=0, description="How long a finished job's status and results are kept, then deleted."
+    )
+    jobs_progress_interval_s: float = Field(
+        1.0, gt=0, description="Least time between two progress writes of a running job."
+    )
+    jobs_page_size: int = Field(
+        500, ge=1, le=10000, description="Timeline frames per page of GET /v1/jobs/{id}/result by default."
+    )
+
     @property
     def memory_budget_bytes(self) -> int:
         """Per-request memory the gateway may hold at once (reserved before it is allocated)."""

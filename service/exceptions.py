@@ -142,3 +142,25 @@ class InferenceTimeout(ServiceError):
 
 class InferenceFailed(ServiceError):
     code = "inference_failed"
+
+
+class TruncatedUpload(ServiceError):
+    """The body ended before the Content-Length it declared (a cut connection or a lying client)."""
+
+    code = "truncated_upload"
+
+
+class JobNotFound(ServiceError):
+    """No such job for this API key: unknown, expired, deleted, or another key's (all look alike)."""
+
+    code = "job_not_found"
+
+
+class JobNotFinished(ServiceError):
+    """The job's result was asked for before it succeeded (queued, running, failed or cancelled)."""
+
+    code = "job_not_finished"
+
+
+class JobQueueFull(ServiceError):
+    code = "job_queue_full"

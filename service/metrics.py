@@ -144,6 +144,19 @@ class Metrics:
             buckets=(0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0),
             registry=r,
         )
+        self._job_metrics(r)
+
+    def _job_metrics(self, r: CollectorRegistry) -> None:
+        """Long-video jobs (POST /v1/jobs): the table's counts, this process' workers, frames and age."""
+        self.jobs = Gauge("fer_jobs", "Jobs in the job table, by state.", ["state"], registry=r)
+        self.jobs_finished = Counter(
+            "fer_jobs_finished", "Jobs this process saw end, by final state.", ["state"], registry=r
+        )
+        self.jobs_running = Gauge("fer_job_workers_busy", "Jobs this process is analysing.", registry=r)
+        self.job_frames = Counter("fer_job_frames", "Sampled frames analysed by jobs.", registry=r)
+        self.job_queue_age = Gauge(
+            "fer_job_queue_age_seconds", "Age of the oldest queued job (0: none waiting).", registry=r
+        )
 
         self.streams_open = Gauge("fer_streams_open", "Live streams (GET /v1/stream) open now.", registry=r)
         self.stream_frames = Counter(

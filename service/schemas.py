@@ -542,3 +542,40 @@ class StreamError(_Schema):
     error: ErrorDetail
     dropped: int = 0
     dropped_total: int = 0
+
+
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class JobProgress(_Schema):
+    frames_analysed: int = Field(description="Sampled frames analysed so far.", examples=[1200])
+    frames_expected: int = Field(
+        description="Sampled frames the video should give (from its duration and the sampling; an "
+        "estimate until the job ends).",
+        examples=[3000],
+    )
+    percent: float = Field(description="frames_analysed / frames_expected, 0-100.", examples=[40.0])
+    elapsed_s: float = Field(description="Seconds since the job started running (0 while queued).")
+    eta_s: float | None = Field(
+        description="Seconds left at the rate so far; null until a rate is known.", examples=[90.5]
+    )
+
+
+class JobStatus(_Schema):
+    id: str = Field(description="The job's id.", examples=["9f1c2e4a7b6d4c0e8a1b2c3d4e5f6a7b"])
+    state: JobState = Field(description="queued → running → succeeded | failed | cancelled.")
+    created_at: float = Field(description="Unix time the job was accepted.")
+    started_at: float | None = Field(description="Unix time it last started running.")
+    finished_at: float | None = Field(description="Unix time it ended (succeeded, failed, cancelled).")
+    expires_at: float | None = Field(description="Unix time its status and result are deleted.")
+    attempts: int = Field(description="Times it was started (a restart of the gateway starts it again).")
+    container: str = Field(description="The upload's container, from its bytes.", examples=["AVI"])
+    upload_bytes: int = Field(description="The upload's size.")
+    progress: JobProgress
+    error: ErrorDetail | None = Field(description="Why it failed (the same envelope /predict answers).")
+    status_url: str = Field(description="Where to follow it.", examples=["/v1/jobs/9f1c2e4a"])
+    result_url: str = Field(description="Its result, once succeeded (JSON; ?format=csv for the table).")
+
+
+class JobList(_Schema):
+    jobs: list[JobStatus] = Field(description="The caller's jobs, newest first.")

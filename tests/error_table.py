@@ -33,6 +33,10 @@ EXPECTED_ERRORS: tuple[tuple[str, int, str, dict[str, str]], ...] = (
     ("BatchTooLarge", 413, "batch_too_large", {}),
     ("InvalidRequest", 422, "invalid_request", {}),
     ("Overloaded", 429, "overloaded", {}),
+    ("TruncatedUpload", 400, "truncated_upload", {}),
+    ("JobNotFound", 404, "job_not_found", {}),
+    ("JobNotFinished", 409, "job_not_finished", {}),
+    ("JobQueueFull", 429, "job_queue_full", {}),
     ("InferenceFailed", 502, "inference_failed", {}),
     ("InferenceUnavailable", 503, "inference_unavailable", {}),
     ("InferenceTimeout", 504, "inference_timeout", {}),
@@ -41,11 +45,12 @@ EXPECTED_ERRORS: tuple[tuple[str, int, str, dict[str, str]], ...] = (
 # What /predict and /annotate document (every error) and /v1/models (its three), by status: the codes in
 # each status's description, written out.
 EVERY_ERROR_BY_STATUS: dict[str, set[str]] = {
-    "400": {"empty_payload", "invalid_multipart", "malformed_request"},
+    "400": {"empty_payload", "invalid_multipart", "malformed_request", "truncated_upload"},
     "401": {"unauthorized"},
     "403": {"forbidden"},
-    "404": {"model_not_found"},
+    "404": {"model_not_found", "job_not_found"},
     "408": {"request_timeout", "slow_reader"},
+    "409": {"job_not_finished"},
     "413": {"payload_too_large"},
     "415": {"unsupported_media_type"},
     "422": {
@@ -82,7 +87,7 @@ JSON_BATCH_ERRORS_BY_STATUS: dict[str, set[str]] = {
         "invalid_base64",
         "too_many_images",
     },
-    "429": {"overloaded"},
+    "429": {"overloaded", "job_queue_full"},
     "502": {"inference_failed"},
     "503": {"inference_unavailable"},
     "504": {"inference_timeout"},

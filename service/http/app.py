@@ -18,10 +18,12 @@ from service.http.auth import ApiKeyAuth
 from service.http.errors import install_error_handlers
 from service.http.logs import RequestId
 from service.http.middleware import BodySizeLimit, HttpMetrics, UnambiguousFraming
-from service.http.routes import annotate, health, models, predict, predict_json, stream, web
+from service.http.routes import annotate, health, jobs, models, predict, predict_json, stream, web
 from service.http.state import Resources
 from service.inference.base import InferenceBackend
 from service.inference.triton import TritonBackend
+from service.jobs.runner import JobRunner
+from service.jobs.store import AsyncJobStore, JobStore
 from service.launcher.liveness import LivenessPolicy, LivenessWatch
 from service.launcher.supervisor import Restartable, RestartPolicy, TritonSupervisor
 from service.metrics import Metrics
@@ -152,10 +154,19 @@ def open_resources(
         streams=AdmissionControl(
             settings.stream_max_open, rejected=metrics.rejected, in_flight=metrics.streams_open, kind="stream"
         ),
+        jobs=JobRunner(
+            settings,
+            AsyncJobStore(JobStore(settings.jobs_dir / "jobs.sqlite3")),
+            video_pipeline,
+            memory.work,
+            metrics,
+        ),
     )
 
 
 async def close_resources(resources: Resources) -> None:
+    await resources.jobs.stop()  # first: its running jobs go back to the queue while the store is open
+    resources.jobs.store.sync.close()
     await resources.inference.close()
     resources.executor.shutdown(wait=True, cancel_futures=True)
     resources.video_executor.shutdown(wait=True, cancel_futures=True)
@@ -210,6 +221,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.resources = open_resources(settings, metrics, inference, detector)
+        await app.state.resources.jobs.start()
         logger.info("gateway ready: Triton %s over %s", settings.triton_url, settings.triton_protocol)
         try:
             async with supervising(app.state.resources, triton):
@@ -235,11 +247,16 @@ def create_app(
         health.router,
         models.router,
         stream.router,
+        jobs.router,
         web.router,
     )
     for router in routers:
         app.include_router(router)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_upload_bytes,
+        larger={"/v1/jobs": settings.jobs_max_upload_bytes},
+    )
     app.add_middleware(UnambiguousFraming)  # before the size limit trusts Content-Length
     app.add_middleware(ApiKeyAuth, key_sha256=settings.api_key_sha256)  # outside the body limit, so first
     app.add_middleware(HttpMetrics, metrics=metrics)

@@ -67,3 +67,9 @@ def key_accepted(key: str, key_sha256: tuple[str, ...]) -> bool:
     # hash matched or how much of one did.
     matches = [hmac.compare_digest(digest, expected) for expected in key_sha256]
     return any(matches)
+
+
+def owner_of(scope: Scope) -> str:
+    """Who a job belongs to: the SHA-256 of the key the request presented ("" when none is needed)."""
+    key = presented_key(scope)
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest() if key else ""

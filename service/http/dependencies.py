@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from service.config import Settings
 from service.http.state import Resources
 from service.inference.base import InferenceBackend
+from service.jobs.runner import JobRunner
 from service.metrics import Metrics
 from service.serving.annotation import Annotator
 from service.serving.memory import GatewayMemory
@@ -48,6 +49,10 @@ def get_text(resources: ResourcesDep) -> TextScorer:
     return resources.text
 
 
+def get_jobs(resources: ResourcesDep) -> JobRunner:
+    return resources.jobs
+
+
 def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
@@ -60,3 +65,4 @@ ServingDep = Annotated[PredictService, Depends(get_serving)]
 AnnotatorDep = Annotated[Annotator, Depends(get_annotator)]
 MemoryDep = Annotated[GatewayMemory, Depends(get_memory)]
 TextDep = Annotated[TextScorer, Depends(get_text)]
+JobsDep = Annotated[JobRunner, Depends(get_jobs)]

@@ -29,34 +29,37 @@ class UnambiguousFraming:
 
 
 class BodySizeLimit:
-    """Refuse bodies over ``max_bytes``: from Content-Length before reading, else while streaming."""
+    """Refuse bodies over ``max_bytes`` (over ``larger[path]`` on the paths given their own limit, such
+    as a long video's job): from Content-Length before reading, else while streaming."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, *, max_bytes: int, larger: dict[str, int] | None = None) -> None:
+        self.app, self.max_bytes, self.larger = app, max_bytes, larger or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.larger.get(scope["path"], self.max_bytes)
         declared = content_length(scope)
-        if declared is not None and declared > self.max_bytes:
-            await error_response(self._too_large())(scope, receive, send)
+        if declared is not None and declared > limit:
+            await error_response(self._too_large(limit))(scope, receive, send)
             return
-        await self.app(scope, self._counting(receive), send)
+        await self.app(scope, self._counting(receive, limit), send)
 
-    def _too_large(self) -> PayloadTooLarge:
-        return PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes")
+    @staticmethod
+    def _too_large(limit: int) -> PayloadTooLarge:
+        return PayloadTooLarge(f"request body exceeds {limit} bytes")
 
-    def _counting(self, receive: Receive) -> Receive:
+    def _counting(self, receive: Receive, limit: int) -> Receive:
         received = 0
 
         async def counting_receive() -> Message:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.max_bytes:
+            if received > limit:
                 # Raised inside the route's body read, so the app's error table answers with 413.
-                raise self._too_large()
+                raise self._too_large(limit)
             return message
 
         return counting_receive

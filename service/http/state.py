@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from service.config import Settings
 from service.detection.base import FaceDetector
 from service.inference.base import InferenceBackend
+from service.jobs.runner import JobRunner
 from service.launcher.liveness import LivenessWatch
 from service.launcher.supervisor import TritonSupervisor
 from service.metrics import Metrics
@@ -31,5 +32,6 @@ class Resources:
     annotator: Annotator
     text: TextScorer
     streams: AdmissionControl  # open live streams (GET /v1/stream), FER_STREAM_MAX_OPEN
+    jobs: JobRunner
     supervisor: TritonSupervisor | None = None  # only when the gateway runs its own Triton
     liveness: LivenessWatch | None = None  # unless FER_TRITON_HANG_TIMEOUT_S is 0

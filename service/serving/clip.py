@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from functools import cached_property
+from pathlib import Path
 
 from service.config import Settings
-from service.inference.base import ClipOutputs, ServedModel
+from service.inference.base import ClipOutputs, ImageOutputs, ServedModel
 from service.schemas import PredictQuery, VideoPredictResponse
 from service.serving.batching import run_batched
 from service.serving.image import PipelineBase
@@ -22,10 +24,11 @@ from service.vision.clip_analysis import (
     AnalysisOptions,
     ClipAnalysis,
     analyse_clip,
+    analyse_windows,
     track_clips,
 )
 from service.vision.tracking import TrackerConfig
-from service.vision.video import SamplingPlan, VideoLimits
+from service.vision.video import ClipInfo, SamplingPlan, VideoLimits
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class ClipRequest:
     include_timeline: bool = True
     include_tracks: bool = True
     include_stt: bool = False  # the spatio-temporal model's output even when it is untrained
+    limits: VideoLimits | None = None  # a job's own limits; None: the app's clip limits
 
     @classmethod
     def of(cls, query: PredictQuery, settings: Settings) -> ClipRequest:
@@ -45,6 +49,18 @@ class ClipRequest:
             include_tracks="tracks" in query.include,
             include_stt="stt" in query.include,
         )
+
+    @classmethod
+    def for_job(cls, query: PredictQuery, settings: Settings) -> ClipRequest:
+        """The same options under a job's limits (long videos), capped by the FER_JOBS_* settings."""
+        caps = settings.model_copy(
+            update={
+                "video_max_frames": settings.jobs_max_frames,
+                "video_max_duration_s": settings.jobs_max_duration_s,
+                "video_max_decoded_frames": settings.jobs_max_decoded_frames,
+            }
+        )
+        return replace(cls.of(query, caps), limits=video_limits(caps))
 
 
 def video_limits(settings: Settings) -> VideoLimits:
@@ -74,6 +90,20 @@ def tracker_config(settings: Settings) -> TrackerConfig:
 def track_smoothing(settings: Settings) -> TrackSmoothing:
     """How a person's expressions are smoothed and cut into segments: clips and live streams alike."""
     return TrackSmoothing(settings.track_smoothing_s, settings.track_min_segment_s)
+
+
+@dataclass(frozen=True)
+class LongAnalysis:
+    """What a job's analysis reports to and is steered by: progress after each window, a stop flag read
+    between chunks (cancellation), and the stage timings it fills."""
+
+    on_window: Callable[[ClipInfo], Awaitable[None]]
+    stop: threading.Event
+    timings: dict[str, float]
+
+
+def without_embeddings(outputs: ImageOutputs) -> ImageOutputs:
+    return replace(outputs, embeddings=outputs.embeddings[:, :0])
 
 
 class VideoPipeline(PipelineBase):
@@ -113,28 +143,12 @@ class VideoPipeline(PipelineBase):
     ) -> VideoPredictResponse:
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        image_model = await self._inference.served_model(model_name or self._settings.default_model)
-        video_model = await self._inference.served_model(self._settings.default_video_model)
+        image_model, video_model = await self._models(model_name)
         with self._metrics.time_stage("video_analyse", timings):
             analysis = await self._analyse(data, container, options, image_model, video_model)
         with self._metrics.time_stage("infer", timings):
             faces = await self._infer_images(image_model, analysis.image_batch(), analysis.landmark_batch())
-        track_ids, tracks = sorted(analysis.tracks), None
-        if video_model.config.trained or options.include_stt:
-            with self._metrics.time_stage("video_infer", timings):
-                track_ids, tracks = await self._infer_tracks(video_model, analysis)
-        with self._metrics.time_stage("text", timings):
-            text = self._text.score(image_model.config, faces, await caller)
-        results = ClipResults(
-            analysis,
-            faces,
-            text,
-            track_ids,
-            tracks,
-            image_model,
-            video_model,
-            self._text.expression_encoder(image_model.config),
-        )
+        results = await self._results(analysis, faces, options, (image_model, video_model), caller, timings)
         with self._metrics.time_stage("assemble", timings):
             body = clip_body(
                 results,
@@ -148,9 +162,96 @@ class VideoPipeline(PipelineBase):
         self._metrics.observe_expressions(results.top_labels)
         return clip_response(results, body, timings)
 
+    async def analyse_long(
+        self,
+        source: Path,
+        container: str,
+        options: ClipRequest,
+        model_name: str | None,
+        prompts: tuple[str, ...],
+        job: LongAnalysis,
+    ) -> ClipResults:
+        """A long video (a job) as a stream of windows, each inferred as soon as it is analysed and kept
+        only as small per-face rows: the same analysis and inference as a clip, in memory bounded by the
+        window and the number of people, not by the video's length."""
+        async with self._caller_prompts(prompts, model_name) as caller:
+            models = await self._models(model_name)
+            analysis, faces = await self._stream(source, container, options, models, job)
+            return await self._results(analysis, faces, options, models, caller, job.timings)
+
+    async def _stream(
+        self,
+        source: Path,
+        container: str,
+        options: ClipRequest,
+        models: tuple[ServedModel, ServedModel],
+        job: LongAnalysis,
+    ) -> tuple[ClipAnalysis, ImageOutputs]:
+        (image, video), sample = models, 4 * models[1].config.clip_length
+        windows = analyse_windows(
+            source,
+            container,
+            self._detector,
+            image.config,
+            video.config,
+            self._analysis_options(options),
+            self._settings.jobs_window_frames,
+            self._metrics.video_frames.labels("analysed").inc,
+            job.stop.is_set,
+        )
+        merged: ClipAnalysis | None = None
+        outputs: list[ImageOutputs] = []
+        while (window := await self._offload(next, windows, None)) is not None:
+            with self._metrics.time_stage("infer", job.timings):
+                faces = await self._infer_images(image, window.image_batch(), window.landmark_batch())
+            outputs.append(without_embeddings(faces))  # no response uses them; they would grow with time
+            merged = merged or ClipAnalysis(info=window.info)
+            merged.absorb(window, sample)
+            await job.on_window(window.info)
+        assert merged is not None  # the stream always yields its last window
+        self._metrics.video_frames.labels("decoded").inc(merged.info.frames_decoded)
+        return merged, ImageOutputs.concatenate(outputs)
+
+    async def _models(self, model_name: str | None) -> tuple[ServedModel, ServedModel]:
+        image_model = await self._inference.served_model(model_name or self._settings.default_model)
+        return image_model, await self._inference.served_model(self._settings.default_video_model)
+
+    async def _results(
+        self,
+        analysis: ClipAnalysis,
+        faces: ImageOutputs,
+        options: ClipRequest,
+        models: tuple[ServedModel, ServedModel],
+        caller: asyncio.Task[PromptSet],
+        timings: dict[str, float],
+    ) -> ClipResults:
+        """Per-track inference and text scores: what a clip's response is built from, clip or job alike."""
+        image_model, video_model = models
+        track_ids, tracks = sorted(analysis.tracks), None
+        if video_model.config.trained or options.include_stt:
+            with self._metrics.time_stage("video_infer", timings):
+                track_ids, tracks = await self._infer_tracks(video_model, analysis)
+        with self._metrics.time_stage("text", timings):
+            text = self._text.score(image_model.config, faces, await caller)
+        return ClipResults(
+            analysis,
+            faces,
+            text,
+            track_ids,
+            tracks,
+            image_model,
+            video_model,
+            self._text.expression_encoder(image_model.config),
+        )
+
+    @property
+    def smoothing(self) -> TrackSmoothing:
+        return self._smoothing
+
     def _analysis_options(self, options: ClipRequest) -> AnalysisOptions:
+        limits = options.limits or self._limits
         return AnalysisOptions(
-            options.plan, self._limits, self._tracker, self._settings.video_detect_batch, self._selection
+            options.plan, limits, self._tracker, self._settings.video_detect_batch, self._selection
         )
 
     async def _analyse(

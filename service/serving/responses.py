@@ -4,6 +4,7 @@ order), model info, and a clip's timeline, tracks and summary. The pipelines com
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal
@@ -305,7 +306,11 @@ def clip_response(results: ClipResults, body: ClipBody, timings_ms: dict[str, fl
 
 
 def timeline(results: ClipResults, config: ModelConfig) -> list[TimelineFrame]:
-    frames = []
+    return list(timeline_frames(results, config))
+
+
+def timeline_frames(results: ClipResults, config: ModelConfig) -> Iterator[TimelineFrame]:
+    """The timeline one frame at a time (a job writes a long video's to disk as it goes)."""
     for frame in results.analysis.frames:
         count = len(frame.detections)
         span = (frame.first_crop, frame.first_crop + count)
@@ -317,10 +322,7 @@ def timeline(results: ClipResults, config: ModelConfig) -> list[TimelineFrame]:
             )
             for i in range(count)
         ]
-        frames.append(
-            TimelineFrame(frame_index=frame.index, timestamp_s=round(frame.timestamp_s, 3), faces=faces)
-        )
-    return frames
+        yield TimelineFrame(frame_index=frame.index, timestamp_s=round(frame.timestamp_s, 3), faces=faces)
 
 
 def dominant(labels: list[str]) -> ExpressionShare:

@@ -42,10 +42,19 @@ def weighted_average(values: FloatArray, weights: Float64Array) -> FloatArray:
 def smooth(
     probabilities: FloatArray, timestamps: Float64Array, weights: Float64Array, window_s: float
 ) -> FloatArray:
-    """Each frame's distribution replaced by the weighted mean over the frames within ``window_s / 2``."""
-    near = np.abs(timestamps[:, None] - timestamps[None, :]) <= window_s / 2.0 + 1e-9  # T x T, diagonal set
-    w = near * _floored(weights)[None, :]
-    mixed = (w @ probabilities.astype(np.float64)) / w.sum(axis=1, keepdims=True)
+    """Each frame's distribution replaced by the weighted mean over the frames within ``window_s / 2``.
+
+    Timestamps are sorted, so each window is a contiguous run found by binary search and its sums come from
+    running totals: time and memory linear in the track's length (an hour-long job's tracks included)."""
+    w = _floored(weights)
+    half = window_s / 2.0 + 1e-9
+    lo = np.searchsorted(timestamps, timestamps - half, side="left")
+    hi = np.searchsorted(timestamps, timestamps + half, side="right")
+    weighted = np.vstack(
+        [np.zeros((1, probabilities.shape[1])), np.cumsum(probabilities * w[:, None], axis=0)]
+    )
+    totals = np.concatenate([[0.0], np.cumsum(w)])
+    mixed = (weighted[hi] - weighted[lo]) / (totals[hi] - totals[lo])[:, None]
     result: FloatArray = mixed.astype(np.float32)
     return result
 

@@ -1,14 +1,17 @@
 """The CPU half of clip analysis: sampled frames → faces → tracks → aligned crops, in bounded memory.
 
 Frames are decoded one at a time and detected in chunks (MTCNN batch mode); a chunk's frames are dropped
-as soon as their faces are aligned, so memory holds one chunk of frames plus small crops, whatever the
-clip's length. Runs in a worker thread; the async pipeline then sends the crops to Triton.
+as soon as their faces are aligned, so memory holds one chunk of frames plus small crops. A clip on
+/predict is one window; a long video (a job) is analysed as a stream of windows whose crops the caller
+infers and drops (``ClipAnalysis.absorb`` keeps only small per-face rows and a bounded sample of each
+track's crops), with one tracker across windows so track ids hold for the whole video. Runs in a worker
+thread; the async pipeline then sends the crops to Triton.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 
 import numpy as np
@@ -18,7 +21,7 @@ from service.arrays import FloatArray
 from service.detection.base import Detections, FaceDetector
 from service.vision.cropping import CropGeometry, CroppedFaces, FaceCropper, FaceSelection
 from service.vision.tracking import FaceTracker, TrackerConfig, appearance_descriptor
-from service.vision.video import ClipInfo, ClipReader, SamplingPlan, VideoFrame, VideoLimits
+from service.vision.video import ClipInfo, ClipReader, ClipSource, SamplingPlan, VideoFrame, VideoLimits
 
 
 @dataclass(frozen=True)
@@ -41,10 +44,31 @@ class ClipAnalysis:
     tracks: dict[int, list[int]] = field(default_factory=dict)  # track id → rows into the crop lists
     # row → (position in ``frames``, face index in that frame): the one map from a face row to its frame
     face_places: list[tuple[int, int]] = field(default_factory=list)
+    # A long video's windows keep no crop rows, only a bounded, evenly spread sample per track (absorb)
+    sampled: dict[int, TrackSample] | None = None
 
     @property
     def face_count(self) -> int:
-        return len(self.image_crops)
+        return len(self.face_places)
+
+    def track_crops(self, track_id: int) -> list[FloatArray]:
+        """The track's video-model crops in time order: all of them, or a long video's sample."""
+        if self.sampled is not None:
+            return self.sampled[track_id].crops
+        return [self.video_crops[row] for row in self.tracks[track_id]]
+
+    def absorb(self, window: ClipAnalysis, sample_size: int) -> None:
+        """Append a later window's frames, tracks and face rows (numbered on from this analysis'), keeping
+        none of its crops but a sample of at most ``sample_size`` per track."""
+        rows, positions = self.face_count, len(self.frames)
+        self.sampled = {} if self.sampled is None else self.sampled
+        self.frames.extend(replace(f, first_crop=f.first_crop + rows) for f in window.frames)
+        self.face_places.extend((position + positions, face) for position, face in window.face_places)
+        for track_id, track_rows in window.tracks.items():
+            self.tracks.setdefault(track_id, []).extend(row + rows for row in track_rows)
+            sample = self.sampled.setdefault(track_id, TrackSample(sample_size))
+            for row in track_rows:
+                sample.offer(window.video_crops[row])
 
     def image_batch(self) -> FloatArray:
         """Every face crop as one N x 3 x S x S array (N may be 0)."""
@@ -54,6 +78,24 @@ class ClipAnalysis:
         """Every face's landmarks in its image-model crop, N x 5 x 2 (N may be 0)."""
         points = self.image_landmarks
         return np.stack(points) if points else np.zeros((0, 5, 2), dtype=np.float32)
+
+
+@dataclass
+class TrackSample:
+    """At most ``size`` of a track's crops, evenly spread over however many it has (stride doubling):
+    memory grows with the number of people, not with the video's length."""
+
+    size: int
+    crops: list[FloatArray] = field(default_factory=list)
+    stride: int = 1
+    seen: int = 0
+
+    def offer(self, crop: FloatArray) -> None:
+        if self.seen % self.stride == 0:
+            self.crops.append(crop)
+            if len(self.crops) > self.size:
+                self.crops, self.stride = self.crops[::2], self.stride * 2
+        self.seen += 1
 
 
 @dataclass(frozen=True)
@@ -76,7 +118,7 @@ def chunked(frames: Iterable[VideoFrame], size: int) -> Iterator[list[VideoFrame
 
 
 def analyse_clip(
-    data: bytes,
+    data: ClipSource,
     container: str,
     detector: FaceDetector,
     image_config: ModelConfig,
@@ -87,18 +129,41 @@ def analyse_clip(
 ) -> ClipAnalysis:
     """Decode, detect, track and align every sampled frame of one clip; stops between chunks once
     ``abandoned()`` (its request was cancelled: the client left)."""
+    windows = analyse_windows(
+        data, container, detector, image_config, video_config, options, None, on_frames, abandoned
+    )
+    return next(windows)
+
+
+def analyse_windows(
+    data: ClipSource,
+    container: str,
+    detector: FaceDetector,
+    image_config: ModelConfig,
+    video_config: ModelConfig,
+    options: AnalysisOptions,
+    window_frames: int | None,
+    on_frames: Callable[[int], None] = lambda _: None,
+    abandoned: Callable[[], bool] = lambda: False,
+) -> Iterator[ClipAnalysis]:
+    """One clip's analysis as windows of ``window_frames`` sampled frames (None: the whole clip as one).
+    Every window shares the clip's ``ClipInfo`` (complete after the last) and one tracker."""
     reader = ClipReader(data, container, options.plan, options.limits)
-    analysis = ClipAnalysis(info=reader.info)
     tracker = FaceTracker(options.tracker)
     cropper = FaceCropper(options.selection, CropGeometry.of(image_config), CropGeometry.of(video_config))
+    analysis, done = ClipAnalysis(info=reader.info), 0
     for chunk in chunked(reader, options.detect_batch):
         if abandoned():
-            raise AnalysisAbandoned(f"stopped after {len(analysis.frames)} frames: the request was cancelled")
+            raise AnalysisAbandoned(f"stopped after {done} frames: the request was cancelled")
         found = detector.detect_batch(np.stack([frame.rgb for frame in chunk]))
         for frame, detections in zip(chunk, found, strict=True):
             _record(analysis, tracker, frame, cropper(frame.rgb, detections))
         on_frames(len(chunk))
-    return analysis
+        done += len(chunk)
+        if window_frames is not None and len(analysis.frames) >= window_frames:
+            yield analysis
+            analysis = ClipAnalysis(info=reader.info)
+    yield analysis  # the last window (maybe empty), once the reader has completed ``info``
 
 
 def _record(analysis: ClipAnalysis, tracker: FaceTracker, frame: VideoFrame, cropped: CroppedFaces) -> None:
@@ -123,14 +188,9 @@ def resample_indices(count: int, clip_length: int) -> list[int]:
 def track_clips(analysis: ClipAnalysis, clip_length: int) -> tuple[list[int], FloatArray]:
     """Track ids and their crop sequences resampled to the video model's clip length: N x T x 3 x S x S."""
     ids = sorted(analysis.tracks)
-    clips = [
-        np.stack(
-            [
-                analysis.video_crops[analysis.tracks[t][i]]
-                for i in resample_indices(len(analysis.tracks[t]), clip_length)
-            ]
-        )
-        for t in ids
-    ]
+    clips = []
+    for t in ids:
+        crops = analysis.track_crops(t)
+        clips.append(np.stack([crops[i] for i in resample_indices(len(crops), clip_length)]))
     empty = np.zeros((0, clip_length, 3, 1, 1), dtype=np.float32)
     return ids, np.stack(clips).astype(np.float32) if clips else empty

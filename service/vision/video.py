@@ -1,4 +1,4 @@
-"""Clip bytes → sampled RGB frames, streamed one at a time with PyAV (FFmpeg), entirely in memory.
+"""Clip bytes (or a spooled file) → sampled RGB frames, streamed one at a time with PyAV (FFmpeg).
 
 Only the frames chosen by the sampling plan are converted to RGB, and they are yielded, not collected, so
 the caller bounds memory by what it keeps. Hard limits are checked from the container's metadata before
@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -108,12 +109,16 @@ class ClipInfo:
     truncated: bool = False
 
 
-def open_clip(data: bytes, container: str, limits: VideoLimits) -> tuple[Any, Any, ClipInfo]:
+ClipSource = bytes | Path  # an upload in memory (/predict) or spooled to disk (a job)
+
+
+def open_clip(data: ClipSource, container: str, limits: VideoLimits) -> tuple[Any, Any, ClipInfo]:
     """Open the container, pick its first video stream, check the limits the metadata allows."""
     import av
 
+    source = io.BytesIO(data) if isinstance(data, bytes) else str(data)
     try:
-        handle = av.open(io.BytesIO(data), mode="r", metadata_errors="ignore")
+        handle = av.open(source, mode="r", metadata_errors="ignore")
     except (av.FFmpegError, ValueError, OSError) as exc:
         raise InvalidVideo("the clip could not be opened: the container is corrupt or unsupported") from exc
     if not handle.streams.video:
@@ -160,7 +165,7 @@ def check_limits(info: ClipInfo, limits: VideoLimits) -> None:
 class ClipReader:
     """Iterates the sampled frames of one clip; ``info`` is complete once iteration has finished."""
 
-    def __init__(self, data: bytes, container: str, plan: SamplingPlan, limits: VideoLimits) -> None:
+    def __init__(self, data: ClipSource, container: str, plan: SamplingPlan, limits: VideoLimits) -> None:
         self._handle, self._stream, self.info = open_clip(data, container, limits)
         self._plan, self._limits = plan, limits
         self._next_sample_s = 0.0
@@ -236,3 +241,10 @@ class ClipReader:
     def _complete_info(self) -> None:
         if not self.info.duration_s and self.info.fps:
             self.info.duration_s = self.info.frames_decoded / self.info.fps
+
+
+def probe_clip(source: ClipSource, container: str, limits: VideoLimits) -> ClipInfo:
+    """What the container says, checked against ``limits`` (a job's upload, before it is queued)."""
+    handle, _, info = open_clip(source, container, limits)
+    handle.close()
+    return info

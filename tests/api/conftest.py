@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import tempfile
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -172,6 +174,7 @@ async def running_app(
     inference: FakeInference | None = None, **overrides: object
 ) -> AsyncIterator[httpx.AsyncClient]:
     backend = inference or FakeInference()
+    overrides.setdefault("jobs_dir", Path(tempfile.mkdtemp(prefix="fer-jobs-api-")))
     settings = Settings(
         triton_url="fake:0", default_model="fake_fer", default_video_model="fake_stt", **overrides
     )  # type: ignore[arg-type]

@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "service.__main__": 4,
     "service.http": 4,
     "service.serving": 3,
+    "service.jobs": 3,  # long-video jobs drive the clip pipeline, beside it
     "service.detection": 2,
     "service.vision": 2,
     "service.inference": 2,

@@ -51,3 +51,14 @@ def test_short_runs_join_their_longer_neighbour() -> None:
 def test_one_frame_and_no_frame() -> None:
     assert segments(onehot([2]), np.array([1.5]), 0.5)[0].label == 2
     assert segments(np.zeros((0, 3), np.float32), np.zeros(0), 0.5) == []
+
+
+def test_linear_smoothing_equals_the_pairwise_definition_on_irregular_times() -> None:
+    rng = np.random.default_rng(3)
+    times = np.cumsum(rng.uniform(0.05, 0.6, 400))
+    probabilities = rng.dirichlet(np.ones(7), 400).astype(np.float32)
+    weights = rng.uniform(0.0, 1.0, 400)
+    near = np.abs(times[:, None] - times[None, :]) <= 0.75 + 1e-9
+    w = near * np.maximum(weights, 1e-6)[None, :]
+    expected = (w @ probabilities.astype(np.float64)) / w.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(smooth(probabilities, times, weights, 1.5), expected, atol=1e-6)
