@@ -18,6 +18,7 @@ from service.http.auth import ApiKeyAuth
 from service.http.errors import install_error_handlers
 from service.http.logs import RequestId
 from service.http.middleware import BodySizeLimit, HttpMetrics, UnambiguousFraming
+from service.http.ops import serving_ops
 from service.http.routes import annotate, health, models, predict, web
 from service.http.state import Resources
 from service.inference.base import InferenceBackend
@@ -168,7 +169,7 @@ def create_app(
         app.state.resources = open_resources(settings, metrics, inference, detector)
         logger.info("gateway ready: Triton %s over %s", settings.triton_url, settings.triton_protocol)
         try:
-            async with supervising(app.state.resources, triton):
+            async with supervising(app.state.resources, triton), serving_ops(app.state.resources):
                 yield
         finally:
             await close_resources(app.state.resources)
@@ -186,6 +187,8 @@ def create_app(
     install_error_handlers(app)
     for router in (predict.router, annotate.router, health.router, models.router, web.router):
         app.include_router(router)
+    if settings.metrics_port is None:  # else on the operations port only (service/http/ops.py)
+        app.include_router(health.metrics_router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(UnambiguousFraming)  # before the size limit trusts Content-Length
     app.add_middleware(ApiKeyAuth, key_sha256=settings.api_key_sha256)  # outside the body limit, so first
