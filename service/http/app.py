@@ -18,6 +18,7 @@ from service.http.auth import ApiKeyAuth
 from service.http.errors import install_error_handlers
 from service.http.logs import RequestId
 from service.http.middleware import BodySizeLimit, HttpMetrics, UnambiguousFraming
+from service.http.ops import serving_ops
 from service.http.routes import annotate, health, jobs, models, predict, predict_json, stream, web
 from service.http.state import Resources
 from service.inference.base import InferenceBackend
@@ -224,7 +225,7 @@ def create_app(
         await app.state.resources.jobs.start()
         logger.info("gateway ready: Triton %s over %s", settings.triton_url, settings.triton_protocol)
         try:
-            async with supervising(app.state.resources, triton):
+            async with supervising(app.state.resources, triton), serving_ops(app.state.resources):
                 yield
         finally:
             await close_resources(app.state.resources)
@@ -252,6 +253,8 @@ def create_app(
     )
     for router in routers:
         app.include_router(router)
+    if settings.metrics_port is None:  # else on the operations port only (service/http/ops.py)
+        app.include_router(health.metrics_router)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_upload_bytes,

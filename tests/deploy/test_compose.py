@@ -21,6 +21,9 @@ pytestmark = pytest.mark.deploy
 
 COMPOSE = ROOT / "docker-compose.yml"
 GPU = ROOT / "deploy" / "compose" / "gpu.yml"
+OFFLINE = ROOT / "deploy" / "compose" / "offline.yml"
+# API keys are on: `up` and `config` refuse to run without the digests (here: of the key "compose-test").
+KEYS_ENV = {"FER_API_KEY_SHA256": '["0b1e0e6e4cbdb7d6c3a2c6e0d0e8f6f0b8d7e4b1a3c5e7f9a1b3c5d7e9f1a3c5"]'}
 
 
 def compose_config(*files: Path, cwd: Path = ROOT) -> dict[str, Any]:
@@ -28,7 +31,7 @@ def compose_config(*files: Path, cwd: Path = ROOT) -> dict[str, Any]:
     args: list[str | Path] = [tool("docker-compose")]
     for path in files:
         args += ["-f", path]
-    output = run([*args, "config"], cwd=cwd)
+    output = run([*args, "config"], cwd=cwd, env=KEYS_ENV)
     config: dict[str, Any] = yaml.safe_load(output)
     return config
 
@@ -47,7 +50,7 @@ def test_docker_compose_rejects_an_invalid_file(tmp_path: Path) -> None:
     """Negative control: the same file with a misspelt key must fail validation."""
     broken = COMPOSE.read_text().replace("    healthcheck:", "    helthcheck:", 1)
     (tmp_path / "docker-compose.yml").write_text(broken)
-    result = run_unchecked([tool("docker-compose"), "config", "-q"], cwd=tmp_path)
+    result = run_unchecked([tool("docker-compose"), "config", "-q"], cwd=tmp_path, env=KEYS_ENV)
     assert result.returncode != 0 and "helthcheck" in result.stderr, result.stderr
 
 
@@ -120,7 +123,10 @@ def test_monitoring_mounts_are_the_shared_files(stack: dict[str, Any]) -> None:
     assert all(path.exists() for path in mounts.values())
     config = yaml.safe_load((monitoring / "prometheus" / "prometheus.yml").read_text())
     targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
-    assert targets["fer-gateway"] == ["gateway:8080"] and targets["fer-triton"] == ["triton:8002"]
+    gateway = settings_from_env({k: str(v) for k, v in stack["gateway"]["environment"].items()})
+    assert targets["fer-gateway"] == [f"gateway:{gateway.metrics_port}"] and targets["fer-triton"] == [
+        "triton:8002"
+    ]
 
 
 def test_grafana_provisioning_points_at_the_mounted_dashboards(stack: dict[str, Any]) -> None:

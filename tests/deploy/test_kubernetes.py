@@ -66,6 +66,7 @@ def test_overlay_renders_the_whole_deployment(rendered: dict[str, list[Manifest]
             "Deployment",
             "Service",
             "Service",
+            "Service",  # the gateway's metrics port, apart from its public Service
             "PodDisruptionBudget",
             "PodDisruptionBudget",
             "HorizontalPodAutoscaler",
@@ -148,9 +149,10 @@ def test_probes_hit_the_real_health_endpoints(objects: list[Manifest]) -> None:
     deployments = by_kind(objects, "Deployment")
     gateway = container(deployments["fer-gateway"], "gateway")
     triton = container(deployments["fer-triton"], "triton")
-    assert _probe(gateway, "livenessProbe") == ("/healthz", 8080)
-    assert _probe(gateway, "readinessProbe") == ("/readyz", 8080)
-    assert _probe(gateway, "startupProbe") == ("/healthz", 8080)
+    # On the operations port (FER_METRICS_PORT): the probes carry no API key.
+    assert _probe(gateway, "livenessProbe") == ("/healthz", 8081)
+    assert _probe(gateway, "readinessProbe") == ("/readyz", 8081)
+    assert _probe(gateway, "startupProbe") == ("/healthz", 8081)
     assert _probe(triton, "livenessProbe") == ("/v2/health/live", 8000)
     assert _probe(triton, "readinessProbe") == ("/v2/health/ready", 8000)
     assert _probe(triton, "startupProbe") == ("/v2/health/ready", 8000)
@@ -174,12 +176,34 @@ def test_gateway_settings_are_real_settings_and_reach_triton(objects: list[Manif
     grpc_port = next(p["port"] for p in services[host]["spec"]["ports"] if p["name"] == "grpc")
     assert (settings.triton_protocol, int(port)) == ("grpc", grpc_port)
     gateway = container(by_kind(objects, "Deployment")["fer-gateway"], "gateway")
-    assert gateway["envFrom"] == [{"configMapRef": {"name": configmap["metadata"]["name"]}}]
+    assert gateway["envFrom"] == [
+        {"configMapRef": {"name": configmap["metadata"]["name"]}},
+        {"secretRef": {"name": "fer-gateway-api-keys"}},  # keys on; not optional: no Secret, no pod
+    ]
+    assert "FER_API_KEY_SHA256" not in env  # the digests live in the Secret only
     assert gateway["ports"][0]["containerPort"] == settings.port and settings.host == "0.0.0.0"
     grace_s = by_kind(objects, "Deployment")["fer-gateway"]["spec"]["template"]["spec"][
         "terminationGracePeriodSeconds"
     ]
     assert settings.graceful_shutdown_timeout_s < grace_s  # requests drain before the kubelet's SIGKILL
+
+
+def test_metrics_port_is_scraped_and_kept_off_the_public_service(objects: list[Manifest]) -> None:
+    configmap = next(
+        c for n, c in by_kind(objects, "ConfigMap").items() if n.startswith("fer-gateway-settings")
+    )
+    settings = settings_from_env(configmap["data"])
+    gateway = container(by_kind(objects, "Deployment")["fer-gateway"], "gateway")
+    ports = {port["name"]: port["containerPort"] for port in gateway["ports"]}
+    assert ports == {"http": settings.port, "metrics": settings.metrics_port}
+    services = by_kind(objects, "Service")
+    assert [p["targetPort"] for p in services["fer-gateway"]["spec"]["ports"]] == ["http"]
+    assert [p["targetPort"] for p in services["fer-gateway-metrics"]["spec"]["ports"]] == ["metrics"]
+    monitor = by_kind(objects, "ServiceMonitor")["fer-gateway"]
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
+    wanted = monitor["spec"]["selector"]["matchLabels"].items()
+    assert wanted <= services["fer-gateway-metrics"]["metadata"]["labels"].items()
+    assert not wanted <= services["fer-gateway"]["metadata"]["labels"].items()
 
 
 def settings_from_env(env: dict[str, str]) -> Settings:
@@ -200,15 +224,15 @@ def test_services_pdbs_hpas_and_monitors_select_the_pods(objects: list[Manifest]
         for name, obj in by_kind(objects, kind).items():
             selector = obj["spec"]["selector"]
             selector = selector.get("matchLabels", selector)
-            assert _selects(deployments[name], selector), (kind, name)
+            assert _selects(deployments[name.removesuffix("-metrics")], selector), (kind, name)
     for name, hpa in by_kind(objects, "HorizontalPodAutoscaler").items():
         assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
     monitor = by_kind(objects, "ServiceMonitor")["fer-gateway"]
     assert (
         monitor["spec"]["selector"]["matchLabels"].items()
-        <= by_kind(objects, "Service")["fer-gateway"]["metadata"]["labels"].items()
+        <= by_kind(objects, "Service")["fer-gateway-metrics"]["metadata"]["labels"].items()
     )
-    assert monitor["spec"]["endpoints"][0]["port"] == "http"
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
     pod_monitor = by_kind(objects, "PodMonitor")["fer-triton"]
     assert _selects(deployments["fer-triton"], pod_monitor["spec"]["selector"]["matchLabels"])
     endpoint = pod_monitor["spec"]["podMetricsEndpoints"][0]

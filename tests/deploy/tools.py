@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -61,20 +61,39 @@ def crd_validator() -> Path:
     return script
 
 
-def run(command: Sequence[str | Path], *, cwd: Path = ROOT, stdin: str | None = None) -> str:
+def run(
+    command: Sequence[str | Path],
+    *,
+    cwd: Path = ROOT,
+    stdin: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> str:
     """Run a tool; fail the test with its output unless it exits 0. Returns stdout."""
-    result = run_unchecked(command, cwd=cwd, stdin=stdin)
+    result = run_unchecked(command, cwd=cwd, stdin=stdin, env=env)
     if result.returncode != 0:
         pytest.fail(f"{_show(command)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
     return result.stdout
 
 
 def run_unchecked(
-    command: Sequence[str | Path], *, cwd: Path = ROOT, stdin: str | None = None
+    command: Sequence[str | Path],
+    *,
+    cwd: Path = ROOT,
+    stdin: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
+    """``env``: variables set on top of this process's environment."""
     args = [str(part) for part in command]
+    full_env = {**os.environ, **env} if env is not None else None
     return subprocess.run(
-        args, cwd=cwd, input=stdin, capture_output=True, text=True, timeout=_TIMEOUT_S, check=False
+        args,
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=_TIMEOUT_S,
+        check=False,
+        env=full_env,
     )
 
 

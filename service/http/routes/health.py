@@ -13,6 +13,8 @@ from service.inference.base import InferenceBackend
 from service.schemas import HealthResponse
 
 router = APIRouter(tags=["health"])
+# Apart from the probes: with FER_METRICS_PORT set it is served on that port only (service/http/ops.py).
+metrics_router = APIRouter(tags=["health"])
 
 
 @router.get(
@@ -70,6 +72,6 @@ async def readiness_checks(inference: InferenceBackend) -> dict[str, bool]:
     return checks
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@metrics_router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(registry: MetricsDep) -> Response:
     return Response(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)
