@@ -100,8 +100,13 @@ _UNMAPPED: Final = HttpError(500)
 # Errors only the JSON batch (POST /v1/predict) answers with, and those only an uploaded file can get.
 JSON_BATCH_ONLY: Final = (InvalidJson, InvalidBase64, TooManyImages, BatchTooLarge)
 UPLOAD_ONLY: Final = (InvalidMultipart, InvalidVideo, VideoTooLong, VideoTooLarge)
+# Codes only a live stream (close codes) or a job (its spool, queue and ids) can get.
+STREAM_ONLY: Final = (SlowReader, InvalidRequest)
+JOB_ONLY: Final = (TruncatedUpload, JobQueueFull, JobNotFound, JobNotFinished)
 UPLOAD_ERRORS: Final = tuple(error for error in HTTP_ERRORS if error not in JSON_BATCH_ONLY)
-JSON_BATCH_ERRORS: Final = tuple(error for error in HTTP_ERRORS if error not in UPLOAD_ONLY)
+JSON_BATCH_ERRORS: Final = tuple(
+    error for error in HTTP_ERRORS if error not in (*UPLOAD_ONLY, *STREAM_ONLY, *JOB_ONLY)
+)
 
 
 def http_error(error: ServiceError) -> HttpError:

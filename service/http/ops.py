@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
@@ -65,8 +66,9 @@ async def serving_ops(resources: Resources) -> AsyncIterator[uvicorn.Server | No
     if resources.settings.metrics_port is None:
         yield None
         return
+    listener = bound_listener(resources.settings.host, resources.settings.metrics_port)
     server = ops_server(resources.settings, create_ops_app(resources))
-    task = asyncio.create_task(server.serve(), name="ops-server")
+    task = asyncio.create_task(server.serve(sockets=[listener]), name="ops-server")
     await _started(server, task)
     logger.info("metrics and probes on port %d", resources.settings.metrics_port)
     try:
@@ -74,6 +76,15 @@ async def serving_ops(resources: Resources) -> AsyncIterator[uvicorn.Server | No
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, _STOP_TIMEOUT_S * 2)
+
+
+def bound_listener(host: str, port: int) -> socket.socket:
+    """The operations port bound here, before uvicorn runs: uvicorn answers a port in use with SystemExit
+    from inside its task, which would take the event loop down instead of failing the start-up cleanly."""
+    try:
+        return socket.create_server((host, port), reuse_port=False)
+    except OSError as exc:
+        raise RuntimeError(f"FER_METRICS_PORT {port} cannot be bound on {host}: {exc.strerror}") from None
 
 
 async def _started(server: uvicorn.Server, task: asyncio.Task[None]) -> None:

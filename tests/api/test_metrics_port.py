@@ -57,7 +57,7 @@ async def test_a_metrics_port_in_use_fails_the_start() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        with pytest.raises(SystemExit):
+        with pytest.raises(RuntimeError, match="cannot be bound"):
             async with running_app(metrics_port=taken.getsockname()[1]):
                 pass
 
