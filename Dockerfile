@@ -55,8 +55,11 @@ WORKDIR /app
 RUN python -c "import torch, facenet_pytorch, service.http.app; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 
 FROM ${PYTHON_IMAGE}
+# /var/lib/fer/jobs: long-video jobs' state and spool (FER_JOBS_DIR), owned by the service user so a volume
+# mounted there starts writable; the root file system stays read-only.
 RUN groupadd --system --gid 10001 fer \
-    && useradd --system --uid 10001 --gid fer --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin fer
+    && useradd --system --uid 10001 --gid fer --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin fer \
+    && mkdir -p /var/lib/fer/jobs && chown -R 10001:10001 /var/lib/fer
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=builder /app /app
 WORKDIR /app
@@ -71,7 +74,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     MALLOC_ARENA_MAX=2 \
     FER_HOST=0.0.0.0 \
-    FER_PORT=8080
+    FER_PORT=8080 \
+    FER_JOBS_DIR=/var/lib/fer/jobs
 USER 10001:10001
 EXPOSE 8080
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 CMD ["python", "/app/healthcheck.py"]

@@ -37,6 +37,9 @@ LATENCY_BUCKETS = (
 )
 COUNT_BUCKETS = (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 STREAM_FRAME_KINDS = ("received", "analysed", "dropped", "failed")
+# A job's final states (service/jobs/states.py FINISHED): each series exists from the start, at 0, so a
+# rate over them answers before the first job ends.
+JOB_FINAL_STATES = ("succeeded", "failed", "cancelled")
 
 
 class Metrics:
@@ -152,6 +155,8 @@ class Metrics:
         self.jobs_finished = Counter(
             "fer_jobs_finished", "Jobs this process saw end, by final state.", ["state"], registry=r
         )
+        for state in JOB_FINAL_STATES:
+            self.jobs_finished.labels(state)
         self.jobs_running = Gauge("fer_job_workers_busy", "Jobs this process is analysing.", registry=r)
         self.job_frames = Counter("fer_job_frames", "Sampled frames analysed by jobs.", registry=r)
         self.job_queue_age = Gauge(
