@@ -132,17 +132,25 @@ class GatewayMemory:
 
 @dataclass
 class RestingGrowth:
-    """How far the gateway's memory at rest is over the configured reserve now: resident memory, less the
-    reservations in use (an upper bound of what they have allocated), less ``reserve``. The work pool's
-    ``shortfall``."""
+    """How far the gateway's memory at rest has grown: resident memory, less the reservations in use (an
+    upper bound of what they have allocated), less the larger of ``reserve`` and the resident memory the
+    first time it is asked (the warm start, before any request ran). The work pool's ``shortfall``.
+
+    The baseline is measured, not only configured: a gateway that starts above its reserve (more models,
+    another allocator, an app embedded in a bigger process such as the test runner) would otherwise refuse
+    every request from the start; what matters is what grows after it (heaps fragmenting, caches filling)."""
 
     reserve: int
     resident: Callable[[], int]
     memory: GatewayMemory | None = None
+    baseline: int | None = None
 
     def __call__(self) -> int:
         held = self.memory.used if self.memory is not None else 0
-        return max(0, self.resident() - held - self.reserve)
+        now = self.resident() - held
+        if self.baseline is None:
+            self.baseline = max(self.reserve, now)
+        return max(0, now - self.baseline)
 
 
 def resident_bytes() -> int:

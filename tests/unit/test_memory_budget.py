@@ -231,3 +231,18 @@ async def test_the_work_pool_shrinks_by_the_resting_memorys_growth_over_the_rese
         async with memory.bodies.hold(10):
             resident[0] += 10
             assert growth() == 30
+
+
+async def test_a_gateway_starting_above_its_reserve_serves_and_counts_growth_from_its_start() -> None:
+    resident = [1500]  # warm start already 500 over the configured reserve (an embedded app, more models)
+    growth = RestingGrowth(reserve=1000, resident=lambda: resident[0])
+    memory = GatewayMemory(bodies=pool(40), work=pool(100, growth, wait_s=0.05))
+    growth.memory = memory
+    async with memory.work.hold(100):  # the whole pool: the start is the baseline
+        pass
+    resident[0] = 1540  # grew 40 since the start: 60 left
+    with pytest.raises(Overloaded):
+        async with memory.work.hold(70):
+            pass
+    async with memory.work.hold(60):
+        pass
