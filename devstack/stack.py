@@ -120,6 +120,9 @@ def memory_mib(pid: int, field: str = "VmHWM") -> float:
 def gateway_settings(triton: LocalTriton, **overrides: object) -> Settings:
     # Each test gateway keeps its jobs apart (a fresh folder unless the test names one).
     overrides.setdefault("jobs_dir", Path(tempfile.mkdtemp(prefix="fer-jobs-")))
+    # In the test runner's process the resident memory is pytest's, not the gateway's: budget by the pools
+    # only (the memory mix test runs `python -m service` on its own, resident tracking on).
+    overrides.setdefault("memory_follow_resident", False)
     return Settings(triton_url=triton.endpoints.grpc_url, **overrides)  # type: ignore[arg-type]
 
 

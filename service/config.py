@@ -126,6 +126,12 @@ class Settings(BaseSettings):
         description="The part of the memory budget that request bodies being read may hold; the rest is for "
         "the work on them. Capped so that bodies waiting for their work cannot take the memory it needs.",
     )
+    memory_follow_resident: bool = Field(
+        True,
+        description="Shrink the work pool by what the process's resident memory has grown since its warm "
+        "start (heaps fragmenting, caches filling), so the limit holds when the rest grows. Off only for a "
+        "gateway embedded in a larger process (the test runner), whose resident memory is not the gateway's.",
+    )
     memory_wait_s: float = Field(
         5.0,
         ge=0,

@@ -3,6 +3,7 @@ repository, one local Triton server and one real gateway on loopback (started on
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,6 +16,10 @@ from devstack.media import ROOT, ensure_media
 from devstack.stack import MODEL_REPOSITORY, SERVED_MODELS, Gateway, gateway_settings, start_gateway
 from fermodels.config import DETECTOR_STAGE_NAMES, TEXT_ENCODER
 from service.launcher.triton_local import LocalTriton
+
+# The gateways these tests build live in pytest's process, whose resident memory is not theirs: they budget
+# by the pools only. A test of the resident tracking itself runs `python -m service` with it switched on.
+os.environ.setdefault("FER_MEMORY_FOLLOW_RESIDENT", "false")
 
 
 @pytest.fixture(scope="session")

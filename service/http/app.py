@@ -69,9 +69,10 @@ def memory_budget(settings: Settings, metrics: Metrics) -> GatewayMemory:
     """The two pools; the work pool shrinks by what the resting memory has grown over the reserve."""
     metrics.memory_budget.set(settings.memory_budget_bytes)
     growth = RestingGrowth(settings.memory_reserve_bytes, resident_bytes)
+    follow = growth if settings.memory_follow_resident else None
     memory = GatewayMemory(
         bodies=memory_pool(settings, metrics, "bodies", settings.memory_bodies_bytes, None),
-        work=memory_pool(settings, metrics, "work", settings.memory_work_bytes, growth),
+        work=memory_pool(settings, metrics, "work", settings.memory_work_bytes, follow),
     )
     growth.memory = memory
     return memory

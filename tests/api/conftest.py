@@ -175,6 +175,7 @@ async def running_app(
 ) -> AsyncIterator[httpx.AsyncClient]:
     backend = inference or FakeInference()
     overrides.setdefault("jobs_dir", Path(tempfile.mkdtemp(prefix="fer-jobs-api-")))
+    overrides.setdefault("memory_follow_resident", False)  # pytest's resident memory is not the app's
     settings = Settings(
         triton_url="fake:0", default_model="fake_fer", default_video_model="fake_stt", **overrides
     )  # type: ignore[arg-type]

@@ -20,10 +20,12 @@ pytestmark = pytest.mark.integration
 def test_the_concurrent_mix_stays_under_the_ceiling(triton: LocalTriton, media: Path, tmp_path: Path) -> None:
     """8 /annotate + 8 /predict of a 6300x6300 noise JPEG + 8 /annotate clients that never read."""
     data = noise_jpeg(media)
-    with gateway_process(triton.endpoints.grpc_url, tmp_path / "gateway.log", FER_LOG_LEVEL="warning") as (
-        url,
-        process,
-    ):
+    with gateway_process(
+        triton.endpoints.grpc_url,
+        tmp_path / "gateway.log",
+        FER_LOG_LEVEL="warning",
+        FER_MEMORY_FOLLOW_RESIDENT="true",  # as `make run` and the deployments: the defaults
+    ) as (url, process):
         warm_up(url, media)
         result = run_mix(url, process.pid, data, clients=8, hold_s=40.0)
     print("\n".join(result.lines()))

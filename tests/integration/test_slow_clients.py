@@ -25,6 +25,7 @@ STALLED_HEADERS = (
 
 @contextmanager
 def fake_gateway(**overrides: object) -> Iterator[Gateway]:
+    overrides.setdefault("memory_follow_resident", False)  # pytest's resident memory is not the app's
     settings = Settings(triton_url="fake:0", default_model="fake_fer", **overrides)  # type: ignore[arg-type]
     app = create_app(settings, inference=lambda _s, _m: FakeInference(), detector=lambda _s: FakeDetector())
     gateway = serve(app, settings)
