@@ -73,6 +73,8 @@ class ImageOutputs:
 
     @classmethod
     def concatenate(cls, parts: list[ImageOutputs]) -> ImageOutputs:
+        # A part without rows (a window of a job in which no face was found) has no columns either.
+        parts = [part for part in parts if len(part.probabilities)]
         if not parts:  # no face, so no call was made
             return cls(*(np.zeros((0, 0), dtype=np.float32) for _ in range(4)))
         return cls(

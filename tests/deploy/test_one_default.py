@@ -37,6 +37,12 @@ PLATFORM_FIELDS = {
 UNTRAINED = {"fer_former", "poster"}  # exported with untrained weights (their configs say so)
 
 
+@pytest.fixture(autouse=True)
+def _settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    # tests/conftest.py switches resident tracking off for in-process gateways; the defaults are the code's.
+    monkeypatch.delenv("FER_MEMORY_FOLLOW_RESIDENT", raising=False)
+
+
 def env_file(path: Path) -> dict[str, str]:
     pairs = (
         line.split("=", 1) for line in path.read_text().splitlines() if line and not line.startswith("#")
