@@ -86,18 +86,23 @@ def wait_until_ready(url: str, process: subprocess.Popen[bytes], within_s: float
 
 
 @contextmanager
-def gateway_process(triton_url: str, log: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``python -m service`` as its own process (its memory and signals are its own) against ``triton_url``;
-    ``env`` adds ``FER_*`` variables. Yields its URL and process; SIGTERM (then SIGKILL) on the way out."""
+def gateway_process(
+    triton_url: str | None, log: Path, *, within_s: float = 180, **env: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``python -m service`` as its own process (its memory and signals are its own) against ``triton_url``,
+    or, with None, exactly as `make run` runs it (its embedded Triton on this repository); ``env`` adds
+    ``FER_*`` variables. Yields its URL and process; SIGTERM (then SIGKILL) on the way out."""
     port = free_port()
-    variables = {**os.environ, "FER_TRITON_URL": triton_url, "FER_PORT": str(port), **env}
+    variables = {"FER_MODEL_REPOSITORY": str(MODEL_REPOSITORY), **os.environ, "FER_PORT": str(port), **env}
+    if triton_url:
+        variables["FER_TRITON_URL"] = triton_url
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "service"], cwd=ROOT, env=variables, stdout=out, stderr=out
         )
         try:
             url = f"http://127.0.0.1:{port}"
-            wait_until_ready(url, process, within_s=180)
+            wait_until_ready(url, process, within_s=within_s)
             yield url, process
         finally:
             if process.poll() is None:

@@ -17,15 +17,11 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,8 +29,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from devstack.media import ROOT, ensure_media
-from devstack.stack import MODEL_REPOSITORY, free_port, memory_mib, wait_until_ready
+from devstack.media import ensure_media
+from devstack.stack import gateway_process, memory_mib
 
 SIDE = 6300  # 39.7 Mpx: just under the default FER_MAX_IMAGE_PIXELS
 CEILING_MIB = 2048  # the Kubernetes overlays' limit, and FER_MEMORY_LIMIT_BYTES's default
@@ -53,31 +49,6 @@ def noise_jpeg(media: Path, side: int = SIDE) -> bytes:
     buffer = io.BytesIO()
     canvas.save(buffer, format="JPEG", quality=75)
     return buffer.getvalue()
-
-
-@contextmanager
-def service_process(log: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``python -m service`` exactly as `make run` runs it (embedded Triton unless ``env`` names one),
-    on a free port; SIGTERM, then SIGKILL, on the way out."""
-    port = free_port()
-    variables = {"FER_MODEL_REPOSITORY": str(MODEL_REPOSITORY), **os.environ, "FER_PORT": str(port), **env}
-    variables.setdefault("FER_LOG_LEVEL", "warning")
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service"], cwd=ROOT, env=variables, stdout=out, stderr=out
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_until_ready(url, process, within_s=600)
-            yield url, process
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
 
 
 @dataclass
@@ -164,7 +135,13 @@ def main() -> int:
     media = ensure_media()
     data = noise_jpeg(media)
     print(f"{SIDE}x{SIDE} noise JPEG: {len(data) / 2**20:.1f} MiB")
-    with service_process(args.log) as (url, process):
+    # `make run`'s process (embedded Triton unless FER_TRITON_URL names one); quiet unless asked.
+    with gateway_process(
+        os.environ.get("FER_TRITON_URL"),
+        args.log,
+        within_s=600,
+        FER_LOG_LEVEL=os.environ.get("FER_LOG_LEVEL", "warning"),
+    ) as (url, process):
         warm_up(url, media)
         result = run_mix(url, process.pid, data, args.clients, args.hold_s)
     print("\n".join(result.lines()))
