@@ -14,6 +14,7 @@ import asyncio
 import base64
 import io
 import json
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -40,7 +41,9 @@ def video_frames(source: str, fps: float | None = None, max_side: int = 0) -> It
             timestamp = float(frame.time or 0.0)
             if fps is not None and timestamp + 1e-6 < next_time:
                 continue
-            next_time = timestamp + 1.0 / fps if fps else timestamp
+            # The next slot on a fixed 1/fps grid: stepping from each kept frame's own time would drift
+            # (a 24 fps video at fps=5 kept a frame every 0.25 s, 4 a second).
+            next_time = (math.floor(timestamp * fps + 1e-6) + 1) / fps if fps else timestamp
             yield timestamp, jpeg(Image.fromarray(frame.to_ndarray(format="rgb24")), max_side)
 
 

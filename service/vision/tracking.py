@@ -2,7 +2,10 @@
 
 A face is matched to the track whose last box overlaps it most (IoU ≥ ``min_iou``); a face that moved too
 far for any overlap between two sampled frames is matched by landmark distance relative to face size. A
-track survives ``max_gap_s`` without a face (occlusion, a missed detection). A face that motion cannot
+track survives ``max_gap_s`` without a face (occlusion, a missed detection); a track seen in the frame
+just before is never "without a face", however long ago that frame came within the re-identification
+window (a live stream on a slow link or a busy server answers a frame every few seconds, and its people
+must keep their ids). A face that motion cannot
 explain (a person who left and came back, a jump after a cut) is matched to a track seen within
 ``reid_window_s`` by appearance (a normalised grey thumbnail of the aligned face): without an identity
 model this is only reliable for short absences and distinct-looking people.
@@ -67,6 +70,7 @@ class FaceTracker:
         self.config = config or TrackerConfig()
         self.tracks: list[Track] = []
         self._issued = 0  # ids are never reused, even once their tracks are forgotten
+        self._previous_frame_s: float | None = None
 
     def forget(self, now_s: float) -> list[int]:
         """Drop the tracks unseen for longer than the re-identification window (none of them could match
@@ -76,6 +80,12 @@ class FaceTracker:
         self.tracks = [t for t in self.tracks if now_s - t.last_seen_s <= keep]
         return gone
 
+    def _active(self, track: Track, now_s: float) -> bool:
+        """Seen within the gap, or in the frame just before this one (then it missed no frame at all)."""
+        return (
+            now_s - track.last_seen_s <= self.config.max_gap_s or track.last_seen_s == self._previous_frame_s
+        )
+
     def update(
         self,
         timestamp_s: float,
@@ -84,7 +94,7 @@ class FaceTracker:
         appearances: list[Float64Array],
     ) -> list[int]:
         """Track ids for this frame's faces, in their order."""
-        active = [t for t in self.tracks if timestamp_s - t.last_seen_s <= self.config.max_gap_s]
+        active = [t for t in self.tracks if self._active(t, timestamp_s)]
         recent = [t for t in self.tracks if timestamp_s - t.last_seen_s <= self.config.reid_window_s]
         assigned = self._match_by_motion(active, boxes, landmarks)
         # Whoever motion could not explain (a re-entry, a jump after a cut) may still be a recent track.
@@ -95,6 +105,7 @@ class FaceTracker:
             track = track or self._new_track(boxes[face], landmarks[face], appearances[face], timestamp_s)
             self._extend(track, timestamp_s, boxes[face], landmarks[face], appearances[face])
             ids.append(track.track_id)
+        self._previous_frame_s = timestamp_s
         return ids
 
     def _match_by_motion(

@@ -59,15 +59,11 @@ def stream_metric(url: str, name: str) -> float:
     raise AssertionError(f"{name} is not exported")
 
 
-@pytest.mark.skip(
-    reason="issue 23: in lockstep 25 of Megamind's 28 frames were answered with a result on the first real "
-    "run (2026-12-06); the other answers are not yet explained"
-)
 def test_megamind_keeps_one_track_id_per_person_across_frames(
     stream_gateway: Gateway, megamind_frames: list[tuple[float, bytes]], media: Path
 ) -> None:
     answers = lockstep(stream_gateway.url, megamind_frames)
-    assert [a["type"] for a in answers] == ["result"] * len(megamind_frames) and len(answers) >= 28
+    assert [a["type"] for a in answers] == ["result"] * len(megamind_frames) and len(answers) >= 29
     assert all(a["dropped_total"] == 0 for a in answers)  # lockstep: nothing came during an analysis
     with_faces = [a for a in answers if a["faces"]]
     assert len(with_faces) >= 0.8 * len(answers), "Megamind's face is on screen for most of the clip"

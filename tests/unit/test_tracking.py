@@ -67,6 +67,7 @@ def test_a_person_leaving_and_returning_is_recognised_by_appearance() -> None:
 def test_a_new_person_in_a_lost_track_place_gets_a_new_id() -> None:
     tracker = FaceTracker(TrackerConfig(max_gap_s=0.5))
     step(tracker, 0.0, [(0.0, 0.0, 1)])
+    step(tracker, 1.0, [])  # gone from a frame: the track is lost once max_gap passes
     assert step(tracker, 2.0, [(0.0, 0.0, 7)]) == [2]  # lost track, different appearance
 
 
@@ -243,6 +244,21 @@ def test_a_moving_face_keeps_its_id_late_in_a_clip_whatever_its_look() -> None:
     tracker = FaceTracker()
     ids = [step(tracker, 100.0 + i * 0.5, [(10.0 + 15 * i, 50.0, 100 + i)]) for i in range(10)]
     assert ids == [[1]] * 10
+
+
+def test_a_slow_stream_keeps_its_people_however_far_apart_its_frames_are() -> None:
+    """A live stream answered every 2.5 s (a busy server): seen in the frame before is never a gap."""
+    tracker = FaceTracker(TrackerConfig(max_gap_s=1.0, reid_window_s=5.0))
+    ids = [step(tracker, i * 2.5, [(10.0 + 20 * i, 50.0, 100 + i)]) for i in range(6)]
+    assert ids == [[1]] * 6
+
+
+def test_a_face_missing_from_one_slow_frame_has_a_gap() -> None:
+    tracker = FaceTracker(TrackerConfig(max_gap_s=1.0, reid_window_s=2.0))
+    step(tracker, 0.0, [(10.0, 50.0, 1)])
+    step(tracker, 2.5, [])
+    assert step(tracker, 5.0, [(10.0, 50.0, 2)]) == [2]  # 5 s unseen, another look: someone new
+    assert tracker.forget(5.0) == [1]
 
 
 def test_the_gap_and_the_reid_window_are_inclusive() -> None:
