@@ -132,6 +132,12 @@ class Settings(BaseSettings):
         "start (heaps fragmenting, caches filling), so the limit holds when the rest grows. Off only for a "
         "gateway embedded in a larger process (the test runner), whose resident memory is not the gateway's.",
     )
+    memory_trim_interval_s: float = Field(
+        1.0,
+        ge=0,
+        description="Shortest time between two hand-backs of the allocator's free heap (glibc malloc_trim, a "
+        "few ms on the event loop), done only when resting memory has grown and would shrink the work pool.",
+    )
     memory_wait_s: float = Field(
         5.0,
         ge=0,

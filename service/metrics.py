@@ -81,6 +81,18 @@ class Metrics:
             "The per-request memory budget (limit minus the resting reserve).",
             registry=r,
         )
+        self.memory_growth = Gauge(
+            "fer_memory_resting_growth_bytes",
+            "How far the gateway's memory at rest has grown since its warm start (after handing free heap "
+            "back): the work pool is this much smaller.",
+            registry=r,
+        )
+        self.heap_trims = Counter(
+            "fer_memory_heap_trims",
+            "Times the allocator's free heap was handed back to the system (malloc_trim) because resting "
+            "memory had grown.",
+            registry=r,
+        )
         self.rejected = Counter(
             "fer_rejected_requests", "Requests refused before processing, by reason.", ["reason"], registry=r
         )

@@ -33,7 +33,7 @@ from service.serving.annotation import Annotator
 from service.serving.batch import ImageBatchPipeline
 from service.serving.clip import VideoPipeline
 from service.serving.image import ImagePipeline
-from service.serving.memory import GatewayMemory, MemoryBudget, RestingGrowth, resident_bytes
+from service.serving.memory import GatewayMemory, HeapTrim, MemoryBudget, RestingGrowth, resident_bytes
 from service.serving.predict import PredictService
 from service.serving.prompting import ClassPrompts, PromptEncoder, TextScorer
 
@@ -68,7 +68,12 @@ def triton_backend(settings: Settings, metrics: Metrics) -> InferenceBackend:
 def memory_budget(settings: Settings, metrics: Metrics) -> GatewayMemory:
     """The two pools; the work pool shrinks by what the resting memory has grown over the reserve."""
     metrics.memory_budget.set(settings.memory_budget_bytes)
-    growth = RestingGrowth(settings.memory_reserve_bytes, resident_bytes)
+    growth = RestingGrowth(
+        settings.memory_reserve_bytes,
+        resident_bytes,
+        trim=HeapTrim(settings.memory_trim_interval_s, metrics.heap_trims),
+        growth=metrics.memory_growth,
+    )
     follow = growth if settings.memory_follow_resident else None
     memory = GatewayMemory(
         bodies=memory_pool(settings, metrics, "bodies", settings.memory_bodies_bytes, None),

@@ -17,12 +17,22 @@ the bodies' share capped, the work's share is only ever held by requests that wa
 The resting memory is measured as well as configured: the process's resident memory less what is
 reserved is what it holds at rest now (allocator heaps and detector caches grow with traffic); when that is
 over the configured reserve, the work pool shrinks by the difference, so the limit holds either way.
+
+Most of that growth is not held by anything: glibc keeps the pages a large request freed in its heaps
+(resident, reusable, but not returned to the system), and a pool shrunk by them can refuse every
+near-limit request for as long as the process lives. So before the growth shrinks the pool, the free heap
+is handed back (``HeapTrim``: glibc's ``malloc_trim``, at most once per interval), and only what is still
+resident after that counts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import logging
 import os
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -31,6 +41,8 @@ from dataclasses import dataclass
 from prometheus_client import Counter, Gauge
 
 from service.exceptions import Overloaded
+
+logger = logging.getLogger(__name__)
 
 
 class MemoryBudget:
@@ -144,13 +156,55 @@ class RestingGrowth:
     resident: Callable[[], int]
     memory: GatewayMemory | None = None
     baseline: int | None = None
+    trim: Callable[[], bool] | None = None  # frees the allocator's unused heap; False when it did not run
+    growth: Gauge | None = None
 
     def __call__(self) -> int:
+        grown = self._measure()
+        if grown > 0 and self.trim is not None and self.trim():
+            grown = self._measure()
+        if self.growth is not None:
+            self.growth.set(grown)
+        return grown
+
+    def _measure(self) -> int:
         held = self.memory.used if self.memory is not None else 0
         now = self.resident() - held
         if self.baseline is None:
             self.baseline = max(self.reserve, now)
         return max(0, now - self.baseline)
+
+
+class HeapTrim:
+    """glibc's ``malloc_trim(0)``: hands the free pages of every malloc heap back to the system. A few
+    milliseconds on the event loop, so at most once per ``interval_s``; does nothing where the C library is
+    not glibc (there is no such call, and other allocators return memory on their own terms)."""
+
+    def __init__(
+        self, interval_s: float, trims: Counter, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._interval_s, self._trims, self._clock = interval_s, trims, clock
+        self._last = -float("inf")
+        self._call = _malloc_trim()
+
+    def __call__(self) -> bool:
+        now = self._clock()
+        if self._call is None or now - self._last < self._interval_s:
+            return False
+        self._last = now
+        self._call(0)
+        self._trims.inc()
+        return True
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        call: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        logger.info("no malloc_trim in the C library (%s): freed heap memory is not handed back", name)
+        return None
+    return call
 
 
 def resident_bytes() -> int:

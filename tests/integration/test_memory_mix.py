@@ -32,8 +32,11 @@ def test_the_concurrent_mix_stays_under_the_ceiling(triton: LocalTriton, media: 
     assert result.peak_mib <= CEILING_MIB
     answered = sum(count for key, count in result.statuses.items() if key.endswith((" 200", " 429")))
     assert answered == 16, result.statuses  # every reading client got its picture or a 429, nothing else
-    # Not asserted yet: that at least one of the 16 is served. On 2026-12-06 all 16 got 429 (the unread
-    # clients' reservations and the resident shrink leave no room for a 6300x6300 picture); issue 26.
+    served = sum(count for key, count in result.statuses.items() if key.endswith(" 200"))
+    # One near-limit picture fits the idle work pool, so the first in line is always served; the rest wait
+    # their turn for FER_MEMORY_WAIT_S (on an idle 2-core machine 8 of the 16 were served). Before the free
+    # heap was handed back, a pool shrunk by it refused all 16.
+    assert served >= 1, result.statuses
 
 
 def test_made_up_methods_leave_metrics_within_a_few_kb(triton: LocalTriton, tmp_path: Path) -> None:
