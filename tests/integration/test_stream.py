@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from devstack.stack import Gateway, gateway_settings, start_gateway
@@ -98,3 +101,37 @@ def test_a_client_faster_than_analysis_gets_the_newest_frame_and_a_dropped_count
     assert stats.answered + stats.dropped == stats.sent  # every frame answered or counted as dropped
     # Never a backlog: no answer waits for more than a few analyses, however fast the frames came.
     assert max(stats.latencies_s) < 10.0
+
+
+def test_a_client_that_stops_reading_is_dropped_and_frees_its_stream(
+    stream_gateway: Gateway, megamind_frames: list[tuple[float, bytes]]
+) -> None:
+    """A client that keeps sending but never reads: its answers fill the socket, then the send queue
+    (FER_STREAM_SEND_QUEUE, 2 here); the stream is closed (4408 slow_reader, within the write timeout) and
+    its slot and memory come back while the client still holds its end open."""
+    address = httpx.URL(stream_gateway.url)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+    sock.settimeout(30)
+    sock.connect((address.host, address.port))
+    opened = stream_metric(stream_gateway.url, "fer_streams_open")
+    analysed_key = 'fer_stream_frames_total{kind="analysed"}'
+    analysed_before = stream_metric(stream_gateway.url, analysed_key)
+    closed_early = False
+    with connect(
+        stream_url(stream_gateway.url), sock=sock, max_queue=1, open_timeout=30, close_timeout=1
+    ) as ws:
+        assert json.loads(ws.recv(timeout=30))["type"] == "ready"  # the last message this client reads
+        assert stream_metric(stream_gateway.url, "fer_streams_open") == opened + 1
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and stream_metric(stream_gateway.url, "fer_streams_open") > opened:
+            timestamp, data = megamind_frames[int(time.monotonic() * 10) % len(megamind_frames)]
+            try:
+                ws.send(frame_message(timestamp, data))
+            except (ConnectionClosed, OSError):
+                closed_early = True  # the server cut the socket: it is closed either way
+            time.sleep(0.1)
+        analysed = stream_metric(stream_gateway.url, analysed_key) - analysed_before
+    assert stream_metric(stream_gateway.url, "fer_streams_open") == opened, "the unread stream is still open"
+    assert analysed > 2, "it was answered until the socket and the 2-answer queue were full"
+    print(f"closed after {analysed:.0f} analysed frames; the client saw its socket fail: {closed_early}")
