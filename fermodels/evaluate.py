@@ -1,9 +1,7 @@
-"""Evaluation of a checkpoint on a dataset (metrics.json + confusion.png), and the training view of a model.
+"""Evaluation of a checkpoint on a dataset (metrics.json + confusion.png).
 
-Every model is driven through its serving contract (``fermodels.export``): ``forward_serving`` on the
-normalised crop, plus the landmarks for a model whose ``config.num_landmarks`` says it takes them. Models
-with a text side (``config.prompts``) are trained on both heads' logits, which their ``forward`` returns.
-Checkpoints are read by ``fermodels.checkpoint``; ``fermodels.train`` imports this module, not the reverse.
+Every model is driven through the training view of its serving contract (``fermodels.forward``).
+Checkpoints are read by ``fermodels.checkpoint``; ``fermodels.train`` validates with ``predict`` from here.
 """
 
 from __future__ import annotations
@@ -25,52 +23,13 @@ from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs in the venv (t
 from fermodels.checkpoint import load_checkpoint
 from fermodels.config import ModelConfig, file_sha256
 from fermodels.data import DatasetSpec, build_dataset
+from fermodels.forward import class_logits, model_outputs, resolve_device
 from fermodels.metrics import confusion_matrix, save_confusion_png, summarize
 
 logger = logging.getLogger(__name__)
 
 METRICS_FILENAME: Final = "metrics.json"
 CONFUSION_FILENAME: Final = "confusion.png"
-ModelOutputs = torch.Tensor | tuple[torch.Tensor, ...]
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; anything else as torch spells it (``cuda:1``)."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def model_inputs(config: ModelConfig, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """The model's inputs for a batch of normalised crops: the crops, and for a landmark model the
-    landmarks. The datasets carry none, so each face gets the aligned template's (where an aligned face's
-    points sit nominally); the gateway sends each face's measured points."""
-    if not config.num_landmarks:
-        return (images,)
-    template = torch.tensor(config.normalised_landmark_template(), dtype=images.dtype, device=images.device)
-    return images, template.expand(images.shape[0], -1, -1)
-
-
-def serving_outputs(model: nn.Module, config: ModelConfig, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """``forward_serving``: (class logits, embedding [, text embedding]) before the export wrapper."""
-    # nn.Module.__getattr__ is typed Tensor | Module, so mypy cannot see the method.
-    outputs: tuple[torch.Tensor, ...] = model.forward_serving(*model_inputs(config, images))  # type: ignore[operator]
-    return outputs
-
-
-def model_outputs(model: nn.Module, config: ModelConfig, inputs: torch.Tensor) -> ModelOutputs:
-    """The training view of a model on normalised RGB input (what the datasets yield): both heads'
-    logits (class, text similarity) from ``forward`` for a model with prompts, else the class logits of
-    ``forward_serving`` (normalised RGB whatever ``forward`` takes, e.g. mini-Xception's grey)."""
-    if config.has_text_side:
-        outputs: ModelOutputs = model(*model_inputs(config, inputs))
-        return outputs
-    return serving_outputs(model, config, inputs)[0]
-
-
-def class_logits(outputs: ModelOutputs) -> torch.Tensor:
-    """The classifier's logits: the output itself, or the first of a tuple (FER-former: class, text)."""
-    return outputs if isinstance(outputs, torch.Tensor) else outputs[0]
 
 
 @dataclass(frozen=True)

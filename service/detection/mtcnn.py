@@ -127,8 +127,7 @@ class CascadeDetector:
         from torchvision.ops import batched_nms
 
         # Every level of every image first, then P-Net on each, back to back: the cores switch from torch's
-        # threads to OpenVINO's once instead of twice a level (1080p group photo: 79 -> 75 ms for levels
-        # and P-Net; 8 clip frames 102 -> 96 ms).
+        # threads to OpenVINO's once instead of twice a level (measured: docs/benchmarks.md).
         levels = [
             (members, level, scale)
             for members in same_pyramid(images, min_face_sizes)

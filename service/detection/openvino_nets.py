@@ -1,11 +1,8 @@
 """MTCNN's three nets compiled by OpenVINO for this CPU (``FER_DETECTOR_RUNTIME=openvino``, the default).
 
-Chosen by measurement (`make bench`, README "Benchmarks": each net alone on the inputs the cascade gives
-it for messi5, 2 cores, 2026-12-03): P-Net over 9 pyramid levels 7.0 ms with OpenVINO, 7.5 ms torch
-channels-last, 12.8 ms torch default layout; R-Net on 390 candidates 10.8 / 14.2 / 38.4 ms; O-Net on 29
-boxes 5.7 / 6.4 / 16.4 ms. ONNX Runtime 1.32, measured once in a scratch venv on inputs of the same shapes,
-took 10.9 / 26.9 / 10.1 ms. In the whole cascade OpenVINO makes messi5 2.3x faster than facenet-pytorch's
-``detect`` (run in its own process with OpenMP's defaults), torch channels-last 1.7x.
+Chosen by measurement: each net alone on the inputs the cascade gives it, in every runtime installed,
+and the whole cascade against facenet-pytorch's ``detect`` (`make bench`; the table and the runtimes
+tried are on docs/benchmarks.md).
 
 The nets are converted in process from facenet-pytorch's modules (``openvino.convert_model``: no file, no
 ONNX step), so its wheel stays the weights' only source. Outputs equal torch's to ~3e-6
@@ -31,13 +28,11 @@ INPUT_SHAPES = ([-1, 3, -1, -1], [-1, 3, 24, 24], [-1, 3, 48, 48])
 EXAMPLES = ((1, 3, 64, 64), (2, 3, 24, 24), (2, 3, 48, 48))
 
 # The CPU plugin prepares every new input shape once and caches it (an entry per node and shape). Its default
-# of 5000 entries let one R-Net grow the process by 540 MiB over 900 batch sizes (measured): a gateway would
-# creep towards its Kubernetes memory limit as traffic brings new candidate counts and photo sizes.
-# - R-Net, O-Net: 1000 entries (~110 MiB a net at most) hold all their batch buckets; the cache pays for these
-#   small nets (R-Net on 398 crops: 27 ms uncached, 14 ms cached).
-# - P-Net: 100. Its shapes follow the photo sizes, and its convolutions dwarf the preparation: a clip's
-#   8-frame pyramid took 52.6 ms with 1000 entries and 53.8 ms with none, while 100 photo sizes grew it by
-#   284 MiB with 1000 and 137 MiB (its largest buffers) with 100 (measured, alternating, one process each).
+# of 5000 entries let the process grow with every new candidate count and photo size, towards the pod's
+# memory limit (docs/benchmarks.md, "Where the detection time goes", has the measurements):
+# - R-Net, O-Net: 1000 entries hold all their batch buckets; the cache pays for these small nets;
+# - P-Net: 100. Its shapes follow the photo sizes, and its convolutions dwarf the preparation, so a small
+#   cache costs it nothing measurable while bounding its largest buffers.
 SHAPE_CACHE_ENTRIES = (100, 1000, 1000)  # P-Net, R-Net, O-Net
 
 
@@ -54,14 +49,14 @@ def batch_bucket(count: int) -> int:
 
 
 # Batch buckets prepared at startup (FER_DETECTOR_WARMUP): R-Net's up to 1024 crops, O-Net's up to 256, the
-# candidate counts of one to a few merged photos (messi5: 390 and 29; the 1080p group photo: 971 and 58).
+# candidate counts of one to a few merged photos.
 WARM_UP_CROPS = (1024, 256)
 
 
 def warm_up(nets: CascadeNets, crops: tuple[int, int] = WARM_UP_CROPS) -> int:
     """Runs every R-Net and O-Net batch bucket up to ``crops`` once, on zeros; returns how many. The plugin's
     shape cache is shared by all infer requests of a net, so the first requests after startup run at the
-    cached speed instead of preparing their shapes (R-Net on 640 crops: 27 ms the first time, 12 ms after)."""
+    cached speed instead of preparing their shapes."""
     count, start = 0, time.perf_counter()
     with torch.inference_mode():
         for net, side, most in ((nets.rnet, 24, crops[0]), (nets.onet, 48, crops[1])):

@@ -12,8 +12,8 @@ threads (the detector's nets) on the same cores, op after op. The two ends of li
 A short spin (``GOMP_SPINCOUNT``) keeps the threads warm from one op to the next and lets them
 sleep while OpenVINO runs.
 
-numpy's OpenBLAS keeps a pool of its own, and its idle worker waits spinning in ``sched_yield`` for about
-0.1 s after each parallel call. The gateway's linear algebra is all tiny (2x2 alignments, a few hundred
+numpy's OpenBLAS keeps a pool of its own, and its idle worker waits spinning in ``sched_yield`` for a while
+after each parallel call. The gateway's linear algebra is all tiny (2x2 alignments, a few hundred
 similarity scores), so one BLAS thread (``OPENBLAS_NUM_THREADS=1``) loses nothing. (Alignment also
 inverts its 3x3 maps in closed form, service/vision/alignment.py, and never calls LAPACK.) The measurements
 behind both choices are on docs/benchmarks.md.

@@ -26,7 +26,8 @@ from fermodels import registry
 from fermodels.checkpoint import load_checkpoint
 from fermodels.config import FER2013_LABELS, RAFDB_LABELS, ModelConfig
 from fermodels.data import DatasetSpec
-from fermodels.evaluate import CONFUSION_FILENAME, METRICS_FILENAME, evaluate, model_outputs
+from fermodels.evaluate import CONFUSION_FILENAME, METRICS_FILENAME, evaluate
+from fermodels.forward import model_outputs
 from fermodels.models.mini_xception import MiniXception
 from fermodels.registry import TINY_INPUT_SIZE
 from fermodels.train import (

@@ -134,7 +134,7 @@ def test_encoder_understands_expressions() -> None:
     reason="needs both sentence-transformers and transformers",
 )
 def test_transformers_fallback_matches_sentence_transformers() -> None:
-    model_dir = text._minilm_dir()
+    model_dir = text.minilm_dir()
     prompts = [f"a {LABEL_ADJECTIVES[label]} face" for label in CANONICAL_LABELS]
     reference = text._embed_sentence_transformers(model_dir, prompts)
     fallback = text._embed_transformers(model_dir, prompts)

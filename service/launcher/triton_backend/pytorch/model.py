@@ -54,7 +54,8 @@ def _set_threads(config: dict[str, Any]) -> None:
     """Honour the libtorch backend's own thread parameters so one config.pbtxt means the same everywhere."""
     intra = _parameter(config, "INTRA_OP_THREAD_COUNT")
     # Without the parameter, torch inside the stub sizes its pool from the host's CPUs, not the ones this
-    # process may use: on a 2-core sandbox an STT clip then took 1.3 s instead of 35 ms. Use the affinity.
+    # process may use: on a 2-core sandbox its threads then fought over two cores and an STT clip ran many
+    # times slower. Use the affinity.
     threads = int(intra) if intra is not None and int(intra) > 0 else len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
     inter = _parameter(config, "INTER_OP_THREAD_COUNT")
