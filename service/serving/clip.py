@@ -187,7 +187,11 @@ class VideoPipeline(PipelineBase):
         models: tuple[ServedModel, ServedModel],
         job: LongAnalysis,
     ) -> tuple[ClipAnalysis, ImageOutputs]:
-        (image, video), sample = models, 4 * models[1].config.clip_length
+        image, video = models
+        # Crops are kept for the video model only when it will run: an untrained one is left out unless
+        # asked for, and its sample (64 crops a person) is what grows with the number of people.
+        runs_video = video.config.trained or options.include_stt
+        sample = 4 * video.config.clip_length if runs_video else 0
         windows = analyse_windows(
             source,
             container,

@@ -91,7 +91,7 @@ class TrackSample:
     seen: int = 0
 
     def offer(self, crop: FloatArray) -> None:
-        if self.seen % self.stride == 0:
+        if self.size > 0 and self.seen % self.stride == 0:
             self.crops.append(crop)
             if len(self.crops) > self.size:
                 self.crops, self.stride = self.crops[::2], self.stride * 2

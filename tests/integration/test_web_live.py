@@ -29,11 +29,13 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def camera_file(media: Path) -> Path:
-    """Megamind's first 6 s as concatenated JPEGs: the format Chromium's fake camera reads as MJPEG."""
+    """Megamind's first 6 s forwards then backwards, as concatenated JPEGs (the format Chromium's fake camera
+    reads as MJPEG). The fake camera loops its file; played as a palindrome, the loop has no cut, so the
+    person on screen never jumps (a cut is a new scene, where a new id would be right)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / "megamind-camera.mjpeg"
     frames = [data for t, data in video_frames(str(media / "Megamind.avi"), fps=10) if t < 6.0]
-    path.write_bytes(b"".join(frames))
+    path.write_bytes(b"".join(frames + frames[::-1]))
     return path
 
 
@@ -87,6 +89,6 @@ def test_live_mode_draws_people_as_the_fake_camera_plays_a_real_clip(
             canvas,
         )
         assert drawn > 0, f"nothing drawn on #{canvas}"
-    screenshot(live_browser, "live.png")
+    screenshot(live_browser, "live.png", docs="web-page-live.png")
     live_browser.find_element(By.ID, "live-stop").click()
     WebDriverWait(live_browser, 10).until(lambda d: "Stopped" in d.find_element(By.ID, "live-status").text)

@@ -67,13 +67,16 @@ def wait_for(driver: WebDriver, css: str, timeout_s: float = 60, count: int = 1)
     return result
 
 
-def screenshot(driver: WebDriver, name: str) -> None:
-    """The whole page, not just the viewport: the window is made as tall as the document for the shot."""
+def screenshot(driver: WebDriver, name: str, docs: str | None = None) -> None:
+    """The whole page, not just the viewport: the window is made as tall as the document for the shot.
+    ``docs``: also written over that picture of the docs site, so the docs show the page as it is now."""
     width, height = driver.get_window_size()["width"], driver.get_window_size()["height"]
     full = int(driver.execute_script("return document.documentElement.scrollHeight"))
     driver.set_window_size(width, min(max(full, height), 8000))
     driver.execute_script("window.scrollTo(0, 0)")
     driver.save_screenshot(str(ARTIFACTS / name))
+    if docs is not None:
+        driver.save_screenshot(str(ROOT / "docs" / docs))
     driver.set_window_size(width, height)
 
 
@@ -105,7 +108,7 @@ def test_a_photo_gets_its_box_label_and_bars(browser: WebDriver, gateway: Gatewa
     model = browser.find_element(By.ID, "model-info").text
     assert "mini_xception_fer2013" in model and "trained" in model
     assert "no text side" in browser.find_element(By.ID, "warnings").text
-    screenshot(browser, "photo.png")
+    screenshot(browser, "photo.png", docs="web-page-photo.png")
 
 
 def test_custom_prompts_are_sent_and_a_server_without_them_still_answers(
@@ -143,7 +146,7 @@ def test_a_clip_gets_a_chart_per_person_and_frames_on_click(
     # Keyboard: the clicked point has focus; the right arrow moves to the next frame.
     browser.switch_to.active_element.send_keys(Keys.ARROW_RIGHT)
     WebDriverWait(browser, 10).until(lambda _: caption.get_attribute("data-frame-time") != clicked_at)
-    screenshot(browser, "clip.png")
+    screenshot(browser, "clip.png", docs="web-page-clip.png")
     browser.find_element(By.ID, "sheet-button").click()
     sheet = wait_for(browser, "#sheet", timeout_s=180)[0]
     WebDriverWait(browser, 30).until(
