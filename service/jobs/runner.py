@@ -178,7 +178,8 @@ class JobRunner:
             await self._analyse(job, stop)
             await self._finish(job, "succeeded", None)
         except asyncio.CancelledError:
-            await asyncio.shield(self._release(job))
+            with suppress(JobStoreUnavailable):  # then its lease lapses and another replica takes it over
+                await asyncio.shield(self._release(job))
             raise
         except AnalysisAbandoned:
             await self._finish(job, "cancelled", None)
