@@ -267,8 +267,9 @@ class JobRunner:
             logger.info("job %s %s", job.id, state if error is None else f"{state}: {error[0]}")
 
     async def _taken_over(self, job: Job) -> bool:
+        """Whether the job went back to the queue or to another attempt (this one's lease lapsed)."""
         current = await self._store.call(self._store.sync.get, job.id)
-        return current is not None and not current.finished and current.attempts != job.attempts
+        return current is not None and (current.state == "queued" or current.attempts != job.attempts)
 
     async def _release(self, job: Job) -> None:
         """The gateway stops: the job goes back to the queue for the next start (not counted a failure)."""

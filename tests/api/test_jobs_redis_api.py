@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from devstack.redis_server import redis_server
 from tests.api.conftest import FakeInference, running_app
@@ -72,6 +73,25 @@ async def test_a_cancel_reaches_the_replica_running_the_job(tmp_path: Path) -> N
     assert done["progress"]["frames_analysed"] < 12
     assert result.status_code == 409
     assert not any((tmp_path / "jobs" / "uploads").iterdir()) and not (tmp_path / "jobs" / "results").exists()
+
+
+async def test_a_stalled_replica_that_lost_its_job_leaves_the_new_attempts_result(tmp_path: Path) -> None:
+    gate = asyncio.Event()
+    stalled = FakeInference(gate=gate)
+    shared = {"jobs_dir": tmp_path / "jobs", "jobs_window_frames": 2}
+    with redis_server(tmp_path / "redis") as url:
+        async with running_app(stalled, jobs_redis_url=url, jobs_lease_s=30.0, **shared) as first:
+            job = (await first.post("/v1/jobs", params={"stride": 1}, content=clip(), headers=RAW)).json()
+            await asyncio.wait_for(stalled.arrived.acquire(), 10)
+            # The first replica stalls past its lease (its next renewal is 10 s away): the lease lapses.
+            redis.Redis.from_url(url).zadd("fer:jobs:state:running", {job["id"]: 0})
+            async with running_app(jobs_redis_url=url, jobs_lease_s=0.6, **shared) as second:
+                done = await finished(second, job["status_url"])  # taken over, run again, succeeded
+                gate.set()  # the stalled replica wakes up and finishes its stale attempt too
+                await idle(first)
+                result = await second.get(job["result_url"], params={"limit": 100})
+    assert done["state"] == "succeeded" and done["attempts"] == 2, done
+    assert result.status_code == 200 and result.json()["timeline_frames"] == 12  # not deleted by the first
 
 
 async def idle(client: httpx.AsyncClient, within_s: float = 10.0) -> None:
