@@ -54,6 +54,7 @@ return 1
 
 _PROGRESS = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return 0 end
+if ARGV[4] ~= '' and redis.call('HGET', KEYS[1], 'attempts') ~= ARGV[4] then return 0 end
 redis.call('HSET', KEYS[1], 'frames_done', ARGV[1], 'frames_expected', ARGV[2], 'run_seconds', ARGV[3])
 return 1
 """
@@ -230,8 +231,11 @@ class RedisJobStore:
         return bool(self._renew(keys=keys, args=[job_id, str(attempt), repr(self._lease_s)]))
 
     @available
-    def progress(self, job_id: str, done: int, expected: int, run_seconds: float) -> None:
-        self._progress(keys=[self._job(job_id)], args=[done, expected, repr(run_seconds)])
+    def progress(
+        self, job_id: str, done: int, expected: int, run_seconds: float, attempt: int | None = None
+    ) -> None:
+        guard = "" if attempt is None else str(attempt)
+        self._progress(keys=[self._job(job_id)], args=[done, expected, repr(run_seconds), guard])
 
     @available
     def finish(

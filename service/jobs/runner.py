@@ -49,6 +49,7 @@ class ProgressReporter:
 
     store: AsyncJobStore
     job_id: str
+    attempt: int  # written only while this attempt runs the job (a stale one writes nothing)
     plan: SamplingPlan
     interval_s: float
     metrics: Metrics
@@ -66,7 +67,12 @@ class ProgressReporter:
         expected = expected_frames(info, self.plan)
         with suppress(JobStoreUnavailable):  # progress is best effort; the next window writes it again
             await self.store.call(
-                self.store.sync.progress, self.job_id, info.frames_analysed, expected, now - self.started
+                self.store.sync.progress,
+                self.job_id,
+                info.frames_analysed,
+                expected,
+                now - self.started,
+                self.attempt,
             )
 
 
@@ -200,6 +206,7 @@ class JobRunner:
         reporter = ProgressReporter(
             self._store,
             job.id,
+            job.attempts,
             options.plan,
             self._settings.jobs_progress_interval_s,
             self._metrics,
@@ -228,6 +235,7 @@ class JobRunner:
             info.frames_analysed,
             info.frames_analysed,
             time.monotonic() - reporter.started,
+            job.attempts,
         )
 
     async def _heartbeat(self, job: Job, stop: threading.Event) -> None:

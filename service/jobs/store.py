@@ -51,7 +51,9 @@ class JobTable(Protocol):
     def claim(self, now: float) -> Job | None: ...
     def renew(self, job_id: str, attempt: int) -> bool: ...
 
-    def progress(self, job_id: str, done: int, expected: int, run_seconds: float) -> None: ...
+    def progress(
+        self, job_id: str, done: int, expected: int, run_seconds: float, attempt: int | None = None
+    ) -> None: ...
     def finish(
         self,
         job_id: str,
@@ -138,11 +140,13 @@ class JobStore:
         )
         return found.fetchone() is not None
 
-    def progress(self, job_id: str, done: int, expected: int, run_seconds: float) -> None:
+    def progress(
+        self, job_id: str, done: int, expected: int, run_seconds: float, attempt: int | None = None
+    ) -> None:
         self._run(
             "UPDATE jobs SET frames_done = ?, frames_expected = ?, run_seconds = ? "
-            "WHERE id = ? AND state = 'running'",
-            (done, expected, run_seconds, job_id),
+            "WHERE id = ? AND state = 'running' AND (? IS NULL OR attempts = ?)",
+            (done, expected, run_seconds, job_id, attempt, attempt),
         )
 
     def finish(

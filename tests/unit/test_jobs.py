@@ -149,6 +149,9 @@ def test_renew_and_an_attempt_guard_tell_a_worker_its_job_is_no_longer_its_own(s
     claimed = store.claim(1.0)
     assert claimed is not None and store.renew("j", claimed.attempts)
     assert not store.renew("j", claimed.attempts + 1)  # a stale attempt number
+    store.progress("j", 7, 10, 1.0, attempt=claimed.attempts + 1)  # a stale attempt writes nothing
+    found = store.get("j")
+    assert found is not None and found.frames_done == 0
     assert not store.finish("j", "succeeded", 2.0, 60.0, attempt=claimed.attempts + 1)
     assert store.finish("j", "cancelled", 2.0, 60.0)  # a cancel from any replica: no attempt guard
     assert not store.renew("j", claimed.attempts)  # the worker learns it at its next heartbeat
