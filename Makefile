@@ -27,7 +27,7 @@ KERAS_STAMP := $(KERAS_VENV)/.installed-$(shell cat requirements-keras.txt requi
 PEER_VENV := .cache/peer-venv
 PEER_STAMP := $(PEER_VENV)/.installed-$(shell cat requirements-peer.txt requirements-peer-nodeps.txt | sha1sum | cut -c1-12)
 
-.PHONY: mutation help run test test-fast test-containers docs image venv keras-venv peer-venv eval-frontend bench locust soak models media deploy-tools browser lint typecheck check clean
+.PHONY: mutation help run test test-fast test-containers docs image venv keras-venv peer-venv eval-frontend bench locust soak models media deploy-tools browser redis lint typecheck check clean
 
 help: ## list the targets (this)
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,7 +35,7 @@ help: ## list the targets (this)
 run: $(STAMP) $(MODELS) ## start Triton + the gateway on 127.0.0.1:8080 (first run: venv, models)
 	$(PY) -m service
 
-test: $(STAMP) $(MODELS) media $(KERAS_STAMP) deploy-tools browser ## the whole suite: unit, API, models, integration, deploy, web (installs what it needs)
+test: $(STAMP) $(MODELS) media $(KERAS_STAMP) deploy-tools browser redis ## the whole suite: unit, API, models, integration, deploy, web (installs what it needs)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The compose stack on a real Docker engine (docs/containers.md): starts a private dockerd when none answers,
@@ -142,6 +142,9 @@ deploy-tools: ## install kubectl/kustomize, promtool, hadolint, ... for tests/de
 # Debian's chromium + chromium-driver (the web page's Selenium test) and node (the page's JS unit tests).
 browser: ## install Debian chromium + chromium-driver and node for the page's tests
 	bash scripts/install-browser.sh
+
+redis: ## install Debian redis-server for the Redis-mode job tests (each test starts its own server)
+	bash scripts/install-redis.sh
 
 media: $(STAMP) ## fetch the real test media (OpenCV samples, ...)
 	$(PY) -m devstack.media

@@ -449,6 +449,22 @@ class Settings(BaseSettings):
     jobs_progress_interval_s: float = Field(
         1.0, gt=0, description="Least time between two progress writes of a running job."
     )
+    jobs_redis_url: str = Field(
+        "",
+        description="Redis URL (redis://host:6379/0) that moves job state and the queue to Redis so several "
+        "gateway replicas share the work (FER_JOBS_DIR then a volume they all mount); empty: SQLite in "
+        "FER_JOBS_DIR, jobs run by the process that accepted them.",
+    )
+    jobs_redis_prefix: str = Field(
+        "fer:jobs", min_length=1, description="Prefix of every Redis key of the jobs (one per deployment)."
+    )
+    jobs_lease_s: float = Field(
+        30.0,
+        gt=0,
+        description="Redis mode: a running job's lease, renewed by its worker every third of it; a job whose "
+        "worker stopped renewing (its replica died) is taken over by another replica once it lapses. Also "
+        "how soon a cancel reaches the replica running the job (a third of it).",
+    )
     jobs_page_size: int = Field(
         500, ge=1, le=10000, description="Timeline frames per page of GET /v1/jobs/{id}/result by default."
     )

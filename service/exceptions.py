@@ -164,3 +164,9 @@ class JobNotFinished(ServiceError):
 
 class JobQueueFull(ServiceError):
     code = "job_queue_full"
+
+
+class JobStoreUnavailable(ServiceError):
+    """The shared job store (Redis, FER_JOBS_REDIS_URL) does not answer."""
+
+    code = "jobs_unavailable"

@@ -37,6 +37,7 @@ EXPECTED_ERRORS: tuple[tuple[str, int, str, dict[str, str]], ...] = (
     ("JobNotFound", 404, "job_not_found", {}),
     ("JobNotFinished", 409, "job_not_finished", {}),
     ("JobQueueFull", 429, "job_queue_full", {}),
+    ("JobStoreUnavailable", 503, "jobs_unavailable", {}),
     ("InferenceFailed", 502, "inference_failed", {}),
     ("InferenceUnavailable", 503, "inference_unavailable", {}),
     ("InferenceTimeout", 504, "inference_timeout", {}),
@@ -66,7 +67,7 @@ EVERY_ERROR_BY_STATUS: dict[str, set[str]] = {
     },
     "429": {"overloaded", "job_queue_full"},
     "502": {"inference_failed"},
-    "503": {"inference_unavailable"},
+    "503": {"inference_unavailable", "jobs_unavailable"},
     "504": {"inference_timeout"},
 }
 # What POST /v1/predict documents: the JSON batch's own errors, none that only an uploaded file can get.

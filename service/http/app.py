@@ -23,8 +23,9 @@ from service.http.routes import annotate, health, jobs, models, predict, predict
 from service.http.state import Resources
 from service.inference.base import InferenceBackend
 from service.inference.triton import TritonBackend
+from service.jobs.backend import open_store
 from service.jobs.runner import JobRunner
-from service.jobs.store import AsyncJobStore, JobStore
+from service.jobs.store import AsyncJobStore
 from service.launcher.liveness import LivenessPolicy, LivenessWatch
 from service.launcher.supervisor import Restartable, RestartPolicy, TritonSupervisor
 from service.metrics import Metrics
@@ -163,7 +164,7 @@ def open_resources(
         ),
         jobs=JobRunner(
             settings,
-            AsyncJobStore(JobStore(settings.jobs_dir / "jobs.sqlite3")),
+            AsyncJobStore(open_store(settings)),
             video_pipeline,
             memory.work,
             metrics,

@@ -31,6 +31,7 @@ from service.exceptions import (
     JobNotFinished,
     JobNotFound,
     JobQueueFull,
+    JobStoreUnavailable,
     MalformedRequest,
     ModelNotFound,
     ModelTaskMismatch,
@@ -91,6 +92,7 @@ HTTP_ERRORS: Final[dict[type[ServiceError], HttpError]] = {
     JobNotFound: HttpError(404),
     JobNotFinished: HttpError(409),
     JobQueueFull: HttpError(429),
+    JobStoreUnavailable: HttpError(503),
     InferenceUnavailable: HttpError(503),
     InferenceTimeout: HttpError(504),
     InferenceFailed: HttpError(502),
@@ -102,7 +104,7 @@ JSON_BATCH_ONLY: Final = (InvalidJson, InvalidBase64, TooManyImages, BatchTooLar
 UPLOAD_ONLY: Final = (InvalidMultipart, InvalidVideo, VideoTooLong, VideoTooLarge)
 # Codes only a live stream (close codes) or a job (its spool, queue and ids) can get.
 STREAM_ONLY: Final = (SlowReader, InvalidRequest)
-JOB_ONLY: Final = (TruncatedUpload, JobQueueFull, JobNotFound, JobNotFinished)
+JOB_ONLY: Final = (TruncatedUpload, JobQueueFull, JobNotFound, JobNotFinished, JobStoreUnavailable)
 UPLOAD_ERRORS: Final = tuple(error for error in HTTP_ERRORS if error not in JSON_BATCH_ONLY)
 JSON_BATCH_ERRORS: Final = tuple(
     error for error in HTTP_ERRORS if error not in (*UPLOAD_ONLY, *STREAM_ONLY, *JOB_ONLY)

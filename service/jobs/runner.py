@@ -3,6 +3,9 @@ results, and keeps the table honest (interrupted jobs re-queued at start, expire
 
 Owned by the app's lifespan: ``start`` re-queues what a previous process left running and starts the
 worker and sweeper tasks; ``stop`` puts the jobs it was running back in the queue (not an attempt lost).
+A running job's worker renews its lease every third of FER_JOBS_LEASE_S and stops when the store says the
+attempt is no longer its own (cancelled from another replica, or taken over after a stall). With a shared
+store (Redis) the sweeper takes over jobs whose lease lapsed, from whichever replica died.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 
 from service.config import Settings
-from service.exceptions import InvalidVideo, JobNotFound, JobQueueFull, ServiceError
+from service.exceptions import InvalidVideo, JobNotFound, JobQueueFull, JobStoreUnavailable, ServiceError
 from service.jobs.results import JobFiles, write_results
 from service.jobs.states import Job, State
 from service.jobs.store import AsyncJobStore
@@ -29,6 +32,7 @@ from service.vision.clip_analysis import AnalysisAbandoned
 from service.vision.video import ClipInfo, SamplingPlan
 
 logger = logging.getLogger(__name__)
+STORE_RETRY_S = 1.0  # a worker's pause before it asks an unreachable job store again
 
 
 def expected_frames(info: ClipInfo, plan: SamplingPlan) -> int:
@@ -45,6 +49,7 @@ class ProgressReporter:
 
     store: AsyncJobStore
     job_id: str
+    attempt: int  # written only while this attempt runs the job (a stale one writes nothing)
     plan: SamplingPlan
     interval_s: float
     metrics: Metrics
@@ -60,9 +65,15 @@ class ProgressReporter:
             return
         self.last_write = now
         expected = expected_frames(info, self.plan)
-        await self.store.call(
-            self.store.sync.progress, self.job_id, info.frames_analysed, expected, now - self.started
-        )
+        with suppress(JobStoreUnavailable):  # progress is best effort; the next window writes it again
+            await self.store.call(
+                self.store.sync.progress,
+                self.job_id,
+                info.frames_analysed,
+                expected,
+                now - self.started,
+                self.attempt,
+            )
 
 
 class JobRunner:
@@ -147,23 +158,34 @@ class JobRunner:
 
     async def _work(self) -> None:
         while True:
-            job = await self._store.call(self._store.sync.claim, time.time())
+            try:
+                job = await self._store.call(self._store.sync.claim, time.time())
+            except JobStoreUnavailable:
+                logger.warning("job store unavailable; the worker retries in %g s", STORE_RETRY_S)
+                await asyncio.sleep(STORE_RETRY_S)
+                continue
             if job is None:
                 # Woken by a submit, or polling (another process may have queued one: Redis-free restarts).
                 with suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=1.0)
                 self._wake.clear()
                 continue
-            await self._run(job)
+            try:
+                await self._run(job)
+            except JobStoreUnavailable:
+                # The job stays "running" in the store; its lease lapses and a replica takes it over.
+                logger.warning("job %s: the job store went away while finishing it", job.id)
 
     async def _run(self, job: Job) -> None:
         stop = self._stops[job.id] = threading.Event()
         self._metrics.jobs_running.inc()
+        heartbeat = self._spawn(self._heartbeat(job, stop), f"job-lease-{job.id}")
         try:
             await self._analyse(job, stop)
             await self._finish(job, "succeeded", None)
         except asyncio.CancelledError:
-            await asyncio.shield(self._release(job))
+            with suppress(JobStoreUnavailable):  # then its lease lapses and another replica takes it over
+                await asyncio.shield(self._release(job))
             raise
         except AnalysisAbandoned:
             await self._finish(job, "cancelled", None)
@@ -173,6 +195,7 @@ class JobRunner:
             logger.exception("job %s failed unexpectedly", job.id)
             await self._finish(job, "failed", ("internal_error", "the job failed unexpectedly"))
         finally:
+            heartbeat.cancel()
             self._stops.pop(job.id, None)
             self._metrics.jobs_running.dec()
 
@@ -183,6 +206,7 @@ class JobRunner:
         reporter = ProgressReporter(
             self._store,
             job.id,
+            job.attempts,
             options.plan,
             self._settings.jobs_progress_interval_s,
             self._metrics,
@@ -211,13 +235,37 @@ class JobRunner:
             info.frames_analysed,
             info.frames_analysed,
             time.monotonic() - reporter.started,
+            job.attempts,
         )
 
+    async def _heartbeat(self, job: Job, stop: threading.Event) -> None:
+        """Renew the job's lease; stop the analysis once this attempt no longer owns the job."""
+        interval = self._settings.jobs_lease_s / 3
+        while not stop.is_set():
+            await asyncio.sleep(interval)
+            try:
+                owned = await self._store.call(self._store.sync.renew, job.id, job.attempts)
+            except JobStoreUnavailable:
+                continue  # the lease may lapse meanwhile: then another replica takes the job over
+            if not owned:
+                logger.info(
+                    "job %s: attempt %d no longer owns it (cancelled or taken over)", job.id, job.attempts
+                )
+                stop.set()
+
     async def _finish(self, job: Job, state: State, error: tuple[str, str] | None) -> None:
-        files = self.files(job.id)
+        files, settings = self.files(job.id), self._settings
         moved = await self._store.call(
-            self._store.sync.finish, job.id, state, time.time(), self._settings.jobs_retention_s, error
+            self._store.sync.finish,
+            job.id,
+            state,
+            time.time(),
+            settings.jobs_retention_s,
+            error,
+            job.attempts,
         )
+        if not moved and await self._taken_over(job):
+            return  # another attempt (another replica) runs it now: its upload and results are that one's
         # The upload goes once analysed, whatever the outcome; results only when nobody wants them.
         await asyncio.to_thread(files.upload.unlink, True)
         if not moved or state != "succeeded":
@@ -226,17 +274,40 @@ class JobRunner:
             self._metrics.jobs_finished.labels(state).inc()
             logger.info("job %s %s", job.id, state if error is None else f"{state}: {error[0]}")
 
+    async def _taken_over(self, job: Job) -> bool:
+        """Whether the job went back to the queue or to another attempt (this one's lease lapsed)."""
+        current = await self._store.call(self._store.sync.get, job.id)
+        return current is not None and (current.state == "queued" or current.attempts != job.attempts)
+
     async def _release(self, job: Job) -> None:
         """The gateway stops: the job goes back to the queue for the next start (not counted a failure)."""
         await self._store.call(self._store.sync.release, job.id)
 
     async def _sweep(self) -> None:
+        settings = self._settings
+        pause = min(5.0, settings.jobs_retention_s / 4)
+        if self._store.sync.shared:
+            pause = min(pause, settings.jobs_lease_s / 2)
         while True:
-            await self._store.call(self._expire_and_measure, time.time())
-            await asyncio.sleep(min(5.0, self._settings.jobs_retention_s / 4))
+            try:
+                await self._store.call(self._expire_and_measure, time.time())
+            except JobStoreUnavailable:
+                logger.warning("job store unavailable; the sweeper retries in %g s", pause)
+            await asyncio.sleep(pause)
+
+    def _take_over(self, now: float) -> None:
+        """Shared store: jobs whose worker stopped renewing its lease go back to the queue (any replica)."""
+        settings = self._settings
+        requeued, failed = self._store.sync.requeue_running(
+            settings.jobs_max_attempts, now, settings.jobs_retention_s
+        )
+        if requeued or failed:
+            logger.warning("jobs of a stopped replica: %d queued again, %d failed", requeued, failed)
 
     def _expire_and_measure(self, now: float) -> None:
         store = self._store.sync
+        if store.shared:
+            self._take_over(now)
         for job in store.expired(now):
             self.files(job.id).remove()
             store.delete(job.id)

@@ -1,4 +1,5 @@
-"""Job state in SQLite (the standard library's sqlite3): one file, one connection, every call in a thread.
+"""Job state behind one interface (``JobTable``), kept in SQLite by default (the standard library's sqlite3:
+one file, one connection, every call in a thread) or in Redis (``service/jobs/redis_store.py``).
 
 Each state change is one guarded UPDATE (``WHERE state IN (the states it may come from)``), so a race (a
 cancel while the worker finishes) has exactly one winner, and the loser learns it from the row count.
@@ -12,7 +13,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from service.jobs.states import INTERRUPTED, Job, State, sources_of
 
@@ -32,12 +33,50 @@ CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created_at);
 """
 
 
+class JobTable(Protocol):
+    """What the runner and the routes need of the job state; both stores make each move one guarded,
+    atomic step (``sources_of``), so a race has one winner and the loser learns it from the answer."""
+
+    # True when several gateway processes share the table (Redis): a running job is then taken over by
+    # another process once its lease lapses; False (SQLite) when only a restart of this process resumes it.
+    shared: bool
+
+    def close(self) -> None: ...
+    def add(self, job: Job) -> None: ...
+    def get(self, job_id: str) -> Job | None: ...
+    def owned(self, owner: str, limit: int) -> list[Job]: ...
+    def queued_count(self) -> int: ...
+    def counts(self) -> dict[str, int]: ...
+    def oldest_queued(self) -> float | None: ...
+    def claim(self, now: float) -> Job | None: ...
+    def renew(self, job_id: str, attempt: int) -> bool: ...
+
+    def progress(
+        self, job_id: str, done: int, expected: int, run_seconds: float, attempt: int | None = None
+    ) -> None: ...
+    def finish(
+        self,
+        job_id: str,
+        state: State,
+        now: float,
+        retention_s: float,
+        error: tuple[str, str] | None = None,
+        attempt: int | None = None,
+    ) -> bool: ...
+    def requeue_running(self, max_attempts: int, now: float, retention_s: float) -> tuple[int, int]: ...
+    def release(self, job_id: str) -> None: ...
+    def expired(self, now: float) -> list[Job]: ...
+    def delete(self, job_id: str) -> None: ...
+
+
 def _placeholders(states: tuple[State, ...]) -> str:
     return ",".join("?" for _ in states)
 
 
 class JobStore:
-    """The job table. Synchronous; ``AsyncJobStore`` runs it off the event loop."""
+    """The job table in SQLite. Synchronous; ``AsyncJobStore`` runs it off the event loop."""
+
+    shared = False  # one process owns the file: its running jobs are resumed when it starts again
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,24 +133,40 @@ class JobStore:
             ).fetchone()
         return self.get(row[0]) if row else None
 
-    def progress(self, job_id: str, done: int, expected: int, run_seconds: float) -> None:
+    def renew(self, job_id: str, attempt: int) -> bool:
+        """Whether this attempt still runs the job (False once it was cancelled: the worker stops)."""
+        found = self._run(
+            "SELECT 1 FROM jobs WHERE id = ? AND state = 'running' AND attempts = ?", (job_id, attempt)
+        )
+        return found.fetchone() is not None
+
+    def progress(
+        self, job_id: str, done: int, expected: int, run_seconds: float, attempt: int | None = None
+    ) -> None:
         self._run(
             "UPDATE jobs SET frames_done = ?, frames_expected = ?, run_seconds = ? "
-            "WHERE id = ? AND state = 'running'",
-            (done, expected, run_seconds, job_id),
+            "WHERE id = ? AND state = 'running' AND (? IS NULL OR attempts = ?)",
+            (done, expected, run_seconds, job_id, attempt, attempt),
         )
 
     def finish(
-        self, job_id: str, state: State, now: float, retention_s: float, error: tuple[str, str] | None = None
+        self,
+        job_id: str,
+        state: State,
+        now: float,
+        retention_s: float,
+        error: tuple[str, str] | None = None,
+        attempt: int | None = None,
     ) -> bool:
-        """Move to a finished state if the job may (False: it already is, e.g. cancelled meanwhile)."""
+        """Move to a finished state if the job may (False: it already is, e.g. cancelled meanwhile, or, with
+        ``attempt``, another attempt runs it now)."""
         sources = sources_of(state)
         code, message = error or (None, None)
         cursor = self._run(
             "UPDATE jobs SET state = ?, finished_at = ?, expires_at = ?, error_code = ?, error_message = ?, "
             f"run_seconds = CASE WHEN started_at IS NULL THEN 0 ELSE ? - started_at END "
-            f"WHERE id = ? AND state IN ({_placeholders(sources)})",
-            (state, now, now + retention_s, code, message, now, job_id, *sources),
+            f"WHERE id = ? AND state IN ({_placeholders(sources)}) AND (? IS NULL OR attempts = ?)",
+            (state, now, now + retention_s, code, message, now, job_id, *sources, attempt, attempt),
         )
         return cursor.rowcount == 1
 
@@ -148,7 +203,7 @@ class JobStore:
 class AsyncJobStore:
     """The store's calls on a thread of their own, so SQLite's disk waits never stall the event loop."""
 
-    def __init__(self, store: JobStore) -> None:
+    def __init__(self, store: JobTable) -> None:
         self.sync = store
 
     async def call(self, method: Callable[..., T], *args: Any) -> T:

@@ -27,6 +27,11 @@ pytestmark = pytest.mark.deploy
 
 KUBERNETES_VERSIONS = ("1.30.0", "1.35.0")
 CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+# What components/redis-jobs adds: Redis (Deployment, Service, NetworkPolicy, its data volume) and the jobs
+# volume every gateway replica shares.
+REDIS_MODE_KINDS = {
+    "cpu-redis": ["Deployment", "Service", "NetworkPolicy", "PersistentVolumeClaim", "PersistentVolumeClaim"]
+}
 _NO_SCHEMA = re.compile(r"^WARN .*Couldn't find schema for kind (\w+) ")
 
 
@@ -76,6 +81,7 @@ def test_overlay_renders_the_whole_deployment(rendered: dict[str, list[Manifest]
             "ServiceMonitor",
             "PodMonitor",
             "PrometheusRule",
+            *REDIS_MODE_KINDS.get(overlay, []),
         ]
     )
     namespaced = [obj for obj in rendered[overlay] if obj["kind"] != "Namespace"]
@@ -327,3 +333,50 @@ def _arg_default(dockerfile: str, name: str) -> str:
     match = re.search(rf"^ARG {name}=(\S+)$", dockerfile, re.MULTILINE)
     assert match, name
     return match.group(1)
+
+
+def test_redis_mode_shares_state_and_volume_and_only_the_gateway_reaches_redis(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    objects = rendered["cpu-redis"]
+    configmap = next(
+        c for n, c in by_kind(objects, "ConfigMap").items() if n.startswith("fer-gateway-settings")
+    )
+    settings = settings_from_env(configmap["data"])
+    host_port = settings.jobs_redis_url.removeprefix("redis://").split("/")[0]
+    host, port = host_port.split(":")
+    service = by_kind(objects, "Service")[host]
+    assert int(port) in {p["port"] for p in service["spec"]["ports"]}
+    deployments = by_kind(objects, "Deployment")
+    assert _selects(deployments[host], service["spec"]["selector"])
+    assert settings.jobs_workers >= 1 and settings.jobs_lease_s > 0
+    gateway = deployments["fer-gateway"]["spec"]["template"]["spec"]
+    jobs = next(v for v in gateway["volumes"] if v["name"] == "jobs")
+    claim = by_kind(objects, "PersistentVolumeClaim")[jobs["persistentVolumeClaim"]["claimName"]]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # every replica mounts it
+    mount = next(
+        m for m in container(deployments["fer-gateway"], "gateway")["volumeMounts"] if m["name"] == "jobs"
+    )
+    assert mount["mountPath"] == "/var/lib/fer/jobs"
+    policies = by_kind(objects, "NetworkPolicy")
+    redis_in = policies[host]["spec"]["ingress"]
+    assert len(redis_in) == 1 and _selects(
+        deployments["fer-gateway"], redis_in[0]["from"][0]["podSelector"]["matchLabels"]
+    )
+    to_redis = [
+        rule
+        for rule in policies["fer-gateway"]["spec"]["egress"]
+        if {"port": int(port), "protocol": "TCP"} in rule["ports"]
+    ]
+    assert len(to_redis) == 1 and _selects(
+        deployments[host], to_redis[0]["to"][0]["podSelector"]["matchLabels"]
+    )
+    redis = container(deployments[host], "redis")
+    assert "noeviction" in redis["args"] and redis["image"] == "redis:7.2.5"
+    for overlay in ("cpu", "gpu"):  # the default stays SQLite in the pod's own folder
+        plain = next(
+            c
+            for n, c in by_kind(rendered[overlay], "ConfigMap").items()
+            if n.startswith("fer-gateway-settings")
+        )
+        assert "FER_JOBS_REDIS_URL" not in plain["data"]

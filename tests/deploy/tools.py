@@ -25,7 +25,7 @@ ALERTS = MONITORING / "prometheus" / "alerts.yml"
 PROMETHEUS_CONFIG = MONITORING / "prometheus" / "prometheus.yml"
 DASHBOARD = MONITORING / "grafana" / "dashboards" / "fer-service.json"
 ADAPTER_CONFIG = MONITORING / "prometheus-adapter" / "config.yaml"
-OVERLAYS = ("cpu", "gpu")
+OVERLAYS = ("cpu", "gpu", "cpu-redis")  # cpu-redis: cpu + components/redis-jobs (docs/jobs.md)
 _TIMEOUT_S = 120
 
 
