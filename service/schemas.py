@@ -462,11 +462,27 @@ class BatchPredictResponse(_Schema):
 
 
 class BatchLimits(_Schema):
-    """What one JSON batch may carry (GET /v1/limits): clients split their images by it."""
+    """What one JSON batch, one clip and one job may carry (GET /v1/limits): clients split their images by
+    it, and the page sends a video over the clip limits as a job."""
 
     max_images: int = Field(description="FER_JSON_MAX_IMAGES.", examples=[16])
     max_decoded_bytes: int = Field(description="FER_JSON_MAX_DECODED_BYTES.", examples=[12582912])
     max_body_bytes: int = Field(description="FER_MAX_UPLOAD_BYTES: the whole JSON body.", examples=[20971520])
+    # Defaults, not required: a client's copy of this model still reads a server that predates them.
+    clip_max_bytes: int | None = Field(
+        None, description="FER_MAX_UPLOAD_BYTES: the largest clip /predict takes.", examples=[20971520]
+    )
+    clip_max_duration_s: float | None = Field(
+        None, description="FER_VIDEO_MAX_DURATION_S: the longest clip /predict takes.", examples=[60.0]
+    )
+    job_max_bytes: int | None = Field(
+        None,
+        description="FER_JOBS_MAX_UPLOAD_BYTES: the largest video POST /v1/jobs takes.",
+        examples=[2147483648],
+    )
+    job_max_duration_s: float | None = Field(
+        None, description="FER_JOBS_MAX_DURATION_S: the longest video POST /v1/jobs takes.", examples=[7200.0]
+    )
 
 
 # ----------------------------------------------------------------------------- live stream (GET /v1/stream)

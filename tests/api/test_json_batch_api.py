@@ -150,7 +150,15 @@ async def test_too_many_images_and_too_many_decoded_bytes_are_refused_whole() ->
         assert large.status_code == 413 and error_code(large) == "batch_too_large"
         assert run.detector.image_calls == []
         limits = (await run.client.get("/v1/limits")).json()
-        assert limits == {"max_images": 3, "max_decoded_bytes": 2000, "max_body_bytes": 20 * 1024 * 1024}
+        assert limits == {
+            "max_images": 3,
+            "max_decoded_bytes": 2000,
+            "max_body_bytes": 20 * 1024 * 1024,
+            "clip_max_bytes": 20 * 1024 * 1024,
+            "clip_max_duration_s": 60.0,
+            "job_max_bytes": 2048 * 1024 * 1024,
+            "job_max_duration_s": 7200.0,
+        }
 
 
 async def test_a_body_over_the_upload_limit_is_413() -> None:

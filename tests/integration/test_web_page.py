@@ -1,11 +1,13 @@
 """The page at `/` in a real headless browser (Debian's chromium + chromedriver, driven by Selenium) against
 the real gateway, Triton and MTCNN: a real photo and a real clip, uploaded as a person would.
 
-Screenshots are written to .cache/test-artifacts/web/ (photo.png, clip.png, contact-sheet.png, error.png).
+Screenshots are written to .cache/test-artifacts/web/ (photo.png, clip.png, contact-sheet.png, error.png,
+job-progress.png, job.png).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -25,7 +27,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from devstack import clips
 from devstack.media import ROOT
-from devstack.stack import Gateway
+from devstack.stack import Gateway, gateway_settings, start_gateway
+from service.launcher.triton_local import LocalTriton
 from tests.integration.test_gateway_images import MESSI_FACE
 
 pytestmark = pytest.mark.integration
@@ -244,3 +247,91 @@ def test_controls_are_labelled_reachable_and_text_has_contrast(
         ActionChains(browser).send_keys(Keys.TAB).perform()
         reached.append(browser.switch_to.active_element.get_attribute("id"))
     assert "drop-zone" in reached, reached
+
+
+@pytest.fixture(scope="module")
+def job_gateway(triton: LocalTriton) -> Iterator[Gateway]:
+    """A gateway whose jobs write their progress every 8 frames and page their timeline by 16 frames: a
+    short real clip then moves the bar in steps and its result comes in several pages."""
+    settings = gateway_settings(triton, jobs_window_frames=8, jobs_progress_interval_s=0.1, jobs_page_size=16)
+    running = start_gateway(settings)
+    yield running
+    running.stop()
+
+
+# Every change of the progress bar, as the page makes it: [state, value, the line under the bar].
+_RECORD_PROGRESS = """
+const bar = document.getElementById("job-progress");
+window.jobProgress = [];
+new MutationObserver(() => window.jobProgress.push(
+  [bar.getAttribute("data-state"), bar.getAttribute("value"), document.getElementById("job-text").textContent]
+)).observe(bar, { attributes: true, attributeFilter: ["value", "data-state"] });
+"""
+
+
+def test_a_video_sent_as_a_job_shows_its_progress_then_the_same_charts(
+    browser: WebDriver, job_gateway: Gateway, media: Path
+) -> None:
+    open_page(browser, job_gateway)
+    browser.execute_script(_RECORD_PROGRESS)
+    browser.find_element(By.ID, "job-input").click()
+    upload(browser, media / "Megamind.avi")
+    bar = wait_for(browser, "#job-progress")[0]
+    WebDriverWait(browser, 240).until(
+        lambda _: (
+            bar.get_attribute("data-state") == "succeeded"
+            or (bar.get_attribute("data-state") == "running" and float(bar.get_attribute("value") or 0) > 0)
+        )
+    )
+    screenshot(browser, "job-progress.png")
+    charts = wait_for(browser, "[data-testid=track-chart]", timeout_s=240)
+    status = browser.find_element(By.ID, "status").text
+    assert status == "Done: Megamind.avi, analysed as a job (as you asked).", status
+    # The bar rose in steps while the job ran and ended full; the line said frames, percent and time.
+    seen: list[list[str | None]] = browser.execute_script("return window.jobProgress")
+    values = [float(value) for _, value, _ in seen if value is not None]
+    assert values == sorted(values) and values[-1] == 100, seen
+    running = [text for state, value, text in seen if state == "running" and value and 0 < float(value) < 100]
+    assert running, seen
+    assert re.fullmatch(
+        r"Analysing: \d+ of \d+ frames \(\d+%\), \d+ s elapsed(, about \d+ s left)?", running[0]
+    )
+    assert browser.find_element(By.ID, "job-text").text.startswith("Analysed: 57 of 57 frames (100%)")
+    assert not browser.find_element(By.ID, "job-cancel").is_displayed()
+    # The same charts as a clip's answer, from every page of the timeline (57 frames, pages of 16).
+    summary = browser.find_element(By.ID, "summary").text.replace("\n", " ")
+    assert "57 analysed of 270 decoded" in summary, summary
+    body = json.loads(browser.find_element(By.ID, "raw").get_attribute("textContent") or "{}")
+    assert body["timeline_frames"] == len(body["timeline"]) == 57
+    assert len(charts) == len(body["tracks"]) >= 1
+    for chart, track in zip(charts, body["tracks"], strict=True):
+        assert len(chart.find_elements(By.CSS_SELECTOR, "polyline")) == 7
+        frames = [
+            f for f in body["timeline"] if any(face["track_id"] == track["track_id"] for face in f["faces"])
+        ]
+        assert len(chart.find_elements(By.CSS_SELECTOR, "[data-testid=track-point]")) == len(frames)
+    assert max(len(c.find_elements(By.CSS_SELECTOR, "[data-testid=track-point]")) for c in charts) > 16
+    assert not browser.find_element(By.ID, "sheet-button").is_displayed()  # over the clip limits: no sheet
+    screenshot(browser, "job.png")
+
+
+def test_a_video_too_long_for_a_clip_goes_as_a_job_and_can_be_cancelled(
+    browser: WebDriver, job_gateway: Gateway, media: Path
+) -> None:
+    """vtest.avi lasts 79.5 s, over the 60 s of a clip; Chromium cannot read an AVI's duration, so /predict
+    refuses it (video_too_long) and the page sends it on as a job without being asked, then cancels it."""
+    open_page(browser, job_gateway)
+    upload(browser, media / "vtest.avi")
+    status = browser.find_element(By.ID, "status")
+    WebDriverWait(browser, 120).until(lambda _: "sent as a job (refused as a clip: " in status.text)
+    assert "60 s" in status.text, status.text  # the refusal's own message names the clip limit
+    bar = wait_for(browser, "#job-progress")[0]
+    WebDriverWait(browser, 120).until(lambda _: bar.get_attribute("data-state") == "running")
+    cancel = wait_for(browser, "#job-cancel")[0]
+    cancel.click()
+    WebDriverWait(browser, 60).until(lambda _: status.text == "Cancelled: vtest.avi.")
+    assert bar.get_attribute("data-state") == "cancelled"
+    assert browser.find_element(By.ID, "job-text").text == "Cancelled."
+    assert not cancel.is_displayed()
+    assert browser.find_element(By.ID, "error").get_attribute("hidden") is not None
+    assert not browser.find_elements(By.CSS_SELECTOR, "[data-testid=track-chart]")

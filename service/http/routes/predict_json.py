@@ -81,12 +81,17 @@ async def predict_json(
 @router.get(
     "/v1/limits",
     response_model=BatchLimits,
-    summary="What one JSON batch may carry",
-    description="Clients (fer-client) split a folder of photos into batches by these limits.",
+    summary="What one JSON batch, one clip and one job may carry",
+    description="Clients (fer-client) split a folder of photos into batches by these limits; the page "
+    "sends a video over the clip limits to POST /v1/jobs.",
 )
 async def limits(settings: SettingsDep) -> BatchLimits:
     return BatchLimits(
         max_images=settings.json_max_images,
         max_decoded_bytes=settings.json_max_decoded_bytes,
         max_body_bytes=settings.max_upload_bytes,
+        clip_max_bytes=settings.max_upload_bytes,
+        clip_max_duration_s=settings.video_max_duration_s,
+        job_max_bytes=settings.jobs_max_upload_bytes,
+        job_max_duration_s=settings.jobs_max_duration_s,
     )

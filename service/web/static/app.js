@@ -5,9 +5,15 @@ import {
   authHeaders,
   boxStyle,
   chartScale,
+  clipLimits,
   errorMessage,
   faceCaption,
   imageModels,
+  isVideoFile,
+  JOB_END_STATES,
+  jobPercent,
+  jobProgressText,
+  jobReason,
   modelOption,
   lineStyle,
   modelLine,
@@ -17,16 +23,18 @@ import {
   percent,
   predictUrl,
   ranked,
+  refusedAsClip,
   rejectsPrompts,
   seconds,
   segmentsOf,
   seriesLines,
   trackSeries,
 } from "./fer.js";
+import { JobError, cancelJob, followJob, jobResult, submitJob } from "./jobs.js";
 
 const $ = (id) => document.getElementById(id);
 const SVG = "http://www.w3.org/2000/svg";
-const page = { file: null, response: null, objectUrl: null };
+const page = { file: null, response: null, objectUrl: null, limits: null, job: null, fromJob: false };
 
 function element(tag, attributes = {}, text = "") {
   const node = document.createElement(tag);
@@ -51,12 +59,16 @@ function showError(message) {
 }
 
 // ------------------------------------------------------------------------------------------- request
-async function post(path, file, prompts) {
+function uploadParts(path, file, prompts) {
   const form = new FormData();
   form.append("file", file, file.name || "upload");
   const model = $("model-select").value;
-  const headers = authHeaders($("key-input").value);
-  return fetch(predictUrl(path, { model, prompts }), { method: "POST", body: form, headers });
+  return { url: predictUrl(path, { model, prompts }), form, headers: authHeaders($("key-input").value) };
+}
+
+async function post(path, file, prompts) {
+  const { url, form, headers } = uploadParts(path, file, prompts);
+  return fetch(url, { method: "POST", body: form, headers });
 }
 
 function showFailure(status, text) {
@@ -72,8 +84,10 @@ function showFailure(status, text) {
 async function analyse(file) {
   page.file = file;
   showError("");
-  setStatus(`Analysing ${file.name || "the picture"} …`);
   const prompts = parsePrompts($("prompts-input").value);
+  const reason = isVideoFile(file) ? await whyJob(file) : "";
+  if (reason) return analyseAsJob(file, prompts, reason);
+  setStatus(`Analysing ${file.name || "the picture"} …`);
   let response = await post("/predict", file, prompts);
   let text = await response.text();
   const notes = [];
@@ -84,11 +98,110 @@ async function analyse(file) {
     text = await response.text();
   }
   if (!response.ok) {
+    if (isVideoFile(file) && refusedAsClip(response.status, text)) {
+      return analyseAsJob(file, prompts, `refused as a clip: ${errorMessage(response.status, text)}`);
+    }
     showFailure(response.status, text);
     return;
   }
+  page.fromJob = false;
   render(JSON.parse(text), notes);
   setStatus(`Done: ${file.name || "the picture"}.`);
+}
+
+// ------------------------------------------------------------------------------------------- jobs
+async function serverLimits() {
+  if (page.limits) return page.limits;
+  try {
+    const response = await fetch("/v1/limits", { headers: authHeaders($("key-input").value) });
+    if (!response.ok) return clipLimits({});
+    page.limits = clipLimits(await response.json());
+  } catch {
+    return clipLimits({}); // then /predict's own refusal (413, video_too_long) sends the video as a job
+  }
+  return page.limits;
+}
+
+function videoDuration(file, timeoutMs = 3000) {
+  // The browser reads the duration from a container it can play (not AVI): null otherwise, or too slow.
+  return new Promise((resolve) => {
+    const probe = document.createElement("video");
+    const url = URL.createObjectURL(file);
+    const done = (value) => {
+      clearTimeout(timer);
+      URL.revokeObjectURL(url);
+      resolve(value);
+    };
+    const timer = setTimeout(() => done(null), timeoutMs);
+    probe.preload = "metadata";
+    probe.onloadedmetadata = () => done(Number.isFinite(probe.duration) ? probe.duration : null);
+    probe.onerror = () => done(null);
+    probe.src = url;
+  });
+}
+
+async function whyJob(file) {
+  if ($("job-input").checked) return jobReason({ asked: true }, clipLimits({}));
+  const limits = await serverLimits();
+  const bySize = jobReason({ size: file.size }, limits);
+  if (bySize || limits.maxDurationS === null) return bySize;
+  return jobReason({ size: file.size, durationS: await videoDuration(file) }, limits);
+}
+
+function showJobStatus(status) {
+  page.job = status;
+  const bar = $("job-progress");
+  const value = jobPercent(status);
+  if (value === null) bar.removeAttribute("value"); // indeterminate while queued
+  else bar.value = value;
+  bar.setAttribute("data-state", status.state);
+  $("job-text").textContent = jobProgressText(status);
+  $("job-cancel").hidden = JOB_END_STATES.has(status.state);
+}
+
+function showJobUpload() {
+  $("job").hidden = false;
+  $("job-progress").removeAttribute("value"); // indeterminate until the job reports its frames
+  $("job-progress").setAttribute("data-state", "uploading");
+  $("job-text").textContent = "Uploading …";
+  $("job-cancel").hidden = true; // until there is a job to cancel
+  $("job-cancel").disabled = false;
+}
+
+async function analyseAsJob(file, prompts, reason) {
+  const name = file.name || "the video";
+  setStatus(`Sending ${name} as a job (${reason}) …`);
+  const { url, form, headers } = uploadParts("/v1/jobs", file, prompts);
+  showJobUpload();
+  try {
+    const first = await submitJob(url, form, headers);
+    setStatus(`Job ${first.id}: ${name}, sent as a job (${reason}).`);
+    const last = await followJob(first, headers, showJobStatus);
+    if (last.state === "failed") {
+      setStatus("");
+      return showError(jobProgressText(last)); // "Failed: " and the error envelope's message
+    }
+    if (last.state === "cancelled") return setStatus(`Cancelled: ${name}.`);
+    setStatus(`Reading the result of job ${last.id} …`);
+    const body = await jobResult(last.result_url, headers);
+    page.fromJob = true;
+    render(body, []);
+    setStatus(`Done: ${name}, analysed as a job (${reason}).`);
+  } catch (error) {
+    if (!(error instanceof JobError)) throw error;
+    $("job").hidden = true;
+    showFailure(error.status, error.text);
+  } finally {
+    page.job = null;
+    $("job-cancel").hidden = true;
+  }
+}
+
+async function cancelCurrentJob() {
+  if (!page.job) return;
+  $("job-cancel").disabled = true;
+  setStatus("Cancelling the job …");
+  showJobStatus(await cancelJob(page.job.status_url, authHeaders($("key-input").value)));
 }
 
 // ------------------------------------------------------------------------------------------- render
@@ -99,6 +212,8 @@ function render(body, notes) {
   renderModel(body);
   renderWarnings([...notes, ...body.warnings]);
   $("sheet").hidden = true;
+  // A job's video is over the clip limits that /annotate shares with /predict: no contact sheet for it.
+  $("sheet-button").hidden = page.fromJob;
   if (body.media === "video") renderClip(body);
   else renderImage(body);
 }
@@ -237,7 +352,8 @@ function showNoPlayback(body) {
   panel.hidden = false;
   panel.style.aspectRatio = `${body.video.width} / ${body.video.height}`;
   panel.style.width = `min(100%, ${body.video.width}px)`;
-  panel.textContent = `This browser cannot play this clip (${body.video.container}, ${body.video.codec}): the boxes of the frame you pick are drawn on this ${body.video.width}×${body.video.height} outline of it, and the contact sheet below shows the frames themselves.`;
+  const sheet = page.fromJob ? "" : ", and the contact sheet below shows the frames themselves";
+  panel.textContent = `This browser cannot play this clip (${body.video.container}, ${body.video.codec}): the boxes of the frame you pick are drawn on this ${body.video.width}×${body.video.height} outline of it${sheet}.`;
 }
 
 function renderSummary(body) {
@@ -474,6 +590,9 @@ function main() {
     else showError("choose a picture or a clip first");
   });
   $("sheet-button").addEventListener("click", () => showContactSheet().catch((error) => showError(error.message)));
+  $("job-cancel").addEventListener("click", () =>
+    cancelCurrentJob().catch((error) => (error instanceof JobError ? showFailure(error.status, error.text) : showError(error.message))),
+  );
   // A key typed after a 401 also unlocks the model list.
   $("key-input").addEventListener("change", loadModels);
   wireDropZone();

@@ -189,3 +189,77 @@ export function authHeaders(key) {
 export function needsKey(status) {
   return status === 401 || status === 403;
 }
+
+// ------------------------------------------------------------------------------------------- jobs
+
+/** The clip limits from GET /v1/limits; a limit the server does not state is null (the page then asks). */
+export function clipLimits(body) {
+  const number = (value) => (typeof value === "number" && value > 0 ? value : null);
+  return { maxBytes: number(body && body.clip_max_bytes), maxDurationS: number(body && body.clip_max_duration_s) };
+}
+
+/** True for a file the page sends as a video (the browser's type, or the extension when it has none). */
+export function isVideoFile(file) {
+  if (file.type) return file.type.startsWith("video/");
+  return /\.(avi|mkv|mp4|m4v|mov|webm|mpe?g|ogv|wmv|flv)$/i.test(file.name || "");
+}
+
+/** Why a video goes to POST /v1/jobs instead of /predict, or "" when it is a clip answered at once. */
+export function jobReason({ size, durationS = null, asked = false }, limits) {
+  if (asked) return "as you asked";
+  if (limits.maxBytes !== null && size > limits.maxBytes) {
+    return `it is larger than the ${megabytes(limits.maxBytes)} a clip may be`;
+  }
+  if (limits.maxDurationS !== null && durationS !== null && durationS > limits.maxDurationS) {
+    return `it is longer than the ${limits.maxDurationS} s a clip may last`;
+  }
+  return "";
+}
+
+/** True when /predict refused a video for its clip limits (too large or too long), which a job takes. */
+export function refusedAsClip(status, text) {
+  if (status === 413) return true;
+  try {
+    return status === 422 && JSON.parse(text).error.code === "video_too_long";
+  } catch {
+    return false;
+  }
+}
+
+export function megabytes(bytes) {
+  return `${(bytes / (1024 * 1024)).toFixed(bytes < 10 * 1024 * 1024 ? 1 : 0)} MiB`;
+}
+
+/** The job's progress as 0-100 for a progress bar, or null while it is unknown (queued, nothing expected). */
+export function jobPercent(status) {
+  if (status.state === "succeeded") return 100;
+  const progress = status.progress || {};
+  return progress.frames_expected > 0 ? Math.min(100, Math.max(0, progress.percent)) : null;
+}
+
+/** One line for a job's status: state, frames, percent, elapsed and what is left. */
+export function jobProgressText(status) {
+  const p = status.progress || {};
+  if (status.state === "queued") return "Queued: waiting for a worker …";
+  if (status.state === "failed") return `Failed: ${status.error ? status.error.message : "no reason given"}`;
+  if (status.state === "cancelled") return "Cancelled.";
+  const frames = `${p.frames_analysed} of ${p.frames_expected} frames (${Math.round(p.percent)}%)`;
+  const elapsed = `${Math.round(p.elapsed_s)} s elapsed`;
+  if (status.state === "succeeded") return `Analysed: ${frames}, ${elapsed}.`;
+  const left = p.eta_s === null || p.eta_s === undefined ? "" : `, about ${Math.ceil(p.eta_s)} s left`;
+  return `Analysing: ${frames}, ${elapsed}${left}`;
+}
+
+export const JOB_END_STATES = new Set(["succeeded", "failed", "cancelled"]);
+
+/** The URL of the result page starting at `offset` (the first page: the result URL itself). */
+export function resultPageUrl(resultUrl, offset) {
+  return offset ? `${resultUrl}${resultUrl.includes("?") ? "&" : "?"}offset=${offset}` : resultUrl;
+}
+
+/** Where the next result page starts, or null when `body` (a page starting at `offset`) was the last. */
+export function nextPageOffset(body, offset) {
+  const got = Array.isArray(body.timeline) ? body.timeline.length : 0;
+  const total = body.timeline_frames ?? 0;
+  return got > 0 && offset + got < total ? offset + got : null;
+}
