@@ -46,8 +46,8 @@ RUN grep -E '^(torch|torchvision)==' requirements.txt > torch-pins.txt \
     && grep -E '^facenet-pytorch==' requirements-nodeps.txt > nodeps-runtime.txt \
     && pip install --no-cache-dir --no-deps -r nodeps-runtime.txt
 COPY service/ /app/service/
-COPY fermodels/__init__.py fermodels/config.py /app/fermodels/
-# The expression prompts' embeddings and the text encoder's tokenizer (fermodels/config.py names them).
+COPY fermodels/__init__.py fermodels/contract.py /app/fermodels/
+# The expression prompts' embeddings and the text encoder's tokenizer (fermodels/contract.py names them).
 COPY fermodels/assets/text_embeddings.json fermodels/assets/minilm_tokenizer.json.gz /app/fermodels/assets/
 COPY deploy/docker/healthcheck.py /app/healthcheck.py
 # Fail the build, not the first request, if an import is missing; print which torch build went in.

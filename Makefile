@@ -127,7 +127,7 @@ model_repository/mini_xception_fer2013/1/model.pt: $(STAMP) $(MODEL_SOURCES) $(w
 
 # The text encoder behind caller prompts: all-MiniLM-L6-v2 from its PyPI wheel, checked against
 # sentence-transformers at export (~10 s, 90 MB model.pt, gitignored).
-model_repository/text_encoder/1/model.pt: $(STAMP) fermodels/text_export.py fermodels/models/minilm.py fermodels/config.py \
+model_repository/text_encoder/1/model.pt: $(STAMP) fermodels/text_export.py fermodels/models/minilm.py fermodels/contract.py \
 		fermodels/assets/minilm_tokenizer.json.gz
 	$(PY) -m fermodels export-text --repository model_repository --force
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from fermodels import registry
-from fermodels.config import ModelConfig
+from fermodels.contract import ModelConfig
 
 LAST_CHECKPOINT: Final = "last.pt"
 BEST_CHECKPOINT: Final = "best.pt"

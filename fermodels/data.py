@@ -1,6 +1,6 @@
 """Datasets in the public FER datasets' own layouts, all yielding ``(tensor, label index)``.
 
-Each reader maps its dataset's class ids to canonical label words (``fermodels.config``), and
+Each reader maps its dataset's class ids to canonical label words (``fermodels.contract``), and
 ``FERDataset`` maps the words to indices in the *model's* ``config.labels`` order. Samples whose class
 the model lacks (AffectNet's or FERPlus' contempt for a 7-class model) are dropped and counted in
 ``FERDataset.dropped``, so one reader serves every model. Layouts, relative to ``DatasetSpec.root``:
@@ -36,13 +36,13 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from fermodels.config import CANONICAL_LABELS, DFEW_LABELS, FER2013_LABELS, RAFDB_LABELS, ModelConfig
+from fermodels.contract import CANONICAL_LABELS, DFEW_LABELS, FER2013_LABELS, RAFDB_LABELS, ModelConfig
 
 DatasetName = Literal["rafdb", "affectnet", "ferplus", "fer2013", "imagefolder", "dfew"]
 DATASET_NAMES: Final[tuple[str, ...]] = get_args(DatasetName)
 IMAGE_SUFFIXES: Final = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
 
-# Dataset class ids -> canonical words (RAF-DB, FER2013 and DFEW orders live in fermodels.config).
+# Dataset class ids -> canonical words (RAF-DB, FER2013 and DFEW orders live in fermodels.contract).
 # AffectNet's own order (0 neutral ... 7 contempt) is the canonical one.
 AFFECTNET_LABELS: Final = CANONICAL_LABELS
 FERPLUS_VOTE_COLUMNS: Final = (

@@ -22,7 +22,7 @@ from typing import Final
 import torch
 from torch import nn
 
-from fermodels.config import DETECTOR_STAGES, DetectorStage
+from fermodels.contract import DETECTOR_STAGES, DetectorStage
 from fermodels.export import check_version, save_verified, torchscript_deprecation_silenced
 from fermodels.repository import (
     CONFIG_FILENAME,

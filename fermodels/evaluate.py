@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs in the venv (types-tqdm not pinned)
 
 from fermodels.checkpoint import load_checkpoint
-from fermodels.config import ModelConfig, file_sha256
+from fermodels.contract import ModelConfig, file_sha256
 from fermodels.data import DatasetSpec, build_dataset
 from fermodels.forward import class_logits, model_outputs, resolve_device
 from fermodels.metrics import confusion_matrix, save_confusion_png, summarize

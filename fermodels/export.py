@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fermodels.checkpoint import load_checkpoint
-from fermodels.config import (
+from fermodels.contract import (
     EvaluationMetrics,
     ModelConfig,
     file_sha256,

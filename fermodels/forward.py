@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fermodels.config import ModelConfig
+from fermodels.contract import ModelConfig
 
 ModelOutputs = torch.Tensor | tuple[torch.Tensor, ...]
 

@@ -14,7 +14,7 @@ from typing import Final, TypeVar
 import torch
 from torch import nn
 
-from fermodels.config import (
+from fermodels.contract import (
     DETECTOR_LANDMARKS,
     DFEW_LABELS,
     RAFDB_LABELS,

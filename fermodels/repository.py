@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from fermodels.config import (
+from fermodels.contract import (
     AFFECT_OUTPUT,
     EMBEDDING_OUTPUT,
     IMAGE_INPUT,

@@ -26,7 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from fermodels.config import (
+from fermodels.contract import (
     CANONICAL_LABELS,
     TEXT_EMBEDDINGS_ASSET,
     file_sha256,

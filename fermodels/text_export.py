@@ -24,7 +24,7 @@ from typing import Final
 
 import torch
 
-from fermodels.config import (
+from fermodels.contract import (
     CANONICAL_LABELS,
     TEXT_ENCODER,
     TEXT_ENCODER_INPUTS,

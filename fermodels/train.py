@@ -51,7 +51,7 @@ from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs in the venv (t
 from fermodels import registry
 from fermodels.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, read_checkpoint, save_checkpoint
 from fermodels.checkpoint import model_name as stored_model_name
-from fermodels.config import ModelConfig
+from fermodels.contract import ModelConfig
 from fermodels.data import DatasetSpec, FERDataset, build_dataset
 from fermodels.evaluate import predict
 from fermodels.forward import ModelOutputs, class_logits, model_outputs, resolve_device, serving_outputs

@@ -36,7 +36,7 @@ import torch
 
 from devstack.facenet_reference import MTCNNDetector
 from devstack.media import MEDIA_DIR, ROOT
-from fermodels.config import ARCFACE_TEMPLATE_112, ModelConfig
+from fermodels.contract import ARCFACE_TEMPLATE_112, ModelConfig
 from fermodels.ports.fer_keras import fer_model_config
 from load_tests.frontend_media import Variant, photos, variants
 from service.detection.base import Detections, FaceDetector

@@ -14,7 +14,7 @@ import pytest
 
 from devstack.media import ROOT, ensure_media
 from devstack.stack import MODEL_REPOSITORY, SERVED_MODELS, Gateway, gateway_settings, start_gateway
-from fermodels.config import DETECTOR_STAGE_NAMES, TEXT_ENCODER
+from fermodels.contract import DETECTOR_STAGE_NAMES, TEXT_ENCODER
 from service.launcher.triton_local import LocalTriton
 
 # The gateways these tests build live in pytest's process, whose resident memory is not theirs: they budget

@@ -21,7 +21,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Final
 
-from fermodels.config import ModelConfig, file_sha256
+from fermodels.contract import ModelConfig, file_sha256
 from fermodels.export import check_version, export_model
 from fermodels.importing.base import Built, BuiltTextEncoder, ImportFormat, ImportRequest, load_strict
 from fermodels.importing.clip import HF_CLIP, OPENCLIP, text_name

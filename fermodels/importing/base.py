@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fermodels.config import TextEncoderConfig
+from fermodels.contract import TextEncoderConfig
 from fermodels.importing.reader import StateDict, StateDictMismatchError
 
 _LISTED = 6  # keys named in a mismatch message before "and N more"

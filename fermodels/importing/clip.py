@@ -40,7 +40,7 @@ from typing import Any, Final
 
 import torch
 
-from fermodels.config import (
+from fermodels.contract import (
     CANONICAL_LABELS,
     CLIP_MEAN,
     CLIP_STD,

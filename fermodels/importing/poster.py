@@ -20,7 +20,7 @@ from typing import Final
 
 import torch
 
-from fermodels.config import IMAGENET_MEAN, IMAGENET_STD
+from fermodels.contract import IMAGENET_MEAN, IMAGENET_STD
 from fermodels.importing.base import Built, ImportFormat, ImportRequest, load_strict
 from fermodels.importing.reader import (
     CheckpointImportError,

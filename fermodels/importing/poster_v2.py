@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-from fermodels.config import IMAGENET_MEAN, IMAGENET_STD
+from fermodels.contract import IMAGENET_MEAN, IMAGENET_STD
 from fermodels.importing.base import Built, ImportFormat, ImportRequest, load_strict
 from fermodels.importing.reader import (
     CheckpointImportError,

@@ -31,7 +31,7 @@ from typing import Final
 import torch
 from torch import Tensor, nn
 
-from fermodels.config import FER2013_LABELS, ModelConfig
+from fermodels.contract import FER2013_LABELS, ModelConfig
 from fermodels.models.mini_xception import MiniXception, SeparableConv2d
 from fermodels.ports.keras_h5 import (
     Arrays,

@@ -46,7 +46,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fermodels.config import IMAGENET_MEAN, IMAGENET_STD
+from fermodels.contract import IMAGENET_MEAN, IMAGENET_STD
 from fermodels.models.poster_official import is_dropped
 from fermodels.ports.seeded_weights import seeded_state_dict
 

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fermodels.config import IMAGENET_MEAN, IMAGENET_STD
+from fermodels.contract import IMAGENET_MEAN, IMAGENET_STD
 from fermodels.models.poster_v2 import DROPPED_PREFIXES, NUM_CLASSES
 from fermodels.ports.seeded_weights import seeded_state_dict
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fermodels.config import DETECTOR_STAGE_NAMES, DETECTOR_STAGES
+from fermodels.contract import DETECTOR_STAGE_NAMES, DETECTOR_STAGES
 from service.detection.mtcnn import CascadeNets, Net
 from service.inference.triton import classify_triton_error
 

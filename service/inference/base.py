@@ -7,7 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
-from fermodels.config import ModelConfig, TextEncoderConfig
+from fermodels.contract import ModelConfig, TextEncoderConfig
 from service.arrays import FloatArray, IntArray
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from fermodels.config import (
+from fermodels.contract import (
     EMBEDDING_OUTPUT,
     IMAGE_INPUT,
     LANDMARKS_INPUT,

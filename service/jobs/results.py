@@ -16,7 +16,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from fermodels.config import ModelConfig, canonical_order
+from fermodels.contract import ModelConfig, canonical_order
 from service.schemas import TimelineFrame, TrackedFace
 from service.serving.clip import ClipRequest
 from service.serving.responses import ClipResults, TrackSmoothing, clip_body, clip_response, timeline_frames

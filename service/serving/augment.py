@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fermodels.config import TestTimeAugmentation
+from fermodels.contract import TestTimeAugmentation
 from service.arrays import FloatArray
 from service.inference.base import ImageOutputs
 

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from fermodels.config import DETECTOR_STAGE_NAMES, TEXT_ENCODER
+from fermodels.contract import DETECTOR_STAGE_NAMES, TEXT_ENCODER
 from service.arrays import FloatArray
 from service.config import Settings
 from service.exceptions import InvalidVideo, ModelTaskMismatch, UnsupportedMediaType

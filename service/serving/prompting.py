@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from fermodels.config import (
+from fermodels.contract import (
     TEXT_EMBEDDINGS_ASSET,
     TOKENIZER_ASSET,
     MissingPromptError,

@@ -12,7 +12,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from fermodels.config import EvaluationMetrics, ModelConfig, TextEncoderConfig, canonical_order, prompts_for
+from fermodels.contract import EvaluationMetrics, ModelConfig, TextEncoderConfig, canonical_order, prompts_for
 from service.arrays import FloatArray
 from service.detection.base import Detections
 from service.inference.base import ClipOutputs, ImageOutputs, ServedModel

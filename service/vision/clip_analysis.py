@@ -16,7 +16,7 @@ from itertools import islice
 
 import numpy as np
 
-from fermodels.config import ModelConfig
+from fermodels.contract import ModelConfig
 from service.arrays import FloatArray
 from service.detection.base import Detections, FaceDetector
 from service.vision.cropping import CropGeometry, CroppedFaces, FaceCropper, FaceSelection

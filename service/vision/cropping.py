@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from fermodels.config import ModelConfig
+from fermodels.contract import ModelConfig
 from service.detection.base import Detections
 from service.vision.alignment import Crops, align_faces, crop_corners, estimate_similarity, to_gray
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fermodels.config import RAFDB_LABELS, TEXT_ENCODER, ModelConfig, prompts_for
+from fermodels.contract import RAFDB_LABELS, TEXT_ENCODER, ModelConfig, prompts_for
 from service.arrays import FloatArray, IntArray
 from service.config import Settings
 from service.detection.base import Detections

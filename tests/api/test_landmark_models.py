@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fermodels.config import RAFDB_LABELS, EvaluationMetrics, ModelConfig
+from fermodels.contract import RAFDB_LABELS, EvaluationMetrics, ModelConfig
 from service.arrays import FloatArray
 from service.inference.base import ImageOutputs, RepositoryEntry, ServedModel
 from tests.api.conftest import FakeInference, png_bytes, running_app

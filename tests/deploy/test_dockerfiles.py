@@ -23,7 +23,7 @@ import pytest
 from devstack.media import ROOT
 from devstack.stack import Gateway, free_port
 from fermodels import registry
-from fermodels.config import DETECTOR_STAGE_NAMES, TEXT_ENCODER
+from fermodels.contract import DETECTOR_STAGE_NAMES, TEXT_ENCODER
 from tests.deploy.tools import run, run_unchecked, tool
 
 pytestmark = pytest.mark.deploy
@@ -110,15 +110,15 @@ def test_runtime_requirements_cover_every_gateway_import(build_context: Path) ->
 
 
 def test_gateway_needs_only_the_fermodels_files_the_image_copies() -> None:
-    """The image copies fermodels/__init__.py and fermodels/config.py: nothing else may be imported."""
+    """The image copies fermodels/__init__.py and fermodels/contract.py: nothing else may be imported."""
     imported = {
         node.module
         for path in (ROOT / "service").rglob("*.py")
         for node in ast.walk(ast.parse(path.read_text()))
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fermodels")
     }
-    assert imported == {"fermodels.config"}
-    for name in ("__init__.py", "config.py"):
+    assert imported == {"fermodels.contract"}
+    for name in ("__init__.py", "contract.py"):
         tree = ast.parse((ROOT / "fermodels" / name).read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom):
@@ -128,7 +128,7 @@ def test_gateway_needs_only_the_fermodels_files_the_image_copies() -> None:
                 assert all(a.name.split(".")[0] in sys.stdlib_module_names for a in node.names), name
     copied = re.findall(r"^COPY (?!--from)(.+) (\S+)$", GATEWAY_DOCKERFILE.read_text(), re.MULTILINE)
     sources = [Path(src) for sources, _ in copied for src in sources.split()]
-    assert Path("fermodels/__init__.py") in sources and Path("fermodels/config.py") in sources
+    assert Path("fermodels/__init__.py") in sources and Path("fermodels/contract.py") in sources
     assert all((ROOT / src).exists() for src in sources), sources
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fermodels.config import CANONICAL_LABELS, prompts_for
+from fermodels.contract import CANONICAL_LABELS, prompts_for
 from service.config import Settings
 from service.inference.triton import TritonBackend
 from service.launcher.triton_local import LocalTriton

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from fermodels.config import TEXT_ENCODER, TOKENIZER_ASSET
+from fermodels.contract import TEXT_ENCODER, TOKENIZER_ASSET
 from fermodels.text import embed_prompts
 from service.inference.triton import TritonBackend
 from service.launcher.triton_local import LocalTriton

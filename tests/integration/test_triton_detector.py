@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from devstack.stack import Gateway, gateway_settings, start_gateway
-from fermodels.config import DETECTOR_STAGE_NAMES, DETECTOR_STAGES
+from fermodels.contract import DETECTOR_STAGE_NAMES, DETECTOR_STAGES
 from service.detection.mtcnn import CascadeDetector
 from service.detection.triton_nets import triton_nets
 from service.launcher.triton_local import LocalTriton

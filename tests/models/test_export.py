@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from fermodels.cli import main
-from fermodels.config import RAFDB_LABELS, ModelConfig, load_text_embeddings, prompts_for
+from fermodels.contract import RAFDB_LABELS, ModelConfig, load_text_embeddings, prompts_for
 from fermodels.export import ExportVerificationError, ServingWrapper, export_model, load_scripted
 from fermodels.models.fer_former import FERFormer
 
@@ -119,7 +119,7 @@ def test_cli_exports_the_registered_model(tmp_path: Path, capsys: pytest.Capture
 
 def test_classifier_without_text_side_exports_two_outputs(tmp_path: Path) -> None:
     """The trained mini-Xception path: RGB in, grey inside, probabilities + embedding out, no OUTPUT__2."""
-    from fermodels.config import FER2013_LABELS, ModelConfig
+    from fermodels.contract import FER2013_LABELS, ModelConfig
     from fermodels.export import export_model, load_scripted
     from fermodels.models.mini_xception import MiniXception
 

@@ -16,7 +16,7 @@ from PIL import Image
 from fermodels import registry
 from fermodels.checkpoint import CheckpointError, load_checkpoint
 from fermodels.cli import main
-from fermodels.config import PBTXT_PARAMETER_KEY, ModelConfig
+from fermodels.contract import PBTXT_PARAMETER_KEY, ModelConfig
 from fermodels.data import DatasetSpec
 from fermodels.evaluate import METRICS_FILENAME, evaluate
 from fermodels.export import (

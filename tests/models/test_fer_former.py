@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fermodels.config import RAFDB_LABELS, load_text_embeddings, prompts_for
+from fermodels.contract import RAFDB_LABELS, load_text_embeddings, prompts_for
 from fermodels.export import ServingWrapper
 from fermodels.models.fer_former import FERFormer
 from fermodels.registry import build

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from fermodels.cli import main
-from fermodels.config import (
+from fermodels.contract import (
     CANONICAL_LABELS,
     CLIP_WINDOW,
     PBTXT_PARAMETER_KEY,

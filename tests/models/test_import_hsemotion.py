@@ -20,7 +20,7 @@ from torch import nn
 from torchvision import transforms
 
 from fermodels.cli import main
-from fermodels.config import AFFECT_OUTPUT, ModelConfig
+from fermodels.contract import AFFECT_OUTPUT, ModelConfig
 from fermodels.export import load_scripted
 from fermodels.importing.hsemotion import HSEMOTION_7_LABELS, HSEMOTION_8_LABELS, read_hsemotion
 from fermodels.ports.seeded_weights import seeded_state_dict

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fermodels.config import RAFDB_LABELS, load_text_embeddings, prompts_for
+from fermodels.contract import RAFDB_LABELS, load_text_embeddings, prompts_for
 from fermodels.losses import (
     CompactSoftmaxLoss,
     EmotionalToNeutral,

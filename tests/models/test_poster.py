@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fermodels.config import ModelConfig
+from fermodels.contract import ModelConfig
 from fermodels.models.poster import POSTER
 from tests.models import helpers
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fermodels.config import (
+from fermodels.contract import (
     TEXT_ENCODER,
     TEXT_ENCODER_PARAMETER_KEY,
     TOKENIZER_ASSET,

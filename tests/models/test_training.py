@@ -24,7 +24,7 @@ import fermodels.train as train_module
 from devstack.media import ensure_media
 from fermodels import registry
 from fermodels.checkpoint import load_checkpoint
-from fermodels.config import FER2013_LABELS, RAFDB_LABELS, ModelConfig
+from fermodels.contract import FER2013_LABELS, RAFDB_LABELS, ModelConfig
 from fermodels.data import DatasetSpec
 from fermodels.evaluate import CONFUSION_FILENAME, METRICS_FILENAME, evaluate
 from fermodels.forward import model_outputs

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from fermodels.config import ModelConfig
+from fermodels.contract import ModelConfig
 from service.vision.alignment import affine_inverse, align_faces, crop_corners, estimate_similarity, to_gray
 
 TEMPLATE = np.asarray(ModelConfig(name="m", architecture="a").landmark_template())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fermodels.config import ModelConfig
+from fermodels.contract import ModelConfig
 from fermodels.export import serving_wrapper
 
 

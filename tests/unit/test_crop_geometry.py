@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fermodels.config import ModelConfig
+from fermodels.contract import ModelConfig
 from fermodels.ports.fer_keras import fer_model_config
 from service.vision.cropping import CropGeometry, box_faces
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from devstack.clips import encode
-from fermodels.config import FER2013_LABELS, ModelConfig
+from fermodels.contract import FER2013_LABELS, ModelConfig
 from service.inference.base import ImageOutputs
 from service.serving.augment import merged, with_views
 from service.vision.clip_analysis import AnalysisOptions, analyse_clip

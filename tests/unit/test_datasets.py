@@ -19,7 +19,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from devstack.media import ensure_media
-from fermodels.config import CANONICAL_LABELS, FER2013_LABELS, RAFDB_LABELS, ModelConfig, Task
+from fermodels.contract import CANONICAL_LABELS, FER2013_LABELS, RAFDB_LABELS, ModelConfig, Task
 from fermodels.data import (
     FERPLUS_VOTE_COLUMNS,
     DatasetSpec,

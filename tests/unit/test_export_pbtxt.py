@@ -9,7 +9,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
-from fermodels.config import PBTXT_PARAMETER_KEY, RAFDB_LABELS, EvaluationMetrics, ModelConfig, prompts_for
+from fermodels.contract import PBTXT_PARAMETER_KEY, RAFDB_LABELS, EvaluationMetrics, ModelConfig, prompts_for
 from fermodels.repository import (
     default_preferred_batch_sizes,
     pbtxt_escape,

@@ -3,7 +3,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from fermodels.config import (
+from fermodels.contract import (
     ARCFACE_TEMPLATE_112,
     CANONICAL_LABELS,
     FER2013_LABELS,

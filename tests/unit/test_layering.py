@@ -1,7 +1,7 @@
 """The layering the folders show, held by the imports themselves (module-level and in-function alike).
 
 edge (service/http, ``python -m service``) → serving → detection / vision / inference / launcher →
-the shared contract (settings, exceptions, schemas, metrics, array types) → ``fermodels.config``, the
+the shared contract (settings, exceptions, schemas, metrics, array types) → ``fermodels.contract``, the
 serving contract, which imports nothing but the standard library. A module may import its own layer or any
 layer below it, never one above.
 """
@@ -32,7 +32,7 @@ LAYERS: dict[str, int] = {
     "service.metrics": 1,
     "service.arrays": 1,
     "service": 1,  # the package itself
-    "fermodels.config": 0,
+    "fermodels.contract": 0,
 }
 
 
@@ -77,7 +77,7 @@ def test_no_module_imports_a_layer_above_its_own(path: Path) -> None:
 
 
 def test_the_serving_contract_imports_only_the_standard_library() -> None:
-    path = ROOT / "fermodels" / "config.py"
+    path = ROOT / "fermodels" / "contract.py"
     third_party = sorted(
         target
         for target in imported_modules(path)

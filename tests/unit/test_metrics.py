@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fermodels.config import RAFDB_LABELS
+from fermodels.contract import RAFDB_LABELS
 from fermodels.metrics import accuracy, confusion_matrix, per_class_recall, save_confusion_png, summarize, uar
 
 

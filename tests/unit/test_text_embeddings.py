@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fermodels import text
-from fermodels.config import (
+from fermodels.contract import (
     CANONICAL_LABELS,
     LABEL_ADJECTIVES,
     MissingPromptError,

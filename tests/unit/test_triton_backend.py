@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fermodels.config import RAFDB_LABELS, ModelConfig
+from fermodels.contract import RAFDB_LABELS, ModelConfig
 from service.exceptions import InferenceUnavailable
 from service.inference import triton
 from service.inference.base import ServedModel

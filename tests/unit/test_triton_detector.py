@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fermodels.config import DETECTOR_STAGES
+from fermodels.contract import DETECTOR_STAGES
 from fermodels.detector_export import render_stage_config
 from service.detection.triton_nets import TritonStage
 from service.exceptions import InferenceUnavailable

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from fermodels.config import DETECTOR_STAGE_NAMES
+from fermodels.contract import DETECTOR_STAGE_NAMES
 from service.config import Settings
 from service.exceptions import Forbidden, InferenceFailed, InferenceUnavailable, Unauthorized
 from service.http.dependencies import InferenceDep, SettingsDep, TextDep

@@ -1,4 +1,5 @@
-"""One config object per served model: what export writes, what the gateway reads, what tests check.
+"""The serving contract: one config object per served model, what export writes, what the gateway reads,
+what tests check (the one module of ``fermodels`` the gateway ships).
 
 The config travels with the weights: export serialises it as JSON into the model's ``config.pbtxt``
 (``parameters { key: "fer_config" ... }``) and ``labels.txt``, and the gateway reads it back from Triton,
