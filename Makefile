@@ -160,7 +160,7 @@ clean: ## remove the venvs, .cache and the exported models
 
 # ------------------------------------------------------------------------------------------ mutation
 # Mutation testing of the modules that decide answers, each against its own fast unit/API tests (mutmut,
-# pinned in requirements-mutation.txt, in its own venv; see docs/testing.md for the last table).
+# pinned in requirements-mutation.txt, in its own venv; docs/mutation.md has the last table).
 # `make mutation MUTATION_MODULES="tracking errors"` runs a subset.
 MUTMUT_VENV := .cache/mutmut-venv
 MUTMUT_STAMP := $(MUTMUT_VENV)/.installed-$(shell cat requirements-mutation.txt | sha1sum | cut -c1-12)
@@ -194,7 +194,7 @@ $(MUTMUT_STAMP): requirements-mutation.txt $(STAMP)
 		> $$($(MUTMUT_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/project-venv.pth
 	rm -f $(MUTMUT_VENV)/.installed-* && touch $@
 
-mutation: $(MUTMUT_STAMP) ## mutation testing (mutmut) of tracking, cropping, errors, admission, ... (long: see docs/testing.md)
+mutation: $(MUTMUT_STAMP) ## mutation testing (mutmut) of tracking, cropping, errors, admission, ... (about 8 min on 2 cores: docs/mutation.md)
 	@set -e; root=$$(pwd); mkdir -p $(MUTATION_DIR); \
 	printf '%-10s %7s %8s %8s %8s %7s %6s\n' module killed survived timeout untested other seconds > $(MUTATION_DIR)/summary.txt; \
 	for module in $(MUTATION_MODULES); do \
