@@ -163,7 +163,7 @@ clean: ## remove the venvs, .cache and the exported models
 
 # ------------------------------------------------------------------------------------------ mutation
 # Mutation testing of the modules that decide answers, each against its own fast unit/API tests (mutmut,
-# pinned in requirements-mutation.txt, in its own venv; see docs/testing.md for the last table).
+# pinned in requirements-mutation.txt, in its own venv; docs/mutation.md has the last table).
 # `make mutation MUTATION_MODULES="tracking errors"` runs a subset.
 MUTMUT_VENV := .cache/mutmut-venv
 MUTMUT_STAMP := $(MUTMUT_VENV)/.installed-$(shell cat requirements-mutation.txt | sha1sum | cut -c1-12)
@@ -182,13 +182,13 @@ MUTATION_TESTS_admission := tests/unit/test_admission.py tests/api/test_predict_
 MUTATION_FILE_memory := service/serving/memory.py
 MUTATION_TESTS_memory := tests/unit/test_memory_budget.py
 MUTATION_FILE_auth := service/http/auth.py
-MUTATION_TESTS_auth := tests/api/test_api_keys.py
+MUTATION_TESTS_auth := tests/unit/test_auth.py tests/api/test_api_keys.py
 MUTATION_FILE_similarity := service/serving/similarity.py
 MUTATION_TESTS_similarity := tests/unit/test_similarity.py
 MUTATION_FILE_temporal := service/serving/temporal.py
 MUTATION_TESTS_temporal := tests/unit/test_temporal.py
 MUTATION_FILE_reader := fermodels/importing/reader.py
-MUTATION_TESTS_reader := tests/unit/test_checkpoint_reader.py
+MUTATION_TESTS_reader := tests/unit/test_checkpoint_reader.py tests/unit/test_checkpoint_archives.py
 
 $(MUTMUT_STAMP): requirements-mutation.txt $(STAMP)
 	test -x $(MUTMUT_VENV)/bin/python || $(PY) -m venv $(MUTMUT_VENV)
@@ -197,9 +197,9 @@ $(MUTMUT_STAMP): requirements-mutation.txt $(STAMP)
 		> $$($(MUTMUT_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/project-venv.pth
 	rm -f $(MUTMUT_VENV)/.installed-* && touch $@
 
-mutation: $(MUTMUT_STAMP) ## mutation testing (mutmut) of tracking, cropping, errors, admission, ... (long: see docs/testing.md)
+mutation: $(MUTMUT_STAMP) ## mutation testing (mutmut) of tracking, cropping, errors, admission, ... (about 8 min on 2 cores: docs/mutation.md)
 	@set -e; root=$$(pwd); mkdir -p $(MUTATION_DIR); \
-	printf '%-10s %7s %8s %8s %7s %6s\n' module killed survived timeout other seconds > $(MUTATION_DIR)/summary.txt; \
+	printf '%-10s %7s %8s %8s %8s %7s %6s\n' module killed survived timeout untested other seconds > $(MUTATION_DIR)/summary.txt; \
 	for module in $(MUTATION_MODULES); do \
 		vars="$$($(MAKE) -s --no-print-directory mutation-vars-$$module)"; \
 		file="$${vars%%|*}"; tests="$${vars#*|}"; \
@@ -209,11 +209,11 @@ mutation: $(MUTMUT_STAMP) ## mutation testing (mutmut) of tracking, cropping, er
 		{ echo "only_mutate ="; echo "    $$file"; echo "pytest_add_cli_args_test_selection ="; \
 		  for t in $$tests; do echo "    $$t"; done; } >> $$work/setup.cfg; \
 		echo "== $$module: $$file against $$tests"; start=$$(date +%s); \
-		(cd $$work && $$root/$(MUTMUT_VENV)/bin/mutmut run --max-children 2 > mutmut.log 2>&1 || true; \
+		(cd $$work && OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $$root/$(MUTMUT_VENV)/bin/mutmut run --max-children 2 > mutmut.log 2>&1 || true; \
 		 $$root/$(MUTMUT_VENV)/bin/mutmut export-cicd-stats > /dev/null; \
 		 $$root/$(MUTMUT_VENV)/bin/mutmut results > survivors.txt 2>&1 || true); \
 		seconds=$$(( $$(date +%s) - start )); \
-		$(PY) -c 'import json, sys; s = json.load(open(sys.argv[1])); k, v, t = s["killed"], s["survived"], s["timeout"]; print("%-10s %7d %8d %8d %7d %6s" % (sys.argv[2], k, v, t, s["total"] - k - v - t, sys.argv[3]))' \
+		$(PY) -c 'import json, sys; s = json.load(open(sys.argv[1])); k, v, t, n = s["killed"], s["survived"], s["timeout"], s["no_tests"]; print("%-10s %7d %8d %8d %8d %7d %6s" % (sys.argv[2], k, v, t, n, s["total"] - k - v - t - n, sys.argv[3]))' \
 			$$work/mutants/mutmut-cicd-stats.json $$module $$seconds | tee -a $(MUTATION_DIR)/summary.txt; \
 	done; echo; cat $(MUTATION_DIR)/summary.txt; echo "survivors: $(MUTATION_DIR)/<module>/survivors.txt (mutmut show NAME there)"
 

@@ -71,6 +71,9 @@ _DTYPES: Final[dict[str, torch.dtype]] = {
 }
 _PICKLE_MAGICS: Final = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 _MAX_DEPTH: Final = 200
+# Protocols 0-2 write Python 2's module names (pickle's fix_imports): set and frozenset under __builtin__,
+# and protocols 0/1 their objects through copy_reg._reconstructor.
+_PYTHON2_MODULES: Final = {"__builtin__": "builtins", "copy_reg": "copyreg"}
 
 
 class CheckpointImportError(ValueError):
@@ -173,6 +176,7 @@ _VALUES: Final[dict[str, Any]] = {
     "collections.OrderedDict": collections.OrderedDict,
     "builtins.set": set,
     "builtins.frozenset": frozenset,
+    "builtins.object": object,  # the base class protocols 0/1 name beside an object's own class
     "torch._utils._rebuild_tensor_v2": _rebuild_tensor,
     "torch._utils._rebuild_parameter": _rebuild_parameter,
     "torch._utils._rebuild_parameter_with_state": _rebuild_parameter,
@@ -196,7 +200,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._records: dict[str, type[InertRecord]] = {}
 
     def find_class(self, module: str, name: str) -> Any:
-        module = "builtins" if module == "__builtin__" else module  # protocol 2 writes Python 2's name
+        module = _PYTHON2_MODULES.get(module, module)
         full = f"{module}.{name}"
         if full in _VALUES:
             return _VALUES[full]

@@ -62,7 +62,7 @@ class CropGeometry:
             cut = align_faces(
                 rgb, landmarks, template, self.cut_size, antialias=self.antialias, gray=self.gray
             )
-        if self.cut_size != self.input_size and len(cut):
+        if self.cut_size != self.input_size:
             cut = _upsampled(np.round(cut * UINT8_LEVELS) / UINT8_LEVELS, self.input_size)
         # The serving contract is RGB: grey is three equal channels, whose luma is the grey itself.
         return np.ascontiguousarray(np.repeat(cut, 3, axis=1) if cut.shape[1] == 1 else cut, dtype=np.float32)
@@ -96,9 +96,8 @@ class CropGeometry:
             ).reshape(-1, 4, 2)
             return corners
         template = np.asarray(self.template, dtype=np.float64)
-        return np.stack(
-            [crop_corners(estimate_similarity(points, template), self.cut_size) for points in landmarks]
-        ).reshape(-1, 4, 2)
+        windows = [crop_corners(estimate_similarity(points, template), self.cut_size) for points in landmarks]
+        return np.stack(windows) if windows else np.zeros((0, 4, 2))
 
 
 def _required(boxes: npt.NDArray[np.float64] | None, count: int) -> npt.NDArray[np.float64]:

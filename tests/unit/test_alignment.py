@@ -129,6 +129,7 @@ def test_to_gray_is_opencv_bit_exact_on_known_values() -> None:
     pixels = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255], [10, 200, 30]]], np.uint8)
     # cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY) on these values.
     np.testing.assert_array_equal(to_gray(pixels)[0, :, 0], [76, 150, 29, 255, 124])
+    assert to_gray(pixels).dtype == np.uint8 and to_gray(pixels).shape == (1, 5, 1)
 
 
 def test_a_crop_never_converts_the_whole_image() -> None:
@@ -148,3 +149,116 @@ def test_affine_inverse_undoes_the_map(seed: int) -> None:
     inverse = affine_inverse(matrix)
     np.testing.assert_allclose(inverse @ matrix, np.eye(3), atol=1e-9)
     np.testing.assert_allclose(inverse, np.linalg.inv(matrix), rtol=1e-9, atol=1e-12)
+
+
+def is_similarity(matrix: np.ndarray) -> bool:
+    """Rotation and uniform scale only: [[a, -b], [b, a]]."""
+    (a, minus_b), (b, d) = matrix[:, :2]
+    return bool(np.isclose(a, d, atol=1e-9) and np.isclose(minus_b, -b, atol=1e-9))
+
+
+def test_a_mirrored_face_still_gets_a_similarity_not_a_shear() -> None:
+    matrix = estimate_similarity(TEMPLATE, TEMPLATE * np.array([-1.0, 1.0]) + 30.0)
+    assert is_similarity(matrix) and np.linalg.det(matrix[:, :2]) > 0
+
+
+def test_tiny_and_degenerate_landmarks() -> None:
+    # A face a hundred times smaller than the template (landmark spread under one pixel) scales by 100.
+    np.testing.assert_allclose(
+        estimate_similarity(TEMPLATE * 0.01, TEMPLATE), similarity(100, 0, 0, 0), atol=1e-7
+    )
+    # Five landmarks on one point (a degenerate detection): a finite map at scale 1, not NaN.
+    matrix = estimate_similarity(np.full((5, 2), 40.0), TEMPLATE)
+    assert np.isfinite(matrix).all() and np.linalg.det(matrix[:, :2]) == pytest.approx(1.0)
+    np.testing.assert_allclose(apply(matrix, np.array([[40.0, 40.0]]))[0], TEMPLATE.mean(axis=0), atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "offset",
+    [
+        (37, 21),  # inside
+        (3, 150),  # low x, high y: the region's x bound is read from x, not y
+        (150, 3),
+        (-10, -7),  # over the top-left corner: the image's edge pixels continue
+        (250, 230),  # over the bottom-right corner
+        (400, 20),  # wholly right of the image
+        (20, 400),  # wholly below it
+        (-200, 30),  # wholly left of it
+        (30, -200),  # wholly above it
+    ],
+)
+def test_a_crop_at_scale_one_is_the_shifted_image_with_its_edges_continued(offset: tuple[int, int]) -> None:
+    """Landmarks on the template shifted by integers: crop pixel (u, v) is image pixel (u + dx, v + dy),
+    clamped to the image (grid_sample's "border": a face at the edge continues the edge pixels)."""
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (300, 320, 3), dtype=np.uint8)
+    dx, dy = offset
+    crops = align_faces(image, (TEMPLATE + np.array([dx, dy]))[None], TEMPLATE, 112)
+    rows = np.clip(np.arange(112) + dy, 0, 299)
+    cols = np.clip(np.arange(112) + dx, 0, 319)
+    expected = image[rows[:, None], cols[None, :]].transpose(2, 0, 1) / 255.0
+    np.testing.assert_allclose(crops[0], expected, atol=1e-4)
+
+
+def bilinear(image: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Bilinear samples of an H x W x C image at (xs, ys), edges clamped."""
+    height, width = image.shape[:2]
+    x0, y0 = np.floor(xs).astype(int), np.floor(ys).astype(int)
+    wx, wy = (xs - x0)[..., None], (ys - y0)[..., None]
+
+    def at(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return image[np.clip(y, 0, height - 1), np.clip(x, 0, width - 1)].astype(np.float64)
+
+    top = at(y0, x0) * (1 - wx) + at(y0, x0 + 1) * wx
+    bottom = at(y0 + 1, x0) * (1 - wx) + at(y0 + 1, x0 + 1) * wx
+    return top * (1 - wy) + bottom * wy
+
+
+@pytest.mark.parametrize(("scale", "angle"), [(1.5, 0.0), (1.9, 20.0), (1.0, -35.0)])
+def test_an_enlarging_crop_is_one_bilinear_sample_per_pixel(scale: float, angle: float) -> None:
+    """At crop scales of 1 and above nothing is reduced first: each crop pixel is the bilinear sample of the
+    image at the pixel's pre-image (a noisy image, where a second resampling would show)."""
+    rng = np.random.default_rng(6)
+    image = rng.integers(0, 256, (200, 200, 3), dtype=np.uint8)
+    image_to_crop = similarity(scale, angle, 0.0, 0.0)
+    image_to_crop[:, 2] = 31.5 - apply(image_to_crop, np.array([[100.0, 100.0]]))[0]
+    template = TEMPLATE * 64 / 112
+    landmarks = apply(np.linalg.inv(np.vstack([image_to_crop, [0, 0, 1]]))[:2], template)
+    crop = align_faces(image, landmarks[None], template, 64)[0]
+    v, u = np.mgrid[0:64, 0:64].astype(np.float64)
+    crop_to_image = np.linalg.inv(np.vstack([image_to_crop, [0, 0, 1]]))
+    xs = crop_to_image[0, 0] * u + crop_to_image[0, 1] * v + crop_to_image[0, 2]
+    ys = crop_to_image[1, 0] * u + crop_to_image[1, 1] * v + crop_to_image[1, 2]
+    expected = bilinear(image, xs, ys).transpose(2, 0, 1) / 255.0
+    np.testing.assert_allclose(crop, expected, atol=2e-5)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_stripes_across_either_axis_are_filtered_out_when_reducing(axis: int) -> None:
+    """A one-pixel line every 5 pixels along x, then along y (each 5 x 5 block holds one: its mean is flat);
+    a direction that is sampled instead of reduced reads a line or misses it."""
+    template = np.asarray(ModelConfig(name="m", architecture="a", input_size=64).landmark_template())
+    coords = np.mgrid[0:480, 0:480][axis]
+    gray = ((coords % 5 == 2) * 200.0 + 40.0 * np.mgrid[0:480, 0:480][1 - axis] / 480).astype(np.uint8)
+    image = np.repeat(gray[..., None], 3, axis=2)
+    reference = image[40:360, 40:360, 0].reshape(64, 5, 64, 5).mean(axis=(1, 3)) / 255.0
+    crop = align_faces(image, five_to_one(template, 40.0)[None], template, 64)[0, 0]
+    assert np.abs(crop - reference)[2:-2, 2:-2].max() < 0.03
+
+
+def test_a_reduced_crops_edge_sees_the_image_just_outside_its_window() -> None:
+    """A 5:1 reduction filters over ~5 image pixels on each side of a crop pixel: a bright line 2 px outside
+    the window's left edge reaches the crop's first column, as a reduction of the whole image would have it,
+    and nothing further in."""
+    template = np.asarray(ModelConfig(name="m", architecture="a", input_size=64).landmark_template())
+    image = np.zeros((480, 480, 3), np.uint8)
+    image[:, 38] = 255  # the window covers x in [40, 360)
+    crop = align_faces(image, five_to_one(template, 40.0)[None], template, 64)[0, 0]
+    assert crop[2:-2, 0].min() > 0.01
+    assert crop[:, 2:].max() == 0.0
+
+
+def test_no_face_gives_an_empty_float32_batch_of_the_right_channels() -> None:
+    for gray, channels in ((False, 3), (True, 1)):
+        empty = align_faces(np.zeros((10, 10, 3), np.uint8), np.zeros((0, 5, 2)), TEMPLATE, 64, gray=gray)
+        assert empty.shape == (0, channels, 64, 64) and empty.dtype == np.float32

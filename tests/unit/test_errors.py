@@ -10,6 +10,7 @@ from service.exceptions import InferenceFailed, InferenceUnavailable, Overloaded
 from service.http.errors import (
     HTTP_ERRORS,
     _service_error_handler,
+    close_code,
     error_response,
     http_error,
     openapi_error_responses,
@@ -278,3 +279,9 @@ def test_every_handler_is_installed() -> None:
     assert app.exception_handlers[HTTPException] is errors._http_error_handler
     assert app.exception_handlers[ClientDisconnect] is errors._client_disconnect_handler
     assert app.exception_handlers[Exception] is errors._unexpected_error_handler
+
+
+def test_a_websocket_is_closed_with_4000_plus_the_errors_status() -> None:
+    assert close_code(exceptions.Unauthorized("no key")) == 4401
+    assert close_code(Overloaded("busy", retry_after_s=1)) == 4429
+    assert close_code(InferenceFailed("model raised")) == 4502

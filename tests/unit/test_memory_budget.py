@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -303,3 +305,23 @@ def test_heap_trim_returns_free_heap_pages_to_the_system() -> None:
     assert trim() is True
     assert resident_bytes() < before - 100 * 2**20, (before, resident_bytes())
     del keep
+
+
+def test_resting_growth_without_a_gateway_counts_from_the_larger_of_reserve_and_warm_start() -> None:
+    resident = [150]
+    growth = RestingGrowth(reserve=200, resident=lambda: resident[0])
+    assert growth() == 0  # 150 resident, under the 200 reserve: the baseline is the reserve
+    resident[0] = 260
+    assert growth() == 60
+    warm = RestingGrowth(reserve=100, resident=lambda: resident[0])
+    assert warm() == 0  # 260 resident at the first call: that is the baseline
+    resident[0] = 300
+    assert warm() == 40
+
+
+def test_resident_bytes_is_this_processs_resident_memory() -> None:
+    status = Path("/proc/self/status").read_text()
+    rss_kib = int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
+    measured = resident_bytes()
+    assert measured % os.sysconf("SC_PAGE_SIZE") == 0
+    assert abs(measured - rss_kib * 1024) < 0.05 * rss_kib * 1024  # read a moment apart

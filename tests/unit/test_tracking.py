@@ -341,3 +341,26 @@ def test_min_appearance_similarity_is_inclusive() -> None:
     tracker.update(0.0, np.array([[0.0, 0.0, 100.0, 100.0]]), TEMPLATE[None], [unit(1.0)])
     far = np.array([[900.0, 900.0, 1000.0, 1000.0]])
     assert tracker.update(2.0, far, (TEMPLATE + np.array([900.0, 900.0]))[None], [unit(1.0)]) == [1]
+
+
+def test_forgetting_drops_only_tracks_unseen_for_longer_than_the_reid_window() -> None:
+    tracker = FaceTracker(TrackerConfig(max_gap_s=1.0, reid_window_s=2.0))
+    step(tracker, 1.0, [(0.0, 0.0, 1)])
+    step(tracker, 2.0, [(0.0, 0.0, 1), (400.0, 0.0, 2)])
+    assert tracker.forget(3.0) == []  # track 1 unseen exactly 1 s, track 2 just seen
+    assert tracker.forget(4.0) == []  # exactly the re-identification window: still kept
+    assert [t.track_id for t in tracker.tracks] == [1, 2]
+    assert tracker.forget(4.5) == [1, 2] and tracker.tracks == []
+
+
+def test_a_gap_counts_from_when_the_track_was_last_seen() -> None:
+    """Seen at 1.0, missing from the frame at 1.5, back at 2.0 with another look: exactly max_gap_s unseen,
+    so still matched by motion (the frame just before did not have it)."""
+    tracker = FaceTracker(TrackerConfig(max_gap_s=1.0, reid_window_s=5.0))
+    step(tracker, 1.0, [(0.0, 0.0, 1)])
+    step(tracker, 1.5, [])
+    assert step(tracker, 2.0, [(10.0, 0.0, 2)]) == [1]
+    later = FaceTracker(TrackerConfig(max_gap_s=1.0, reid_window_s=5.0))
+    step(later, 1.0, [(0.0, 0.0, 1)])
+    step(later, 1.5, [])
+    assert step(later, 2.5, [(10.0, 0.0, 2)]) == [2]  # 1.5 s unseen, another look: someone new
