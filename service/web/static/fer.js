@@ -263,3 +263,47 @@ export function nextPageOffset(body, offset) {
   const total = body.timeline_frames ?? 0;
   return got > 0 && offset + got < total ? offset + got : null;
 }
+
+// ----------------------------------------------------------------------------------------- live mode
+
+// The stream's opening message: options, and the key in the message (a browser cannot set a WebSocket
+// header, and a key never goes in the URL).
+export function liveOpening({ key = "", model = "", fps = 5 } = {}) {
+  const message = { type: "start", fps };
+  if (key.trim()) message.api_key = key.trim();
+  if (model) message.model = model;
+  return JSON.stringify(message);
+}
+
+// ws(s)://host/v1/stream for the page's own origin.
+export function liveStreamUrl({ protocol, host }) {
+  return `${protocol === "https:" ? "wss:" : "ws:"}//${host}/v1/stream`;
+}
+
+// Each person's points over the last `windowS` seconds, with this answer's added (people: a Map).
+export function rememberLive(people, answer, windowS) {
+  for (const face of answer.faces) {
+    const points = people.get(face.track_id) || [];
+    points.push({ t: answer.timestamp_s, label: face.smoothed_expression.label, p: face.smoothed_expression.probability });
+    while (points.length && answer.timestamp_s - points[0].t > windowS) points.shift();
+    people.set(face.track_id, points);
+  }
+  return people;
+}
+
+// One line of the live people list: the smoothed expression now and the current segment.
+export function livePersonText(face) {
+  const now = face.smoothed_expression;
+  return `person ${face.track_id}: ${now.label} ${Math.round(100 * now.probability)}%, ` +
+    `${face.segment.label} since ${face.segment.start_s.toFixed(1)} s`;
+}
+
+// The status line after an answer (a result or a frame's error).
+export function liveStatus(answer) {
+  if (answer.type === "result") {
+    return `Live: frame ${answer.frame}, ${answer.faces.length} face(s), ${answer.dropped_total} dropped.`;
+  }
+  if (answer.type === "error") return `Frame ${answer.frame}: ${answer.error.code}: ${answer.error.message}`;
+  if (answer.type === "ready") return `Live: ${answer.model} at up to ${answer.fps} frames/s.`;
+  return "";
+}

@@ -2,29 +2,19 @@
 // expression line per person over the last 30 s. One frame is in flight at a time (the next is sent when
 // the answer comes), so the page never builds a backlog; the server drops what it cannot analyse anyway.
 // Every value from an answer is drawn or inserted as text, never as HTML.
-import { BOX_COLOURS } from "./fer.js";
+import { BOX_COLOURS, liveOpening, livePersonText, liveStatus, liveStreamUrl, rememberLive } from "./fer.js";
 
 const $ = (id) => document.getElementById(id);
 const WINDOW_S = 30;
 const live = { socket: null, stream: null, people: new Map(), started: 0, answers: 0, waiting: false };
 
-function streamUrl() {
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  return `${scheme}//${location.host}/v1/stream`;
-}
 
 function setStatus(text) {
   $("live-status").textContent = text;
 }
 
 function opening() {
-  // The key goes in the first message, never in the URL (a browser cannot set a WebSocket header).
-  const message = { type: "start", fps: 5 };
-  const key = $("key-input").value.trim();
-  const model = $("model-select").value;
-  if (key) message.api_key = key;
-  if (model) message.model = model;
-  return JSON.stringify(message);
+  return liveOpening({ key: $("key-input").value, model: $("model-select").value });
 }
 
 function sendFrame() {
@@ -67,14 +57,6 @@ function drawBoxes(answer) {
   }
 }
 
-function remember(answer) {
-  for (const face of answer.faces) {
-    const points = live.people.get(face.track_id) || [];
-    points.push({ t: answer.timestamp_s, label: face.smoothed_expression.label, p: face.smoothed_expression.probability });
-    while (points.length && answer.timestamp_s - points[0].t > WINDOW_S) points.shift();
-    live.people.set(face.track_id, points);
-  }
-}
 
 function drawLines(now) {
   const canvas = $("live-chart");
@@ -97,8 +79,7 @@ function listPeople(answer) {
     const item = document.createElement("li");
     item.dataset.track = String(face.track_id);
     item.style.borderLeft = `6px solid ${colourOf(face.track_id)}`;
-    item.textContent = `person ${face.track_id}: ${face.smoothed_expression.label} ` +
-      `${Math.round(100 * face.smoothed_expression.probability)}%, ${face.segment.label} since ${face.segment.start_s.toFixed(1)} s`;
+    item.textContent = livePersonText(face);
     return item;
   });
   $("live-people").replaceChildren(...items);
@@ -107,7 +88,7 @@ function listPeople(answer) {
 function onAnswer(event) {
   const answer = JSON.parse(event.data);
   if (answer.type === "ready") {
-    setStatus(`Live: ${answer.model} at up to ${answer.fps} frames/s.`);
+    setStatus(liveStatus(answer));
     sendFrame();
     return;
   }
@@ -116,12 +97,12 @@ function onAnswer(event) {
     live.answers += 1;
     $("live").dataset.answers = String(live.answers);
     drawBoxes(answer);
-    remember(answer);
+    rememberLive(live.people, answer, WINDOW_S);
     drawLines(answer.timestamp_s);
     listPeople(answer);
-    setStatus(`Live: frame ${answer.frame}, ${answer.faces.length} face(s), ${answer.dropped_total} dropped.`);
+    setStatus(liveStatus(answer));
   } else if (answer.type === "error") {
-    setStatus(`Frame ${answer.frame}: ${answer.error.code}: ${answer.error.message}`);
+    setStatus(liveStatus(answer));
   }
   setTimeout(sendFrame, 0);
 }
@@ -138,7 +119,7 @@ async function start() {
   await video.play();
   live.people.clear();
   live.answers = 0;
-  live.socket = new WebSocket(streamUrl());
+  live.socket = new WebSocket(liveStreamUrl(location));
   live.socket.addEventListener("open", () => live.socket.send(opening()));
   live.socket.addEventListener("message", onAnswer);
   live.socket.addEventListener("close", (event) => {
