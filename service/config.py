@@ -135,8 +135,9 @@ class Settings(BaseSettings):
     memory_trim_interval_s: float = Field(
         1.0,
         ge=0,
-        description="Shortest time between two hand-backs of the allocator's free heap (glibc malloc_trim, a "
-        "few ms on the event loop), done only when resting memory has grown and would shrink the work pool.",
+        description="Shortest time between two hand-backs of the allocator's free heap (glibc malloc_trim, "
+        "which walks the heap on the event loop), done only when resting memory has grown and would shrink "
+        "the work pool.",
     )
     memory_wait_s: float = Field(
         5.0,

@@ -176,9 +176,10 @@ class RestingGrowth:
 
 
 class HeapTrim:
-    """glibc's ``malloc_trim(0)``: hands the free pages of every malloc heap back to the system. A few
-    milliseconds on the event loop, so at most once per ``interval_s``; does nothing where the C library is
-    not glibc (there is no such call, and other allocators return memory on their own terms)."""
+    """glibc's ``malloc_trim(0)``: hands the free pages of every malloc heap back to the system. It walks
+    the whole heap on the event loop (its cost is on docs/robustness.md), so it runs at most once per
+    ``interval_s`` and only once resting memory has grown; does nothing where the C library is not glibc
+    (there is no such call, and other allocators return memory on their own terms)."""
 
     def __init__(
         self, interval_s: float, trims: Counter, *, clock: Callable[[], float] = time.monotonic
