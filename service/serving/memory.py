@@ -56,9 +56,10 @@ class MemoryBudget:
         retry_after_s: int,
         reserved: Gauge,
         rejected: Counter,
-        shortfall: Callable[[], int] | None = None,
+        shortfall: Callable[[int], int] | None = None,
     ) -> None:
-        """``shortfall``: bytes of ``total`` that are not there now (memory held outside the budget)."""
+        """``shortfall(spare)``: bytes of ``total`` that are not there now (memory held outside the budget);
+        ``spare``, what the budget could lose and still grant, lets it try to reclaim only when that is less."""
         self.total = total
         self._wait_s, self._retry_after_s = wait_s, retry_after_s
         self._used = 0
@@ -104,9 +105,11 @@ class MemoryBudget:
     def _fits(self, amount: int) -> bool:
         if self._used + amount > self.total:
             return False
-        # Measured only when the static budget would allow it (a /proc read: a few microseconds).
-        missing = self._shortfall() if self._shortfall is not None else 0
-        return self._used + amount <= self.total - missing
+        if self._shortfall is None:
+            return True
+        # Measured only when the static budget would allow it (a /proc read).
+        spare = self.total - self._used - amount
+        return self._shortfall(spare) <= spare
 
     def _take(self, amount: int) -> None:
         self._used += amount
@@ -159,9 +162,11 @@ class RestingGrowth:
     trim: Callable[[], bool] | None = None  # frees the allocator's unused heap; False when it did not run
     growth: Gauge | None = None
 
-    def __call__(self) -> int:
+    def __call__(self, spare: int = 0) -> int:
+        """The growth now; over ``spare`` (it would refuse the request at hand), the free heap is handed
+        back first, so ordinary traffic, which leaves room, never pays for a trim."""
         grown = self._measure()
-        if grown > 0 and self.trim is not None and self.trim():
+        if grown > spare and self.trim is not None and self.trim():
             grown = self._measure()
         if self.growth is not None:
             self.growth.set(grown)

@@ -325,3 +325,26 @@ def test_resident_bytes_is_this_processs_resident_memory() -> None:
     measured = resident_bytes()
     assert measured % os.sysconf("SC_PAGE_SIZE") == 0
     assert abs(measured - rss_kib * 1024) < 0.05 * rss_kib * 1024  # read a moment apart
+
+
+async def test_the_heap_is_trimmed_only_when_growth_would_refuse_the_request() -> None:
+    """Ordinary traffic leaves room in the pool: it must never pay for a trim (a walk of the whole heap on
+    the event loop); only a request that the growth would refuse triggers one."""
+    resident, trims = [1000], []
+
+    def trim() -> bool:
+        trims.append(resident[0])
+        return True
+
+    growth = RestingGrowth(reserve=1000, resident=lambda: resident[0], trim=trim)
+    memory = GatewayMemory(bodies=pool(40), work=pool(100, growth, wait_s=0.05))
+    growth.memory = memory
+    growth()  # the warm start: 1000
+    resident[0] = 1030  # grown by 30 that a trim cannot return
+    async with memory.work.hold(50):  # 50 spare after it: 30 of growth still fits
+        pass
+    assert trims == []
+    with pytest.raises(Overloaded):
+        async with memory.work.hold(80):  # 20 spare < 30 grown: try a trim, then refuse
+            pass
+    assert trims  # tried (once per check while it waited; HeapTrim itself rate-limits the real call)
