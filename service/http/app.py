@@ -34,11 +34,21 @@ from service.serving.annotation import Annotator
 from service.serving.batch import ImageBatchPipeline
 from service.serving.clip import VideoPipeline
 from service.serving.image import ImagePipeline
-from service.serving.memory import GatewayMemory, HeapTrim, MemoryBudget, RestingGrowth, resident_bytes
+from service.serving.memory import (
+    GatewayMemory,
+    HeapTrim,
+    MemoryBudget,
+    RecentReading,
+    RestingGrowth,
+    resident_bytes,
+)
 from service.serving.predict import PredictService
 from service.serving.prompting import ClassPrompts, PromptEncoder, TextScorer
 
 logger = logging.getLogger(__name__)
+
+# How old a resident-memory reading the budget may use (service/serving/memory.py, RecentReading).
+RESIDENT_MAX_AGE_S = 0.1
 
 InferenceFactory = Callable[[Settings, Metrics], InferenceBackend]
 DetectorFactory = Callable[[Settings], FaceDetector]
@@ -71,7 +81,7 @@ def memory_budget(settings: Settings, metrics: Metrics) -> GatewayMemory:
     metrics.memory_budget.set(settings.memory_budget_bytes)
     growth = RestingGrowth(
         settings.memory_reserve_bytes,
-        resident_bytes,
+        RecentReading(resident_bytes, RESIDENT_MAX_AGE_S),
         trim=HeapTrim(settings.memory_trim_interval_s, metrics.heap_trims),
         growth=metrics.memory_growth,
     )

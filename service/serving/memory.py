@@ -58,8 +58,8 @@ class MemoryBudget:
         rejected: Counter,
         shortfall: Callable[[int], int] | None = None,
     ) -> None:
-        """``shortfall(spare)``: bytes of ``total`` that are not there now (memory held outside the budget);
-        ``spare``, what the budget could lose and still grant, lets it try to reclaim only when that is less."""
+        """``shortfall(spare)``: bytes of ``total`` that are not there now (memory held outside the
+        budget); ``spare``, what the budget could lose and still grant, lets it reclaim only when needed."""
         self.total = total
         self._wait_s, self._retry_after_s = wait_s, retry_after_s
         self._used = 0
@@ -211,6 +211,24 @@ def _malloc_trim() -> Callable[[int], int] | None:
         logger.info("no malloc_trim in the C library (%s): freed heap memory is not handed back", name)
         return None
     return call
+
+
+class RecentReading:
+    """A reading reused for ``max_age_s``: /proc is read with three system calls, each of which lets the
+    event loop's thread give up the GIL and wait to get it back behind the detector's threads; the budget
+    asks for resident memory on every reservation, and a reading a tenth of a second old is as good."""
+
+    def __init__(
+        self, read: Callable[[], int], max_age_s: float, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._read, self._max_age_s, self._clock = read, max_age_s, clock
+        self._value, self._at = 0, -float("inf")
+
+    def __call__(self) -> int:
+        now = self._clock()
+        if now - self._at >= self._max_age_s:
+            self._value, self._at = self._read(), now
+        return self._value
 
 
 def resident_bytes() -> int:

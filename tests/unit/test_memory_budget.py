@@ -10,7 +10,14 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from service.exceptions import Overloaded
-from service.serving.memory import GatewayMemory, HeapTrim, MemoryBudget, RestingGrowth, resident_bytes
+from service.serving.memory import (
+    GatewayMemory,
+    HeapTrim,
+    MemoryBudget,
+    RecentReading,
+    RestingGrowth,
+    resident_bytes,
+)
 
 GATE_TIMEOUT_S = 5.0
 
@@ -348,3 +355,18 @@ async def test_the_heap_is_trimmed_only_when_growth_would_refuse_the_request() -
         async with memory.work.hold(80):  # 20 spare < 30 grown: try a trim, then refuse
             pass
     assert trims  # tried (once per check while it waited; HeapTrim itself rate-limits the real call)
+
+
+def test_a_recent_reading_is_reused_until_it_is_max_age_old() -> None:
+    now, reads = [0.0], []
+
+    def read() -> int:
+        reads.append(now[0])
+        return len(reads)
+
+    reading = RecentReading(read, 0.1, clock=lambda: now[0])
+    assert [reading(), reading()] == [1, 1]
+    now[0] = 0.099
+    assert reading() == 1
+    now[0] = 0.1
+    assert reading() == 2 and reads == [0.0, 0.1]
