@@ -370,3 +370,33 @@ def test_a_recent_reading_is_reused_until_it_is_max_age_old() -> None:
     assert reading() == 1
     now[0] = 0.1
     assert reading() == 2 and reads == [0.0, 0.1]
+
+
+async def test_growth_counts_against_what_is_left_after_the_requests_in_progress() -> None:
+    resident = [1000]
+    growth = RestingGrowth(reserve=1000, resident=lambda: resident[0])
+    memory = GatewayMemory(bodies=pool(40), work=pool(100, growth, wait_s=0.05))
+    growth.memory = memory
+    growth()
+    resident[0] = 1030  # 30 of growth
+    async with memory.work.hold(40):
+        resident[0] += 40  # what the request in progress allocated is not growth
+        async with memory.work.hold(30):  # 100 - 40 - 30 = 30 left: exactly the growth
+            pass
+        with pytest.raises(Overloaded):  # 100 - 40 - 31 = 29 left < 30 grown
+            async with memory.work.hold(31):
+                pass
+
+
+def test_the_growth_gauge_shows_the_growth_after_the_trim() -> None:
+    resident = [1000]
+    gauge = Gauge("growth", "g", registry=CollectorRegistry())
+
+    def trim() -> bool:
+        resident[0] -= 50  # 50 of the 80 were free heap
+        return True
+
+    growth = RestingGrowth(reserve=1000, resident=lambda: resident[0], trim=trim, growth=gauge)
+    growth()
+    resident[0] = 1080
+    assert growth() == 30 and gauge._value.get() == 30
