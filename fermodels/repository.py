@@ -215,7 +215,7 @@ def render_libtorch_options() -> str:
             # libtorch backend option: run under torch.inference_mode() (no autograd bookkeeping).
             render_parameter("INFERENCE_MODE", "true"),
             # libtorch backend option: TorchScript's profiling optimiser re-specialises for every new batch
-            # size the dynamic batcher forms; measured here, FER-former batch 8 spiked from 27 ms to 845 ms.
+            # size the dynamic batcher forms, and each new size paid for it (docs/benchmarks.md).
             render_parameter("DISABLE_OPTIMIZED_EXECUTION", "true"),
             # libtorch backend option: one intra-op thread per instance. These nets are small (a batch of
             # 16 mini-Xception crops is a few ms on one core), and on a CPU host every extra OpenMP thread

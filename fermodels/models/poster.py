@@ -24,7 +24,7 @@ Simplified for a 2-core CPU target and for what the gateway can supply:
   (POSTER's two parallel branches); the streams themselves continue unfused to the next scale, as
   POSTER's backbones do.
 - Head: a class token, a learned per-scale code, 2 pre-norm blocks (width 128, 4 heads) and a linear layer.
-  1.8 M parameters; ~50 ms for a batch of 16 on 2 CPU cores.
+  1.8 M parameters.
 
 TorchScript-safe: ``Final`` constants, shape checks only, no data-dependent Python control flow.
 """

@@ -14,7 +14,7 @@ Simplified for a 2-core CPU target:
   of each frame, then temporal attention over the T tokens at each grid cell. Learned spatial and temporal
   position embeddings are added once, before the first block.
 - The clip representation is the mean of all final tokens (no class token); the classifier is linear.
-- Defaults: width 128, depth 2, 4 heads: 1.5 M parameters, ~25 ms for a 16-frame clip on 2 CPU cores.
+- Defaults: width 128, depth 2, 4 heads: 1.5 M parameters.
 
 Clips may be shorter than ``max_frames`` (the temporal position embedding is sliced to T). Everything is
 TorchScript-safe: ``Final`` constants, shape checks only, no data-dependent Python control flow.

