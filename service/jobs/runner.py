@@ -19,7 +19,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 
 from service.config import Settings
-from service.exceptions import InvalidVideo, JobNotFound, JobQueueFull, JobStoreUnavailable, ServiceError
+from service.exceptions import JobNotFound, JobQueueFull, JobStoreUnavailable, ServiceError
 from service.jobs.results import JobFiles, write_results
 from service.jobs.states import Job, State
 from service.jobs.store import AsyncJobStore
@@ -224,8 +224,6 @@ class JobRunner:
                 LongAnalysis(reporter.on_window, stop, timings),
             )
         info = results.analysis.info
-        if info.frames_decoded == 0:
-            raise InvalidVideo("no frame of the video could be decoded: it is cut short or empty")
         timings["total"] = round((time.perf_counter() - start) * 1000.0, 3)
         smoothing = self._pipeline.smoothing
         await asyncio.to_thread(write_results, files, results, options, smoothing, timings)

@@ -14,6 +14,7 @@ from functools import cached_property
 from pathlib import Path
 
 from service.config import Settings
+from service.exceptions import InvalidVideo
 from service.inference.base import ClipOutputs, ImageOutputs, ServedModel
 from service.schemas import PredictQuery, VideoPredictResponse
 from service.serving.batching import run_batched
@@ -146,6 +147,7 @@ class VideoPipeline(PipelineBase):
         image_model, video_model = await self._models(model_name)
         with self._metrics.time_stage("video_analyse", timings):
             analysis = await self._analyse(data, container, options, image_model, video_model)
+        refuse_without_frames(analysis.info)
         with self._metrics.time_stage("infer", timings):
             faces = await self._infer_images(image_model, analysis.image_batch(), analysis.landmark_batch())
         results = await self._results(analysis, faces, options, (image_model, video_model), caller, timings)
@@ -177,6 +179,7 @@ class VideoPipeline(PipelineBase):
         async with self._caller_prompts(prompts, model_name) as caller:
             models = await self._models(model_name)
             analysis, faces = await self._stream(source, container, options, models, job)
+            refuse_without_frames(analysis.info)
             return await self._results(analysis, faces, options, models, caller, job.timings)
 
     async def _stream(
@@ -292,3 +295,12 @@ class VideoPipeline(PipelineBase):
         self._metrics.video_duration.observe(duration)
         if duration > 0:
             self._metrics.video_realtime_factor.observe(elapsed_s / duration)
+
+
+def refuse_without_frames(info: ClipInfo) -> None:
+    """Refuse a clip of which no frame decoded, before anything runs on it. Some containers (a WebM cut
+    inside its first cluster, an AVI whose movi list is empty) open cleanly and end without a frame or an
+    FFmpeg error, where MP4/MKV cut the same way fail to open: either way the clip is unusable, and every
+    container must say so alike."""
+    if info.frames_decoded == 0:
+        raise InvalidVideo("no frame of the clip could be decoded: it is cut short or empty")

@@ -15,7 +15,7 @@ from typing import TypeVar
 from fermodels.contract import DETECTOR_STAGE_NAMES, TEXT_ENCODER
 from service.arrays import FloatArray
 from service.config import Settings
-from service.exceptions import InvalidVideo, ModelTaskMismatch, UnsupportedMediaType
+from service.exceptions import ModelTaskMismatch, UnsupportedMediaType
 from service.inference.base import InferenceBackend
 from service.schemas import PredictQuery, PredictResponse, VideoPredictResponse
 from service.serving.admission import AdmissionControl
@@ -69,7 +69,7 @@ class PredictService:
         async with self.memory.hold(cost), self.video_admission.slot():
             await ensure_image_model(self.inference, options.model)
             response = await self.video_pipeline.predict(data, container, clip, options.model, prompts)
-            return await finish(with_decoded_frames(response))
+            return await finish(response)
 
     async def predict_batch(self, items: Sequence[Item], options: PredictQuery) -> list[Outcome]:
         """Several still images under one image slot: each image's answer, or its own error, in order.
@@ -119,12 +119,3 @@ async def ensure_image_model(inference: InferenceBackend, name: str | None) -> N
         raise ModelTaskMismatch(
             f"model {name!r} is a {task} model; ?model= takes an image model (see GET /v1/models)"
         )
-
-
-def with_decoded_frames(response: VideoPredictResponse) -> VideoPredictResponse:
-    """Refuse a clip of which no frame decoded. Some containers (a WebM cut inside its first cluster, an
-    AVI whose movi list is empty) open cleanly and end without a frame or an FFmpeg error, where MP4/MKV cut
-    the same way fail to open: either way the clip is unusable, and every container must say so alike."""
-    if response.video.frames_decoded == 0:
-        raise InvalidVideo("no frame of the clip could be decoded: it is cut short or empty")
-    return response
