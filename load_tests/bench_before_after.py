@@ -27,7 +27,7 @@ from pathlib import Path
 
 from devstack.media import ROOT, ensure_media
 from devstack.stack import free_port, wait_until_ready
-from load_tests.bench_detect import Throughput, _service_level
+from load_tests.bench_detect import Throughput, service_level
 from load_tests.bench_media import photos
 from service.launcher.triton_local import LocalTriton
 
@@ -51,7 +51,7 @@ def gateway(checkout: Path, triton_url: str) -> Iterator[str]:
 def measure(checkout: Path, triton_url: str, levels: list[int], requests: int) -> dict[int, Throughput]:
     bodies = [p.read_bytes() for p in photos()]
     with gateway(checkout, triton_url) as url:
-        return {c: asyncio.run(_service_level(url, bodies, max(requests, 8 * c), c)) for c in levels}
+        return {c: asyncio.run(service_level(url, bodies, max(requests, 8 * c), c)) for c in levels}
 
 
 def rows(runs: dict[str, list[dict[int, Throughput]]], levels: list[int]) -> list[str]:

@@ -322,7 +322,7 @@ def naive_loop(requests: int) -> Throughput:
     )
 
 
-async def _service_level(url: str, bodies: list[bytes], requests: int, concurrency: int) -> Throughput:
+async def service_level(url: str, bodies: list[bytes], requests: int, concurrency: int) -> Throughput:
     latencies: list[float] = []
     detect: list[float] = []
     infer: list[float] = []
@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
             # At least 8 waves of `level` requests: with fewer, the first wave's ramp and the last one's
             # drain (fewer requests left than clients) weigh on the wall time.
             requests = max(args.requests, 8 * level)
-            results.append(asyncio.run(_service_level(url, bodies, requests, level)))
+            results.append(asyncio.run(service_level(url, bodies, requests, level)))
     peer = peer_fer(paths, args.requests)
     print("\n".join(throughput_rows([*results, *([peer] if peer else [])])))
     return 0
