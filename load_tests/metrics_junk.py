@@ -22,8 +22,9 @@ import httpx
 from devstack.stack import gateway_process, memory_mib
 
 
-def send_junk(host: str, port: int, count: int, method_bytes: int) -> None:
-    for index in range(count):
+def send_junk(host: str, port: int, count: int, method_bytes: int, first: int = 0) -> None:
+    """``count`` requests, each on its own connection, with the methods ``Z<first>AAA...`` onwards."""
+    for index in range(first, first + count):
         head = (
             b"Z%05d" % index
             + b"A" * method_bytes

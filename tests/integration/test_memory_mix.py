@@ -3,7 +3,6 @@ the 2 GiB ceiling, and made-up methods cannot inflate /metrics."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -12,6 +11,7 @@ import pytest
 
 from devstack.stack import gateway_process
 from load_tests.memory_mix import CEILING_MIB, noise_jpeg, run_mix, warm_up
+from load_tests.metrics_junk import send_junk
 from service.launcher.triton_local import LocalTriton
 
 pytestmark = pytest.mark.integration
@@ -45,19 +45,10 @@ def test_made_up_methods_leave_metrics_within_a_few_kb(triton: LocalTriton, tmp_
         _,
     ):
         address = urlsplit(url)
-        send_junk_method(address.hostname or "", address.port or 0, 0, 100)  # the collapsed series exists
+        host, port = address.hostname or "", address.port or 0
+        send_junk(host, port, 100, 2000, first=0)  # the collapsed series exists
         before = len(httpx.get(f"{url}/metrics", timeout=30).content)
-        send_junk_method(address.hostname or "", address.port or 0, 1, 1000)
+        send_junk(host, port, 1000, 2000, first=1)
         after = len(httpx.get(f"{url}/metrics", timeout=30).content)
     print(f"/metrics: {before} B before, {after} B after 1,000 made-up 2 KB methods")
     assert after - before < 4096
-
-
-def send_junk_method(host: str, port: int, first: int, count: int) -> None:
-    for index in range(first, first + count):
-        with socket.create_connection((host, port), timeout=15) as sock:
-            sock.sendall(
-                b"Z%05d" % index + b"A" * 2000 + b" /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-            )
-            while sock.recv(65536):
-                pass
