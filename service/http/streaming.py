@@ -22,10 +22,12 @@ import json
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from pydantic import ValidationError
 from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -157,23 +159,31 @@ class StreamSession:
     # ----------------------------------------------------------------------------- running
 
     async def run(self) -> None:
-        """Receive, analyse and send until the client leaves or one of them fails (the others stop)."""
+        """Receive, analyse and send until the client leaves or one of them fails (the others stop).
+
+        An anyio task group, not bare asyncio tasks: when the server (or a test client) cancels this
+        connection while its loops are being stopped, anyio's cancel scopes account for both cancellations;
+        cancelling and gathering asyncio tasks by hand let a stray CancelledError escape the scope."""
         if self._first is not None:
             self._take(self._first)
-        tasks = [
-            asyncio.create_task(self._receive_loop(), name="stream-receive"),
-            asyncio.create_task(self._analyse_loop(), name="stream-analyse"),
-            asyncio.create_task(self._send_loop(), name="stream-send"),
-        ]
+        ended: list[Exception] = []
+        async with anyio.create_task_group() as group:
+            for loop in (self._receive_loop, self._analyse_loop, self._send_loop):
+                group.start_soon(self._first_to_end, loop, group.cancel_scope, ended)
+        if ended:
+            raise ended[0]
+
+    @staticmethod
+    async def _first_to_end(
+        loop: Callable[[], Awaitable[None]], scope: anyio.CancelScope, ended: list[Exception]
+    ) -> None:
+        """Run one loop; whichever ends first (a client gone, a refusal) stops the other two."""
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            await loop()
+        except Exception as error:  # kept, and raised by run() once the other two have stopped
+            ended.append(error)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        for task in done:
-            if (error := task.exception()) is not None:
-                raise error
+            scope.cancel()
 
     async def _receive_loop(self) -> None:
         while True:
