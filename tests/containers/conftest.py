@@ -35,7 +35,6 @@ PROJECT = "fer-containers-test"
 API_KEY = "container-test-key"
 BUILD_TIMEOUT_S = 3600  # a cold build (no layer cache) downloads and installs ~6 GB of wheels
 UP_TIMEOUT_S = 600
-COMPOSE_FILES = ("-f", "docker-compose.yml", "-f", "deploy/compose/offline.yml")
 PORT_NAMES = (
     "GATEWAY_PORT",
     "GATEWAY_METRICS_PORT",
@@ -52,6 +51,7 @@ class Stack:
     ports: dict[str, int]
     api_key: str
     build_report: list[dict[str, object]]
+    compose_file: Path  # docker-compose.yml + deploy/compose/offline.yml (deploy/offline/compose-config.py)
 
     @property
     def gateway(self) -> str:
@@ -66,7 +66,7 @@ class Stack:
         return f"http://127.0.0.1:{self.ports['PROMETHEUS_PORT']}"
 
     def compose(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        command = ["docker-compose", "-p", PROJECT, *COMPOSE_FILES, *args]
+        command = ["docker-compose", "-p", PROJECT, "-f", str(self.compose_file), *args]
         return subprocess.run(
             command, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout, check=False
         )
@@ -160,7 +160,9 @@ def _built_and_up(env: dict[str, str], scratch: Path) -> Iterator[Stack]:
     env.update({f"FER_OFFLINE_{name}": str(port) for name, port in ports.items()})
     env["FER_OFFLINE_PROMETHEUS_CONFIG"] = str(prometheus_config(ports, scratch / "prometheus.yml"))
     env["FER_API_KEY_SHA256"] = json.dumps([hashlib.sha256(API_KEY.encode()).hexdigest()])
-    stack = Stack(env=env, ports=ports, api_key=API_KEY, build_report=report)
+    compose_file = scratch / "compose.yml"
+    checked(["/usr/bin/python3", "deploy/offline/compose-config.py", str(compose_file)], env, 60)
+    stack = Stack(env=env, ports=ports, api_key=API_KEY, build_report=report, compose_file=compose_file)
     try:
         start = time.monotonic()
         up = stack.compose("up", "-d", "--no-build", timeout=UP_TIMEOUT_S)
