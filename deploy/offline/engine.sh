@@ -2,7 +2,8 @@
 # A private Docker engine for the container test when none answers (docs/containers.md).
 #   engine.sh start DIR   print DOCKER_HOST; start dockerd under DIR (data root, exec root, socket, log)
 #                         unless the engine at $DOCKER_HOST (or DIR's socket) already answers
-#   engine.sh stop DIR    stop the dockerd that `start` launched under DIR (its pid file), wait for it to exit
+#   engine.sh stop DIR    stop the dockerd that `start` launched under DIR (its pid file), wait for it to exit,
+#                         and unmount what it left mounted under DIR
 # The engine has no bridge and no iptables rules: every container runs on the host network, each service on
 # its own loopback port. Needs root and Debian's docker.io (dockerd 20.10).
 set -euo pipefail
@@ -37,9 +38,22 @@ stop() {
     local pid
     pid=$(cat "$pidfile")
     kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 60); do kill -0 "$pid" 2>/dev/null || { rm -f "$pidfile"; return 0; }; sleep 0.5; done
-    echo "dockerd $pid still running after 30 s; killing it" >&2
-    kill -KILL "$pid" 2>/dev/null || true
+    for _ in $(seq 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    if kill -0 "$pid" 2>/dev/null; then
+        echo "dockerd $pid still running after 30 s; killing it" >&2
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$pidfile"
+    unmount_leftovers
+}
+
+unmount_leftovers() {
+    # dockerd 20.10 leaves its bind mount of the host's network namespace (exec root's netns/default, made
+    # for host-network containers) mounted after it exits; nothing under DIR may stay mounted.
+    local mount
+    awk -v dir="$dir/" 'index($2, dir) == 1 {print $2}' /proc/mounts | sort -r | while read -r mount; do
+        umount "$mount" || umount -l "$mount"
+    done
 }
 
 "$cmd"

@@ -35,6 +35,7 @@ PROJECT = "fer-containers-test"
 API_KEY = "container-test-key"
 BUILD_TIMEOUT_S = 3600  # a cold build (no layer cache) downloads and installs ~6 GB of wheels
 UP_TIMEOUT_S = 600
+HEALTHY_TIMEOUT_S = 90  # the image's HEALTHCHECK runs every 15 s
 PORT_NAMES = (
     "GATEWAY_PORT",
     "GATEWAY_METRICS_PORT",
@@ -113,6 +114,18 @@ def prometheus_config(ports: dict[str, int], target: Path) -> Path:
     return target
 
 
+def wait_healthy(stack: Stack, service: str, timeout_s: float) -> None:
+    """Until Docker's own HEALTHCHECK of the image (deploy/docker/healthcheck.py) reports healthy."""
+    deadline, status = time.monotonic() + timeout_s, ""
+    while time.monotonic() < deadline:
+        inspect = ["inspect", "--format", "{{.State.Health.Status}}", stack.container(service)]
+        status = stack.docker(*inspect).stdout.strip()
+        if status == "healthy":
+            return
+        time.sleep(1.0)
+    pytest.fail(f"{service}'s HEALTHCHECK says {status!r} after {timeout_s} s")
+
+
 def wait_ready(url: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -144,6 +157,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             subprocess.run(
                 ["deploy/offline/engine.sh", "stop", str(ENGINE_DIR)], cwd=ROOT, timeout=120, check=False
             )
+            assert_nothing_left(env["DOCKER_HOST"])
+
+
+def assert_nothing_left(docker_host: str) -> None:
+    """The engine this session started is gone, and nothing it mounted under its directory remains."""
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    left = [mount for mount in mounts if mount.startswith(f"{ENGINE_DIR}/")]
+    answered = subprocess.run(
+        ["docker", "-H", docker_host, "version"], capture_output=True, timeout=20, check=False
+    )
+    assert not left and answered.returncode != 0, (
+        f"left behind: mounts {left}, engine answers: {not answered.returncode}"
+    )
 
 
 def _built_and_up(env: dict[str, str], scratch: Path) -> Iterator[Stack]:
@@ -169,6 +195,7 @@ def _built_and_up(env: dict[str, str], scratch: Path) -> Iterator[Stack]:
         assert up.returncode == 0, up.stdout + up.stderr
         wait_ready(f"{stack.metrics}/readyz", UP_TIMEOUT_S)
         print(f"stack up and ready: {time.monotonic() - start:.0f} s")
+        wait_healthy(stack, "gateway", HEALTHY_TIMEOUT_S)
         print(stack.compose("ps").stdout)
         yield stack
     finally:

@@ -95,7 +95,8 @@ def test_prometheus_scrapes_both_and_sees_the_requests(stack: Stack) -> None:
         if health.get("fer-gateway") == health.get("fer-triton") == "up" and served:
             break
         time.sleep(1)
-    print("prometheus targets:", health)
+    for target in targets:
+        print(f"prometheus target {target['labels']['job']:12} {target['scrapeUrl']:40} {target['health']}")
     assert health.get("fer-gateway") == "up" and health.get("fer-triton") == "up", health
     assert float(served[0]["value"][1]) >= 1
     assert prometheus_query(stack, "nv_inference_request_success")
