@@ -22,6 +22,7 @@ import {
   rejectsPrompts,
   segmentsOf,
   seriesLines,
+  thinPoints,
   trackSeries,
 } from "../../service/web/static/fer.js";
 
@@ -91,6 +92,21 @@ test("a track's series has a point only where that person was seen", () => {
   assert.deepEqual(points.map((p) => [p.t, p.frameIndex, p.top.label]), [[0.2, 3, "sadness"], [0.6, 14, "sadness"]]);
   assert.equal(points[1].probabilities.sadness, 0.9);
   assert.deepEqual(trackSeries(null, 1), []);
+});
+
+test("a long series is thinned to exactly max points, evenly, keeping its first and last", () => {
+  const series = Array.from({ length: 14400 }, (_, index) => ({ t: index / 4 }));
+  const { points, step } = thinPoints(series, 400);
+  assert.equal(points.length, 400);
+  assert.ok(Math.abs(step - 14399 / 399) < 1e-9);
+  assert.equal(points[0], series[0]);
+  assert.equal(points[399], series[14399]);
+  const gaps = points.slice(1).map((point, i) => (point.t - points[i].t) * 4);
+  assert.ok(gaps.every((gap) => gap === 36 || gap === 37), `gaps ${[...new Set(gaps)]}`);
+  const short = series.slice(0, 400);
+  assert.deepEqual(thinPoints(short, 400), { points: short, step: 1 });
+  assert.equal(thinPoints(series.slice(0, 401), 400).points.length, 400);
+  assert.equal(new Set(thinPoints(series.slice(0, 401), 400).points).size, 400); // no point twice
 });
 
 test("chart scale: time left to right, probability bottom to top, inside the padding", () => {

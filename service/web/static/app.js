@@ -28,12 +28,15 @@ import {
   seconds,
   segmentsOf,
   seriesLines,
+  thinPoints,
   trackSeries,
 } from "./fer.js";
 import { JobError, cancelJob, followJob, jobResult, submitJob } from "./jobs.js";
 
 const $ = (id) => document.getElementById(id);
 const SVG = "http://www.w3.org/2000/svg";
+// Points per person's chart (720 px wide): about 2 px apart; longer series are thinned (thinPoints).
+const CHART_MAX_POINTS = 400;
 const page = { file: null, response: null, objectUrl: null, limits: null, job: null, fromJob: false };
 
 function element(tag, attributes = {}, text = "") {
@@ -372,7 +375,8 @@ function renderSummary(body) {
 
 function trackChart(track, body) {
   const labels = body.model.labels;
-  const points = trackSeries(body.timeline, track.track_id);
+  const all = trackSeries(body.timeline, track.track_id);
+  const { points, step } = thinPoints(all, CHART_MAX_POINTS);
   const box = element("section", { class: "track", "data-testid": "track-chart" });
   const dynamic = `${track.dynamic_expression.label} ${percent(track.dynamic_expression.probability)}`;
   box.append(element("h4", {}, `Person #${track.track_id}, ${seconds(track.first_s)} – ${seconds(track.last_s)}`));
@@ -380,6 +384,7 @@ function trackChart(track, body) {
   const source = track.dynamic_method || `${body.video_model.name}${body.video_model.trained ? "" : ", untrained"}`;
   const stt = track.stt_expression ? ` Spatio-temporal model (${body.video_model.name}${body.video_model.trained ? "" : ", untrained"}): ${track.stt_expression.label} ${percent(track.stt_expression.probability)}.` : "";
   box.append(element("p", {}, `Per-frame top expression: ${track.dominant.label ?? "none"} in ${percent(track.dominant.share)} of frames. Over the clip (${source}): ${dynamic}.${stt}`));
+  if (step > 1) box.append(element("p", { "data-testid": "chart-thinned" }, `Chart: ${points.length} of this person's ${all.length} analysed frames, 1 in ${step.toFixed(1)} (the answer's timeline has every one).`));
   box.append(chartSvg(track, points, labels, body), legend(labels));
   const segments = segmentsOf(track);
   if (segments.length) box.append(segmentList(segments));

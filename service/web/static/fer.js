@@ -105,6 +105,15 @@ export function trackSeries(timeline, trackId) {
   return points;
 }
 
+/** At most `max` of a track's points, evenly spread in order, the first and last always kept, and the
+ * mean step between kept points (1 when every point is kept): an hour-long job has thousands of frames
+ * per person, and one SVG marker each would stall the page. */
+export function thinPoints(points, max) {
+  if (points.length <= max || max < 2) return { points, step: 1 };
+  const step = (points.length - 1) / (max - 1);
+  return { points: Array.from({ length: max }, (_, i) => points[Math.round(i * step)]), step };
+}
+
 /** Chart geometry: maps time to x and probability to y inside the padded plot area. */
 export function chartScale({ width, height, pad, t0, t1 }) {
   const span = t1 > t0 ? t1 - t0 : 1;
