@@ -24,16 +24,31 @@ from service.serving.responses import ClipResults, TrackSmoothing, clip_body, cl
 
 @dataclass(frozen=True)
 class JobFiles:
+    """A job's upload, and one result folder per attempt: a stalled replica that lost its lease writes
+    into its own attempt's folder, which nobody reads (a job's result is the folder of the attempt that
+    the store let finish), so it can neither replace nor break the result of the attempt that took over."""
+
     root: Path
     job_id: str
+    attempt: int = 0
 
     @property
     def upload(self) -> Path:
         return self.root / "uploads" / self.job_id
 
     @property
-    def results(self) -> Path:
+    def folder(self) -> Path:
+        """Every attempt's results of this job."""
         return self.root / "results" / self.job_id
+
+    @property
+    def results(self) -> Path:
+        return self.folder / f"attempt-{self.attempt}"
+
+    @property
+    def partial(self) -> Path:
+        """Where this attempt writes before renaming into ``results`` (a crash leaves no half result)."""
+        return self.folder / f"attempt-{self.attempt}.partial"
 
     @property
     def head(self) -> Path:
@@ -48,10 +63,14 @@ class JobFiles:
         return self.results / "frames.csv"
 
     def remove(self) -> None:
-        """The upload and the results, whichever exist (idempotent)."""
+        """The upload and every attempt's results, whichever exist (idempotent)."""
         self.upload.unlink(missing_ok=True)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def remove_attempt(self) -> None:
+        """This attempt's results only (it lost the job to another attempt)."""
         shutil.rmtree(self.results, ignore_errors=True)
-        shutil.rmtree(self.results.with_name(self.job_id + ".partial"), ignore_errors=True)
+        shutil.rmtree(self.partial, ignore_errors=True)
 
 
 def write_results(
@@ -61,9 +80,9 @@ def write_results(
     smoothing: TrackSmoothing,
     timings: dict[str, float],
 ) -> int:
-    """Write the three files into a partial folder renamed into place at the end (a crash leaves no
-    half-written result); returns the timeline's frame count."""
-    partial = files.results.with_name(files.job_id + ".partial")
+    """Write the three files into the attempt's partial folder, renamed into place at the end (a crash
+    leaves no half-written result); returns the timeline's frame count."""
+    partial = files.partial
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     body = clip_body(

@@ -91,8 +91,9 @@ class JobRunner:
         self._stops: dict[str, threading.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
-    def files(self, job_id: str) -> JobFiles:
-        return JobFiles(self._settings.jobs_dir, job_id)
+    def files(self, job_id: str, attempt: int = 0) -> JobFiles:
+        """The job's files; ``attempt``: whose results (a finished job's are its last attempt's)."""
+        return JobFiles(self._settings.jobs_dir, job_id, attempt)
 
     @property
     def store(self) -> AsyncJobStore:
@@ -202,7 +203,7 @@ class JobRunner:
     async def _analyse(self, job: Job, stop: threading.Event) -> None:
         query = PredictQuery.model_validate_json(job.query)
         options = ClipRequest.for_job(query, self._settings)
-        files, timings = self.files(job.id), dict[str, float]()
+        files, timings = self.files(job.id, job.attempts), dict[str, float]()
         reporter = ProgressReporter(
             self._store,
             job.id,
@@ -252,7 +253,7 @@ class JobRunner:
                 stop.set()
 
     async def _finish(self, job: Job, state: State, error: tuple[str, str] | None) -> None:
-        files, settings = self.files(job.id), self._settings
+        files, settings = self.files(job.id, job.attempts), self._settings
         moved = await self._store.call(
             self._store.sync.finish,
             job.id,
@@ -263,7 +264,10 @@ class JobRunner:
             job.attempts,
         )
         if not moved and await self._taken_over(job):
-            return  # another attempt (another replica) runs it now: its upload and results are that one's
+            # Another attempt (another replica) runs it now: the upload is that one's; this attempt's
+            # results (nobody will read them) go.
+            await asyncio.to_thread(files.remove_attempt)
+            return
         # The upload goes once analysed, whatever the outcome; results only when nobody wants them.
         await asyncio.to_thread(files.upload.unlink, True)
         if not moved or state != "succeeded":

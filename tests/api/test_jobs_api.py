@@ -72,7 +72,7 @@ async def test_the_upload_is_deleted_once_analysed(tmp_path: Any) -> None:
         job = (await client.post("/v1/jobs", content=clip(), headers=RAW)).json()
         await finished(client, job["status_url"])
         assert not (tmp_path / "uploads" / job["id"]).exists()
-        assert (tmp_path / "results" / job["id"] / "frames.csv").exists()
+        assert (tmp_path / "results" / job["id"] / "attempt-1" / "frames.csv").exists()
         deleted = await client.delete(job["status_url"])
         gone = await client.get(job["status_url"])
     assert deleted.status_code == 200 and deleted.json()["state"] == "succeeded"

@@ -94,6 +94,30 @@ async def test_a_stalled_replica_that_lost_its_job_leaves_the_new_attempts_resul
     assert result.status_code == 200 and result.json()["timeline_frames"] == 12  # not deleted by the first
 
 
+async def test_a_stalled_replica_that_finishes_first_does_not_break_the_new_attempt(tmp_path: Path) -> None:
+    """The other order: the replica that lost the job finishes its stale attempt while the new attempt
+    still runs. The new attempt's result is the job's; the stale attempt's files are gone."""
+    first_gate, second_gate = asyncio.Event(), asyncio.Event()
+    stalled, taking_over = FakeInference(gate=first_gate), FakeInference(gate=second_gate)
+    shared = {"jobs_dir": tmp_path / "jobs", "jobs_window_frames": 2}
+    with redis_server(tmp_path / "redis") as url:
+        async with running_app(stalled, jobs_redis_url=url, jobs_lease_s=30.0, **shared) as first:
+            job = (await first.post("/v1/jobs", params={"stride": 1}, content=clip(), headers=RAW)).json()
+            await asyncio.wait_for(stalled.arrived.acquire(), 10)
+            redis.Redis.from_url(url).zadd("fer:jobs:state:running", {job["id"]: 0})  # its lease lapses
+            async with running_app(taking_over, jobs_redis_url=url, jobs_lease_s=0.6, **shared) as second:
+                await asyncio.wait_for(taking_over.arrived.acquire(), 10)  # attempt 2 runs on the second
+                first_gate.set()  # the stalled replica wakes up and finishes attempt 1 first
+                await idle(first)
+                second_gate.set()
+                done = await finished(second, job["status_url"])
+                result = await second.get(job["result_url"], params={"limit": 100})
+    assert done["state"] == "succeeded" and done["attempts"] == 2, done
+    assert result.status_code == 200 and result.json()["timeline_frames"] == 12
+    attempts = sorted(path.name for path in (tmp_path / "jobs" / "results" / job["id"]).iterdir())
+    assert attempts == ["attempt-2"]
+
+
 async def idle(client: httpx.AsyncClient, within_s: float = 10.0) -> None:
     """Until the replica's worker runs no job (its fer_job_workers_busy is 0)."""
     deadline = time.monotonic() + within_s

@@ -111,7 +111,7 @@ async def get_result(
     job = await jobs.owned(job_id, owner_of(request.scope))
     if job.state != "succeeded":
         raise JobNotFinished(f"job {job_id!r} is {job.state}; its result exists once it has succeeded")
-    files = jobs.files(job_id)
+    files = jobs.files(job_id, job.attempts)  # the attempt the store let finish
     if format == "csv":
         return FileResponse(files.table, media_type="text/csv", filename=f"{job_id}.csv")
     size = limit or settings.jobs_page_size
