@@ -149,9 +149,10 @@ def changing_expression(media: Path, count: int = 40) -> list[Frame]:
     return scene(640, 420, count, lambda i: [(smiling if i < count // 2 else frowning, 150, 40)])
 
 
-def real_cycle(media: Path, fps: float, size: tuple[int, int] = (720, 528)) -> list[Frame]:
+def real_cycle(media: Path, fps: float, size: tuple[int, int] = (720, 528), pad: bool = False) -> list[Frame]:
     """The real clips of the test media (Megamind.avi, then vtest.avi's first 10 s, resized to one frame
-    size) sampled at ``fps``: one cycle of a long synthesised video."""
+    size) sampled at ``fps``: one cycle of a long synthesised video. ``pad``: scaled to fit ``size`` with
+    their aspect kept and centred on black (for sizes whose aspect differs, e.g. 1280x720)."""
     frames: list[Frame] = []
     for name, seconds in (("Megamind.avi", 60.0), ("vtest.avi", 10.0)):
         with av.open(str(media / name)) as source:
@@ -162,15 +163,27 @@ def real_cycle(media: Path, fps: float, size: tuple[int, int] = (720, 528)) -> l
                     break
                 if time + 1e-6 >= next_at:
                     next_at += 1.0 / fps
-                    image = Image.fromarray(frame.to_ndarray(format="rgb24")).resize(size)
-                    frames.append(np.asarray(image))
+                    image = Image.fromarray(frame.to_ndarray(format="rgb24"))
+                    frames.append(np.asarray(fitted(image, size) if pad else image.resize(size)))
     return frames
 
 
-def long_video(media: Path, seconds: float, path: Path, fps: int = 4) -> Path:
+def fitted(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """``image`` scaled to fit ``size`` (aspect kept), centred on a black canvas of that size."""
+    scale = min(size[0] / image.width, size[1] / image.height)
+    inner = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
+    canvas = Image.new("RGB", size)
+    canvas.paste(inner, ((size[0] - inner.width) // 2, (size[1] - inner.height) // 2))
+    return canvas
+
+
+def long_video(
+    media: Path, seconds: float, path: Path, fps: int = 4, size: tuple[int, int] | None = None
+) -> Path:
     """An AVI (MPEG-4 part 2) of ``seconds`` made by looping the real clips, encoded frame by frame to
-    ``path`` (never whole in memory): the long footage jobs are tested and benchmarked on."""
-    cycle = real_cycle(media, fps)
+    ``path`` (never whole in memory): the long footage jobs are tested and benchmarked on. ``size``: the
+    frames scaled up (aspect kept, padded) to that size instead of the clips' own 720x528."""
+    cycle = real_cycle(media, fps) if size is None else real_cycle(media, fps, size, pad=True)
     with av.open(str(path), mode="w", format="avi") as output:
         stream = output.add_stream("mpeg4", rate=fps)
         stream.height, stream.width = cycle[0].shape[:2]
