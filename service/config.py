@@ -300,6 +300,13 @@ class Settings(BaseSettings):
         1, ge=1, description="Threads decoding and detecting clips, apart from the image pool."
     )
     video_detect_batch: int = Field(8, ge=1, description="Frames MTCNN detects in one batched pass.")
+    video_detect_pixels: int = Field(
+        3_100_000,
+        ge=1,
+        description="Most pixels (frames x width x height) in one batched detection pass of a clip or a job: "
+        "larger frames go fewer at a time (always at least one), as the detector's working "
+        "memory grows with the pixels of a pass (docs/robustness.md); the default keeps 8 frames of 720x528.",
+    )
     track_max_gap_s: float = Field(
         1.0, ge=0, description="How long a face may go undetected and keep its track by position."
     )

@@ -257,8 +257,14 @@ class VideoPipeline(PipelineBase):
 
     def _analysis_options(self, options: ClipRequest) -> AnalysisOptions:
         limits = options.limits or self._limits
+        settings = self._settings
         return AnalysisOptions(
-            options.plan, limits, self._tracker, self._settings.video_detect_batch, self._selection
+            options.plan,
+            limits,
+            self._tracker,
+            settings.video_detect_batch,
+            self._selection,
+            settings.video_detect_pixels,
         )
 
     async def _analyse(

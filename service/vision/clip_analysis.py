@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from itertools import islice
 
 import numpy as np
 
@@ -105,15 +104,26 @@ class AnalysisOptions:
     tracker: TrackerConfig
     detect_batch: int
     selection: FaceSelection
+    detect_pixels: int  # most pixels in one detection pass (Settings.video_detect_pixels)
 
 
 class AnalysisAbandoned(Exception):
     """A clip's analysis stopped because its request was cancelled (nobody awaits the result)."""
 
 
-def chunked(frames: Iterable[VideoFrame], size: int) -> Iterator[list[VideoFrame]]:
-    iterator = iter(frames)
-    while chunk := list(islice(iterator, size)):
+def chunked(frames: Iterable[VideoFrame], size: int, pixels: int) -> Iterator[list[VideoFrame]]:
+    """The frames in order, in chunks of at most ``size`` frames and ``pixels`` pixels (a frame larger
+    than ``pixels`` alone): one detection pass each."""
+    chunk: list[VideoFrame] = []
+    held = 0
+    for frame in frames:
+        area = frame.rgb.shape[0] * frame.rgb.shape[1]
+        if chunk and (len(chunk) == size or held + area > pixels):
+            yield chunk
+            chunk, held = [], 0
+        chunk.append(frame)
+        held += area
+    if chunk:
         yield chunk
 
 
@@ -152,7 +162,7 @@ def analyse_windows(
     tracker = FaceTracker(options.tracker)
     cropper = FaceCropper(options.selection, CropGeometry.of(image_config), CropGeometry.of(video_config))
     analysis, done = ClipAnalysis(info=reader.info), 0
-    for chunk in chunked(reader, options.detect_batch):
+    for chunk in chunked(reader, options.detect_batch, options.detect_pixels):
         if abandoned():
             raise AnalysisAbandoned(f"stopped after {done} frames: the request was cancelled")
         found = detector.detect_batch(np.stack([frame.rgb for frame in chunk]))

@@ -85,7 +85,7 @@ def test_the_clip_path_cuts_exactly_what_the_image_path_cuts() -> None:
     plan = SamplingPlan(fps=None, stride=1, max_frames=8, max_duration_s=60)
     limits = VideoLimits(60, 1920 * 1080, 100)
     selection = FaceSelection(max_faces=8, min_score=0.0)
-    options = AnalysisOptions(plan, limits, TrackerConfig(), 8, selection)
+    options = AnalysisOptions(plan, limits, TrackerConfig(), 8, selection, 10**9)
     analysis = analyse_clip(data, "avi", FakeDetector(), GREY, COLOUR, options)
     decoded = [frame.rgb for frame in ClipReader(data, "avi", plan, limits)]
     image_path = FaceCropper(selection, CropGeometry.of(GREY), CropGeometry.of(COLOUR))

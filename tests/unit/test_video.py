@@ -5,8 +5,8 @@ import pytest
 
 from devstack import clips
 from service.exceptions import InvalidVideo, VideoTooLarge, VideoTooLong
-from service.vision.clip_analysis import resample_indices
-from service.vision.video import ClipReader, SamplingPlan, VideoLimits, sniff_video_format
+from service.vision.clip_analysis import chunked, resample_indices
+from service.vision.video import ClipReader, SamplingPlan, VideoFrame, VideoLimits, sniff_video_format
 
 LIMITS = VideoLimits(max_duration_s=60, max_pixels=1920 * 1080, max_decoded_frames=3600)
 
@@ -121,3 +121,17 @@ def test_an_unknown_codec_id_is_invalid() -> None:
     data = clips.with_unknown_codec(clips.encode(frames(4), kind="webm-vp8"))
     with pytest.raises(InvalidVideo, match="codec"):
         read(data, "Matroska/WebM")
+
+
+def test_detection_chunks_hold_at_most_their_frames_and_pixels() -> None:
+    def frame_of(index: int, width: int, height: int) -> VideoFrame:
+        return VideoFrame(index, index / 10, np.zeros((height, width, 3), dtype=np.uint8))
+
+    small = [frame_of(i, 720, 528) for i in range(20)]
+    assert [len(c) for c in chunked(small, 8, 3_100_000)] == [8, 8, 4]  # 8 x 720x528 fits
+    hd = [frame_of(i, 1280, 720) for i in range(7)]
+    assert [len(c) for c in chunked(hd, 8, 3_100_000)] == [3, 3, 1]  # 3 x 921,600 px fit, 4 do not
+    full_hd = [frame_of(i, 1920, 1080) for i in range(2)]
+    assert [len(c) for c in chunked(full_hd, 8, 1_000_000)] == [1, 1]  # a larger frame goes alone
+    assert [f.index for c in chunked(hd, 8, 3_100_000) for f in c] == list(range(7))
+    assert list(chunked([], 8, 3_100_000)) == []
