@@ -22,6 +22,7 @@ import {
   rejectsPrompts,
   segmentsOf,
   seriesLines,
+  seriesByTrack,
   thinPoints,
   trackSeries,
 } from "../../service/web/static/fer.js";
@@ -92,6 +93,14 @@ test("a track's series has a point only where that person was seen", () => {
   assert.deepEqual(points.map((p) => [p.t, p.frameIndex, p.top.label]), [[0.2, 3, "sadness"], [0.6, 14, "sadness"]]);
   assert.equal(points[1].probabilities.sadness, 0.9);
   assert.deepEqual(trackSeries(null, 1), []);
+});
+
+test("every track's series from one pass equals each track's own series", () => {
+  const series = seriesByTrack(timeline);
+  assert.deepEqual([...series.keys()], [1, 2]);
+  for (const id of [1, 2]) assert.deepEqual(series.get(id), trackSeries(timeline, id));
+  assert.deepEqual(series.get(2).map((p) => p.frameIndex), [3, 9]);
+  assert.equal(seriesByTrack(undefined).size, 0);
 });
 
 test("a long series is thinned to exactly max points, evenly, keeping its first and last", () => {

@@ -27,9 +27,9 @@ import {
   rejectsPrompts,
   seconds,
   segmentsOf,
+  seriesByTrack,
   seriesLines,
   thinPoints,
-  trackSeries,
 } from "./fer.js";
 import { JobError, cancelJob, followJob, jobResult, submitJob } from "./jobs.js";
 
@@ -344,7 +344,8 @@ function renderClip(body) {
   if (page.file.type && !video.canPlayType(page.file.type)) showNoPlayback(body);
   $("stage-caption").textContent = "Click a point on a chart below to see that frame.";
   renderSummary(body);
-  $("tracks").replaceChildren(...(body.tracks || []).map((track) => trackChart(track, body)));
+  const series = seriesByTrack(body.timeline);
+  $("tracks").replaceChildren(...(body.tracks || []).map((track) => trackChart(track, series.get(track.track_id) || [], body)));
   if (!(body.tracks || []).length) $("tracks").append(element("p", {}, "Nobody was found in this clip."));
 }
 
@@ -373,9 +374,8 @@ function renderSummary(body) {
   for (const [term, value] of rows) list.append(element("dt", {}, term), element("dd", {}, value));
 }
 
-function trackChart(track, body) {
+function trackChart(track, all, body) {
   const labels = body.model.labels;
-  const all = trackSeries(body.timeline, track.track_id);
   const { points, step } = thinPoints(all, CHART_MAX_POINTS);
   const box = element("section", { class: "track", "data-testid": "track-chart" });
   const dynamic = `${track.dynamic_expression.label} ${percent(track.dynamic_expression.probability)}`;

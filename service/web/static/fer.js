@@ -90,19 +90,25 @@ export function faceCaption(face, index) {
 
 /** One point per analysed frame in which the track's face appears: time, frame, distribution, top. */
 export function trackSeries(timeline, trackId) {
-  const points = [];
+  return seriesByTrack(timeline).get(trackId) || [];
+}
+
+/** Every track's series (trackSeries) in one pass over the timeline: a Map from track id to its points.
+ * An hour-long job has thousands of frames and hundreds of people; one pass per person would be quadratic. */
+export function seriesByTrack(timeline) {
+  const series = new Map();
   for (const frame of timeline || []) {
-    const face = frame.faces.find((candidate) => candidate.track_id === trackId);
-    if (!face) continue;
-    const probabilities = Object.fromEntries(face.expressions.map((e) => [e.label, e.probability]));
-    points.push({
-      t: frame.timestamp_s,
-      frameIndex: frame.frame_index,
-      probabilities,
-      top: face.expression,
-    });
+    for (const face of frame.faces) {
+      if (!series.has(face.track_id)) series.set(face.track_id, []);
+      series.get(face.track_id).push({
+        t: frame.timestamp_s,
+        frameIndex: frame.frame_index,
+        probabilities: Object.fromEntries(face.expressions.map((e) => [e.label, e.probability])),
+        top: face.expression,
+      });
+    }
   }
-  return points;
+  return series;
 }
 
 /** At most `max` of a track's points, evenly spread in order, the first and last always kept, and the
