@@ -502,8 +502,9 @@ class Settings(BaseSettings):
 
     @property
     def clip_reservation_bytes(self) -> int:
-        """A clip's analysis: frames are decoded one at a time and detected in chunks of video_detect_batch,
-        so a chunk of the largest frames bounds it."""
+        """A clip's analysis: frames are decoded one at a time and detected in chunks of at most
+        video_detect_batch frames (and video_detect_pixels pixels, which only makes a chunk smaller), so
+        video_detect_batch of the largest frames bound it."""
         return self.video_detect_batch * self.video_max_pixels * self.image_bytes_per_pixel
 
     @property

@@ -3,7 +3,7 @@
 // a clip's answer from /predict.
 import { JOB_END_STATES, nextPageOffset, resultPageUrl } from "./fer.js";
 
-/** About once a second, as the issue asks: the status is one SQLite read on the server. */
+/** About once a second: a status is one read of the job store (SQLite or Redis) on the server. */
 export const POLL_INTERVAL_MS = 1000;
 /** Most status polls of one job (12 hours at one a second); past that the page stops following it. */
 export const MAX_POLLS = 12 * 3600;
