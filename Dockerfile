@@ -14,13 +14,17 @@
 # TORCH_INDEX_URL point at a local index of the same pinned wheels (deploy/offline/wheelhouse.sh), and the
 # CPU index being unreachable there, torch is PyPI's (CUDA) build. tests/deploy also lints this file.
 #
-# Multi-stage: the venv is built in `builder`; the final stage gets the venv and the code only (no pip cache,
-# no compilers: every pinned dependency installs from a wheel). Runs as uid 10001. No dev/test packages:
-# requirements.txt is cut at its "# --- development / test ---" marker.
+# Two stages, one copy of the dependencies: `venv` installs the pinned wheels into /opt/venv (no pip cache;
+# no compilers: every pinned dependency installs from a wheel), and the final stage is built ON it, adding the
+# code, the service user and the runtime settings. Copying the venv into a fresh base instead (COPY --from)
+# stores it twice, once per stage: with the CUDA torch of an offline build that is 2 x 6.4 GB, and CI ran out
+# of disk on it. The offline PyTorch stand-in starts from the `venv` stage too (deploy/offline/
+# pytorch.Dockerfile). Runs as uid 10001. No dev/test packages: requirements.txt is cut at its
+# "# --- development / test ---" marker.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-FROM ${PYTHON_IMAGE} AS builder
+FROM ${PYTHON_IMAGE} AS venv
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -32,19 +36,35 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 # Where every other wheel comes from (pip's default); declared in this stage only, so nothing of it reaches
 # the final image.
 ARG PIP_INDEX_URL=https://pypi.org/simple
+# Three layers, so that committing a layer (written twice while the engine stores it) never holds more than
+# one part: with PyPI's CUDA torch (offline builds) the three are ~1.3, ~4.1 and ~0.5 GB, and one layer of
+# all of them peaked at 12.3 GB of engine disk, the two-fold copy of a 6.4 GB layer.
 # 1. torch + torchvision, the versions pinned in requirements.txt, from TORCH_INDEX_URL (--no-deps: their
-#    own dependencies are resolved from PyPI in step 2, with the project's pins).
-# 2. The runtime part of requirements.txt; pip keeps the torch installed in step 1 (`torch==2.14.1` is
-#    satisfied by `2.14.1+cpu`).
-# 3. facenet-pytorch --no-deps (see requirements-nodeps.txt). nvidia-pytriton is NOT installed: in a
-#    container the gateway always talks to a real Triton; its embedded local Triton is for development.
+#    own dependencies come in step 2).
+# 2. torch's own dependencies (for PyPI's CUDA build, the nvidia-* libraries and triton), from PIP_INDEX_URL
+#    at the versions the runtime requirements pin (-c; a constraint file takes no extras, so they are cut).
+# 3. The runtime part of requirements.txt; pip keeps the torch installed in step 1 (`torch==2.14.1` is
+#    satisfied by `2.14.1+cpu`); then facenet-pytorch --no-deps (see requirements-nodeps.txt).
+#    nvidia-pytriton is NOT installed: in a container the gateway always talks to a real Triton; its
+#    embedded local Triton is for development.
 RUN grep -E '^(torch|torchvision)==' requirements.txt > torch-pins.txt \
     && test "$(wc -l < torch-pins.txt)" -eq 2 \
     && pip install --no-cache-dir --no-deps --index-url "${TORCH_INDEX_URL}" -r torch-pins.txt \
     && sed '/^# --- development \/ test ---/,$d' requirements.txt > requirements-runtime.txt \
-    && pip install --no-cache-dir -r requirements-runtime.txt \
+    && sed -E 's/\[[^]]*\]//' requirements-runtime.txt > runtime-constraints.txt
+RUN pip install --no-cache-dir -r torch-pins.txt -c runtime-constraints.txt
+RUN pip install --no-cache-dir -r requirements-runtime.txt \
     && grep -E '^facenet-pytorch==' requirements-nodeps.txt > nodeps-runtime.txt \
-    && pip install --no-cache-dir --no-deps -r nodeps-runtime.txt
+    && pip install --no-cache-dir --no-deps -r nodeps-runtime.txt \
+    && rm -f requirements.txt requirements-nodeps.txt torch-pins.txt requirements-runtime.txt \
+        runtime-constraints.txt nodeps-runtime.txt
+
+FROM venv
+# /var/lib/fer/jobs: long-video jobs' state and spool (FER_JOBS_DIR), owned by the service user so a volume
+# mounted there starts writable; the root file system stays read-only.
+RUN groupadd --system --gid 10001 fer \
+    && useradd --system --uid 10001 --gid fer --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin fer \
+    && mkdir -p /var/lib/fer/jobs && chown -R 10001:10001 /var/lib/fer
 COPY service/ /app/service/
 COPY fermodels/__init__.py fermodels/contract.py /app/fermodels/
 # The expression prompts' embeddings and the text encoder's tokenizer (fermodels/contract.py names them).
@@ -53,16 +73,6 @@ COPY deploy/docker/healthcheck.py /app/healthcheck.py
 # Fail the build, not the first request, if an import is missing; print which torch build went in.
 WORKDIR /app
 RUN python -c "import torch, facenet_pytorch, service.http.app; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
-
-FROM ${PYTHON_IMAGE}
-# /var/lib/fer/jobs: long-video jobs' state and spool (FER_JOBS_DIR), owned by the service user so a volume
-# mounted there starts writable; the root file system stays read-only.
-RUN groupadd --system --gid 10001 fer \
-    && useradd --system --uid 10001 --gid fer --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin fer \
-    && mkdir -p /var/lib/fer/jobs && chown -R 10001:10001 /var/lib/fer
-COPY --from=builder /opt/venv /opt/venv
-COPY --from=builder /app /app
-WORKDIR /app
 # FER_HOST: listen on the container's interface (the Settings default, 127.0.0.1, is for development).
 # MALLOC_ARENA_MAX=2: glibc gives each busy thread (request workers, the detection thread, OpenVINO's) its
 # own heap, and photos of many sizes fragment them all. Measured on 600 photos of distinct sizes (240-1280 px,

@@ -36,11 +36,16 @@ start=$(date +%s)
 deploy/offline/base-images.sh "$work"
 record python:3.11-slim-bookworm "$(($(date +%s) - start))"
 record busybox:1.37.0 0
+# The gateway's dependency stage first, on an empty engine: it is the one big layer (PyPI's CUDA torch,
+# the CPU index being unreachable here), and the gateway, the PyTorch stand-in, the Triton stand-in and the
+# export stage are all built on it, so the engine stores it once (docs/containers.md has the disk figures).
+build fer-offline/gateway-venv:0.1.0 Dockerfile --target venv --build-arg "TORCH_INDEX_URL=$index"
+build fer-gateway:0.1.0 Dockerfile --build-arg "TORCH_INDEX_URL=$index"
 build fer-offline/pytorch:2.14.1 deploy/offline/pytorch.Dockerfile
 build fer-offline/tritonserver:2.51.0 deploy/offline/triton.Dockerfile
 build fer-offline/prometheus:2.42 deploy/offline/prometheus.Dockerfile
 build fer-model-repository:0.1.0 deploy/model-repository.Dockerfile --build-arg PYTORCH_IMAGE=fer-offline/pytorch:2.14.1
-# The CPU torch index (the Dockerfile's default) cannot be reached here: the pinned torch from the same
-# local index, which holds PyPI's (CUDA) build.
-build fer-gateway:0.1.0 Dockerfile --build-arg "TORCH_INDEX_URL=$index"
+# Images a rebuild left untagged (the previous build of a changed Dockerfile) hold whole layers.
+docker image prune --force >/dev/null
+docker system df
 (IFS=,; echo "[${lines[*]}]") >"$report"

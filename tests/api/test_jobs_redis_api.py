@@ -137,4 +137,5 @@ async def test_a_redis_gone_away_is_503_and_the_gateway_still_stops(tmp_path: Pa
     for answer in (status, listed, submitted):
         assert answer.status_code == 503, answer.text
         assert answer.json()["error"]["code"] == "jobs_unavailable"
+        assert answer.headers["retry-after"] == "5"
     assert not any((tmp_path / "jobs" / "uploads").iterdir())  # the refused upload was not kept
