@@ -17,9 +17,9 @@
 # Two stages, one copy of the dependencies: `venv` installs the pinned wheels into /opt/venv (no pip cache;
 # no compilers: every pinned dependency installs from a wheel), and the final stage is built ON it, adding the
 # code, the service user and the runtime settings. Copying the venv into a fresh base instead (COPY --from)
-# stores it twice, once per stage: with the CUDA torch of an offline build that is 2 x 6.4 GB, and CI ran out
-# of disk on it. The offline PyTorch stand-in starts from the `venv` stage too (deploy/offline/
-# pytorch.Dockerfile). Runs as uid 10001. No dev/test packages: requirements.txt is cut at its
+# stores it twice, once per stage, and with the CUDA torch of an offline build CI ran out of disk on it
+# (docs/containers.md#disk). The offline PyTorch stand-in starts from the `venv` stage too
+# (deploy/offline/pytorch.Dockerfile). Runs as uid 10001. No dev/test packages: requirements.txt is cut at its
 # "# --- development / test ---" marker.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -36,9 +36,9 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 # Where every other wheel comes from (pip's default); declared in this stage only, so nothing of it reaches
 # the final image.
 ARG PIP_INDEX_URL=https://pypi.org/simple
-# Three layers, so that committing a layer (written twice while the engine stores it) never holds more than
-# one part: with PyPI's CUDA torch (offline builds) the three are ~1.3, ~4.1 and ~0.5 GB, and one layer of
-# all of them peaked at 12.3 GB of engine disk, the two-fold copy of a 6.4 GB layer.
+# Three layers, because the engine holds a layer's files twice while it commits it: the disk a build needs
+# peaks with the largest layer, and PyPI's CUDA torch with its nvidia-* libraries (offline builds) is most
+# of the venv (docs/containers.md#disk).
 # 1. torch + torchvision, the versions pinned in requirements.txt, from TORCH_INDEX_URL (--no-deps: their
 #    own dependencies come in step 2).
 # 2. torch's own dependencies (for PyPI's CUDA build, the nvidia-* libraries and triton), from PIP_INDEX_URL
