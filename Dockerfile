@@ -33,8 +33,10 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /build
 COPY requirements.txt requirements-nodeps.txt ./
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-# Where every other wheel comes from (pip's default); declared in this stage only, so nothing of it reaches
-# the final image.
+# Where every other wheel comes from (pip's default). Neither index reaches the image's environment or files,
+# but the image's history (`docker history`) records the build arguments of the steps that use them, the
+# final stage being built on this one: put no credentials in these URLs (an authenticating proxy, or a
+# netrc given as a BuildKit secret, keeps them out).
 ARG PIP_INDEX_URL=https://pypi.org/simple
 # Three layers, because the engine holds a layer's files twice while it commits it: the disk a build needs
 # peaks with the largest layer, and PyPI's CUDA torch with its nvidia-* libraries (offline builds) is most
@@ -79,9 +81,8 @@ RUN python -c "import torch, facenet_pytorch, service.http.app; print('torch', t
 # concurrency 4): the gateway levelled off at 1769 MiB with glibc's default and 1502 MiB with 2 arenas, from
 # ~1.28 GiB at startup, against the 2 GiB limit of the Kubernetes overlays; throughput moved by ~3 % (within
 # run-to-run noise).
-ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
+# PATH (/opt/venv/bin first) and PYTHONDONTWRITEBYTECODE come from the venv stage.
+ENV PYTHONUNBUFFERED=1 \
     MALLOC_ARENA_MAX=2 \
     FER_HOST=0.0.0.0 \
     FER_PORT=8080 \
