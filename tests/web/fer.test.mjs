@@ -24,7 +24,6 @@ import {
   seriesLines,
   seriesByTrack,
   thinPoints,
-  trackSeries,
 } from "../../service/web/static/fer.js";
 
 const face = (label, probability, extra = {}) => ({
@@ -88,18 +87,14 @@ const timeline = [
   { frame_index: 14, timestamp_s: 0.6, faces: [face("sadness", 0.9, { track_id: 1 })] },
 ];
 
-test("a track's series has a point only where that person was seen", () => {
-  const points = trackSeries(timeline, 1);
-  assert.deepEqual(points.map((p) => [p.t, p.frameIndex, p.top.label]), [[0.2, 3, "sadness"], [0.6, 14, "sadness"]]);
-  assert.equal(points[1].probabilities.sadness, 0.9);
-  assert.deepEqual(trackSeries(null, 1), []);
-});
-
-test("every track's series from one pass equals each track's own series", () => {
+test("each track's series has a point only where that person was seen, from one pass", () => {
   const series = seriesByTrack(timeline);
   assert.deepEqual([...series.keys()], [1, 2]);
-  for (const id of [1, 2]) assert.deepEqual(series.get(id), trackSeries(timeline, id));
-  assert.deepEqual(series.get(2).map((p) => p.frameIndex), [3, 9]);
+  const first = series.get(1);
+  assert.deepEqual(first.map((p) => [p.t, p.frameIndex, p.top.label]), [[0.2, 3, "sadness"], [0.6, 14, "sadness"]]);
+  assert.equal(first[1].probabilities.sadness, 0.9);
+  assert.deepEqual(series.get(2).map((p) => [p.t, p.frameIndex, p.top.label]), [[0.2, 3, "anger"], [0.4, 9, "anger"]]);
+  assert.equal(seriesByTrack(null).size, 0);
   assert.equal(seriesByTrack(undefined).size, 0);
 });
 
@@ -124,7 +119,7 @@ test("chart scale: time left to right, probability bottom to top, inside the pad
   assert.equal(scale.x(2), 110);
   assert.equal(scale.y(0), 50);
   assert.equal(scale.y(1), 10);
-  const lines = seriesLines(trackSeries(timeline, 1), ["neutral", "sadness", "fear"], scale);
+  const lines = seriesLines(seriesByTrack(timeline).get(1), ["neutral", "sadness", "fear"], scale);
   assert.equal(lines.sadness, "20.0,22.0 40.0,14.0");
   assert.equal(lines.fear, "20.0,50.0 40.0,50.0"); // a label missing from a face counts as 0
 });

@@ -88,13 +88,9 @@ export function faceCaption(face, index) {
   return `${who} ${face.expression.label} ${percent(face.expression.probability)}`;
 }
 
-/** One point per analysed frame in which the track's face appears: time, frame, distribution, top. */
-export function trackSeries(timeline, trackId) {
-  return seriesByTrack(timeline).get(trackId) || [];
-}
-
-/** Every track's series (trackSeries) in one pass over the timeline: a Map from track id to its points.
- * An hour-long job has thousands of frames and hundreds of people; one pass per person would be quadratic. */
+/** Every track's series in one pass over the timeline: a Map from track id to its points, one per analysed
+ * frame in which that face appears (time, frame, distribution, top). An hour-long job has thousands of
+ * frames and hundreds of people; one pass per person would be quadratic. */
 export function seriesByTrack(timeline) {
   const series = new Map();
   for (const frame of timeline || []) {
