@@ -13,7 +13,6 @@
 ARG VENV_IMAGE=fer-offline/gateway-venv:0.1.0
 FROM ${VENV_IMAGE}
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 COPY requirements.txt /tmp/requirements.txt
 # The pins this image stands for must be what the venv holds (fails the build otherwise). No heredoc: the
 # classic builder (build-images.sh) does not read them.
